@@ -1,0 +1,238 @@
+"""HTTP for one worker process: the only module that imports urllib3.
+
+Each worker process owns one PoolManager, created after the process starts and shared by all its segment
+threads and every file it handles, so connections stay alive across files. Every request asks for a byte
+range and raw bytes (``Accept-Encoding: identity``, read without decoding): ranges and digests refer to the
+bytes the server stores. urllib3's own retries are off except for redirects; the caller's segment loop
+decides what to retry, because only it knows how many bytes already arrived.
+"""
+
+from __future__ import annotations
+
+import re
+import email.utils
+import time
+from dataclasses import dataclass
+from urllib.parse import urljoin
+
+import urllib3
+from urllib3.exceptions import (
+    HTTPError,
+    LocationParseError,
+    LocationValueError,
+    MaxRetryError,
+    NameResolutionError,
+    NewConnectionError,
+    ProtocolError,
+    ReadTimeoutError,
+    SSLError,
+)
+from urllib3.util import parse_url
+
+from .errors import FetchError, PermanentError, TransientError
+
+CHUNK = 256 * 1024
+MAX_REDIRECTS = 10
+_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
+_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
+_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+
+_http: urllib3.PoolManager | None = None
+
+
+def start(max_connections: int) -> None:
+    """Create this process's connection pool; call once per process, before any request."""
+    global _http
+    _http = urllib3.PoolManager(num_pools=16, maxsize=max(1, max_connections), block=True)
+
+
+def _client() -> urllib3.PoolManager:
+    if _http is None:
+        start(8)
+    assert _http is not None
+    return _http
+
+
+@dataclass(frozen=True, slots=True)
+class Head:
+    """What one response says about the file and about the bytes in its body."""
+
+    status: int
+    url: str  # after redirects
+    start: int  # offset of the body's first byte in the file
+    length: int | None  # bytes the body promises, when stated
+    total: int | None  # the whole file's size, when stated
+    etag: str | None
+    last_modified: str | None
+    content_encoding: str | None
+
+    @property
+    def ranged(self) -> bool:
+        return self.status == 206
+
+
+def validator(etag: str | None, last_modified: str | None) -> str | None:
+    """What If-Range may carry: a strong ETag, else Last-Modified (RFC 9110 §13.1.5)."""
+    if etag and not etag.startswith("W/"):
+        return etag
+    return last_modified
+
+
+class Body:
+    """A streamed response body; closing it returns the connection to the pool only when it is reusable."""
+
+    def __init__(self, response: urllib3.BaseHTTPResponse) -> None:
+        self._response = response
+
+    def read(self, amount: int) -> bytes:
+        try:
+            return self._response.read(amount, decode_content=False)
+        except HTTPError as exc:
+            raise _transport_error(exc) from None
+
+    def close(self) -> None:
+        if not self._response.closed:
+            # Unread bytes would poison the next request on this connection: drop it, keep the pool slot.
+            self._response.close()
+        self._response.release_conn()
+
+    def __enter__(self) -> Body:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def request(
+    url: str,
+    headers: dict[str, str],
+    *,
+    first: int = 0,
+    last: int | None = None,
+    if_range: str | None = None,
+    timeout: float = 30.0,
+) -> tuple[Head, Body]:
+    """GET ``bytes=first-last`` of ``url``; raise FetchError for anything but a usable response."""
+    send = {**headers, "Accept-Encoding": "identity", "Range": f"bytes={first}-{'' if last is None else last}"}
+    if if_range:
+        send["If-Range"] = if_range
+    retries = urllib3.Retry(total=MAX_REDIRECTS, connect=0, read=0, status=0, other=0, redirect=MAX_REDIRECTS)
+    try:
+        response = _client().request(
+            "GET",
+            url,
+            headers=send,
+            preload_content=False,
+            decode_content=False,
+            retries=retries,
+            timeout=urllib3.Timeout(connect=timeout, read=timeout),
+        )
+    except (HTTPError, LocationValueError, LocationParseError) as exc:
+        raise _transport_error(exc) from None
+    try:
+        head = _head(response, url)
+    except BaseException:
+        response.close()
+        response.release_conn()
+        raise
+    return head, Body(response)
+
+
+def _head(response: urllib3.BaseHTTPResponse, url: str) -> Head:
+    status = response.status
+    if status == 416:  # bytes=0- of an empty file is unsatisfiable; the server still tells the size
+        match = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+        if match and int(match.group(1)) == 0:
+            return _describe(response, url, status=206, start=0, length=0, total=0)
+    if status not in (200, 206):
+        raise _status_error(response)
+    length = _int_header(response.headers.get("Content-Length"))
+    if status == 200:
+        return _describe(response, url, status=200, start=0, length=length, total=length)
+    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
+    if match is None:
+        raise TransientError(f"206 response without a usable Content-Range from {_host(url)}")
+    start, end, total = int(match.group(1)), int(match.group(2)), match.group(3)
+    return _describe(response, url, status=206, start=start, length=end - start + 1, total=_int_header(total))
+
+
+def _final_url(response: urllib3.BaseHTTPResponse, url: str) -> str:
+    """Where the body really came from: later requests for this file go straight there."""
+    history = response.retries.history if response.retries else ()
+    if not history or not history[-1].redirect_location:
+        return url
+    return urljoin(history[-1].url, history[-1].redirect_location)
+
+
+def _describe(response: urllib3.BaseHTTPResponse, url: str, **fields: int | None) -> Head:
+    h = response.headers
+    return Head(
+        url=_final_url(response, url),
+        etag=h.get("ETag"),
+        last_modified=h.get("Last-Modified"),
+        content_encoding=h.get("Content-Encoding"),
+        **fields,  # type: ignore[arg-type]
+    )
+
+
+def _int_header(value: str | None) -> int | None:
+    """A non-negative integer, or None: an unparseable or negative length means unknown."""
+    if value is None or not value.strip().isdigit():
+        return None
+    return int(value)
+
+
+def _status_error(response: urllib3.BaseHTTPResponse) -> FetchError:
+    status = response.status
+    reason = f"HTTP {status} {response.reason or ''}".strip()
+    if status in _RETRY_STATUSES or status >= 500:
+        return TransientError(reason, retry_after=retry_after(response.headers.get("Retry-After")))
+    return PermanentError(reason)
+
+
+def _transport_error(exc: Exception) -> FetchError:
+    reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
+    if isinstance(reason, NameResolutionError):
+        return TransientError(f"cannot resolve host {reason.conn.host}")
+    if isinstance(reason, NewConnectionError):
+        return TransientError(f"cannot connect to {reason.conn.host}:{reason.conn.port}: {_strerror(reason)}")
+    if isinstance(reason, ReadTimeoutError | TimeoutError):
+        return TransientError("timed out waiting for the server")
+    if isinstance(reason, SSLError):
+        return PermanentError(f"TLS failed: {reason}")
+    if isinstance(reason, ProtocolError):
+        return TransientError(f"connection broken: {_strerror(reason)}")
+    if isinstance(exc, MaxRetryError) and "redirect" in str(exc.reason or "").lower():
+        return PermanentError(f"more than {MAX_REDIRECTS} redirects")
+    if isinstance(reason, LocationValueError | LocationParseError):
+        return PermanentError(f"bad URL or redirect target: {reason}")
+    return TransientError(f"{type(reason).__name__}: {reason}")
+
+
+def _strerror(exc: BaseException) -> str:
+    """The innermost OS-level reason, which is what a user can act on ("Connection refused")."""
+    for _ in range(8):
+        wrapped = exc.args[-1] if exc.args and isinstance(exc.args[-1], BaseException) else None
+        inner = wrapped or exc.__cause__ or exc.__context__
+        if inner is None:
+            break
+        exc = inner
+    return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def _host(url: str) -> str:
+    return parse_url(url).host or url
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or bad."""
+    if value is None:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())

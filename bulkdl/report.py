@@ -1,0 +1,182 @@
+"""What people and machines read: live progress, the summary table, the JSON report. The only rich importer.
+
+The summary is printed at the end of every run. On a terminal it fits the window; anywhere else (cron mail,
+a pipe, a log file) the table is laid out as wide as it needs, so every path and every full SHA-256 stays on
+one line and can be grepped.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from types import TracebackType
+from typing import TextIO
+
+from rich import box
+from rich.console import Console
+from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.table import Table
+from rich.text import Text
+
+from . import durable
+from .fetch import FileResult
+from .sizes import format_size
+
+_STYLES = {"downloaded": "green", "skipped": "cyan", "failed": "bold red", "interrupted": "yellow"}
+
+
+@dataclass(frozen=True, slots=True)
+class Totals:
+    downloaded: int
+    skipped: int
+    failed: int
+    interrupted: int
+    bytes: int  # size of the files now in place
+    transferred: int  # body bytes received in this run
+    elapsed: float
+
+    @classmethod
+    def of(cls, results: Sequence[FileResult], elapsed: float) -> Totals:
+        count = {status: sum(r.status == status for r in results) for status in _STYLES}
+        return cls(
+            downloaded=count["downloaded"],
+            skipped=count["skipped"],
+            failed=count["failed"],
+            interrupted=count["interrupted"],
+            bytes=sum(r.size or 0 for r in results if r.status in ("downloaded", "skipped")),
+            transferred=sum(r.transferred for r in results),
+            elapsed=elapsed,
+        )
+
+
+class ProgressView:
+    """Overall bytes and files plus one bar per active file; draws nothing when disabled."""
+
+    def __init__(self, enabled: bool, names: Mapping[int, str], sizes: Mapping[int, int | None]) -> None:
+        self._names = names
+        self._progress: Progress | None = None
+        self._files: dict[int, TaskID] = {}
+        self._sizes = {index: size for index, size in sizes.items() if size is not None}
+        self._done = 0
+        if enabled:
+            self._progress = Progress(
+                TextColumn("{task.description}", justify="left"),
+                BarColumn(),
+                DownloadColumn(binary_units=True),
+                TransferSpeedColumn(),
+                TimeRemainingColumn(),
+                console=Console(file=sys.stdout),
+                transient=True,
+            )
+            self._overall = self._progress.add_task(self._overall_label(), total=sum(self._sizes.values()) or None)
+
+    def __enter__(self) -> ProgressView:
+        if self._progress is not None:
+            self._progress.start()
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        if self._progress is not None:
+            self._progress.stop()
+
+    def _overall_label(self) -> str:
+        return f"[bold]all files {self._done}/{len(self._names)}"
+
+    def tick(self, index: int, n: int, size: int | None) -> None:
+        if self._progress is None:
+            return
+        if index not in self._files:
+            self._files[index] = self._progress.add_task(self._names[index], total=size)
+            if size is not None:
+                self._sizes[index] = size
+                self._progress.update(self._overall, total=sum(self._sizes.values()))
+        self._progress.advance(self._files[index], n)
+        self._progress.advance(self._overall, n)
+
+    def finished(self, result: FileResult) -> None:
+        if self._progress is None:
+            return
+        self._done += 1
+        task = self._files.pop(result.index, None)
+        if task is not None:
+            self._progress.remove_task(task)
+        self._progress.update(self._overall, description=self._overall_label())
+
+
+def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> Table:
+    table = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left", show_footer=False)
+    table.add_column("File", overflow="fold")
+    table.add_column("Status")
+    table.add_column("Size", justify="right", no_wrap=True)
+    table.add_column("Time", justify="right", no_wrap=True)
+    table.add_column("Rate", justify="right", no_wrap=True)
+    table.add_column("SHA-256 / reason", overflow="fold")
+    for r in results:
+        detail = Text(r.sha256 or "")
+        if r.error:
+            detail = Text(r.error, style="red")
+        for note in r.notes:
+            detail.append(f"\nnote: {note}", style="yellow")
+        size = format_size(r.size) if r.size is not None else "-"
+        table.add_row(r.name, Text(r.status, style=_STYLES[r.status]), size, _duration(r.elapsed), _rate(r.transferred, r.elapsed), detail)
+    table.add_section()
+    counts = ", ".join(f"{n} {status}" for status, n in _counts(totals) if n or status == "downloaded")
+    table.add_row(Text("total", style="bold"), counts, format_size(totals.bytes), _duration(totals.elapsed), _rate(totals.transferred, totals.elapsed), f"{format_size(totals.transferred)} received")
+    return table
+
+
+def _counts(totals: Totals) -> list[tuple[str, int]]:
+    return [("downloaded", totals.downloaded), ("skipped", totals.skipped), ("failed", totals.failed), ("interrupted", totals.interrupted)]
+
+
+def print_summary(table: Table, file: TextIO | None = None) -> None:
+    console = Console(file=file or sys.stdout)
+    if not console.is_terminal:
+        # No window to fit: lay the table out at its natural width so nothing is folded or cut.
+        natural = Console(width=100_000).measure(table).maximum
+        console = Console(file=file or sys.stdout, width=max(80, natural), no_color=True)
+    console.print(table)
+
+
+def write_json(path: Path, results: Sequence[FileResult], totals: Totals) -> None:
+    doc = {
+        "files": [
+            {
+                "url": r.url,
+                "path": r.name,
+                "status": r.status,
+                "bytes": r.size,
+                "transferred": r.transferred,
+                "sha256": r.sha256,
+                "elapsed_s": round(r.elapsed, 3),
+                "error": r.error,
+                "notes": list(r.notes),
+            }
+            for r in results
+        ],
+        "summary": {
+            "downloaded": totals.downloaded,
+            "skipped": totals.skipped,
+            "failed": totals.failed,
+            "interrupted": totals.interrupted,
+            "bytes": totals.bytes,
+            "transferred": totals.transferred,
+            "elapsed_s": round(totals.elapsed, 3),
+        },
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    durable.write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def _duration(seconds: float) -> str:
+    if seconds < 60:
+        return f"{seconds:.1f}s"
+    minutes, secs = divmod(int(seconds), 60)
+    return f"{minutes}m{secs:02d}s" if minutes < 60 else f"{minutes // 60}h{minutes % 60:02d}m"
+
+
+def _rate(n: int, seconds: float) -> str:
+    return f"{format_size(int(n / seconds))}/s" if n and seconds > 0 else "-"

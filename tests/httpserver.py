@@ -1,0 +1,241 @@
+"""A threaded HTTP/1.1 server for tests and the demo: real sockets, Range, validators, switchable faults.
+
+Each path maps to a Resource whose fields are the fault switches, so a test says what a path does and
+then reads the request log to see what the client asked for. ``/gen/<size>/<name>`` serves ``size``
+deterministic bytes for any name (the demo's manifest picks its own files that way).
+"""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import itertools
+import re
+import threading
+from dataclasses import dataclass, field, replace
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+_RANGE = re.compile(r"bytes=(\d*)-(\d*)")
+_GEN = re.compile(r"/gen/(\d+)/[^/]+")
+_CHUNK = 64 * 1024
+
+
+def content(name: str, size: int) -> bytes:
+    """Deterministic, incompressible bytes for ``name``: the same on every machine and Python."""
+    return hashlib.shake_256(name.encode()).digest(size)
+
+
+@dataclass
+class Resource:
+    data: bytes
+    etag: str | None = None  # None: derived from the data
+    last_modified: float = 1_700_000_000.0
+    ranges: bool = True  # False: ignore Range, always 200 with the whole body
+    status: int | None = None  # answer every request with this status and no body
+    fail_first: int = 0  # answer the next K requests with 503 (counts down)
+    retry_after: str | None = None  # Retry-After header sent with those 503s
+    drop_after: int | None = None  # close the connection after sending this many body bytes (once per request)
+    drops: int = 1_000_000  # how many requests the drop applies to (counts down)
+
+    def validators(self) -> tuple[str, str]:
+        etag = self.etag or '"' + hashlib.sha1(self.data).hexdigest()[:16] + '"'
+        return etag, email.utils.formatdate(self.last_modified, usegmt=True)
+
+
+@dataclass(frozen=True)
+class Request:
+    method: str
+    path: str
+    range: str | None
+    if_range: str | None
+    status: int
+    sent: int  # body bytes actually written
+    conn: int  # connection serial: equal for requests on one kept-alive connection
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    server: _Server
+
+    def setup(self) -> None:
+        super().setup()
+        self.conn_id = next(self.server.conn_ids)
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+    def do_GET(self) -> None:
+        try:
+            self._serve(head_only=False)
+        except Exception as exc:
+            self.server.errors.append(exc)
+            raise
+
+    def do_HEAD(self) -> None:
+        self._serve(head_only=True)
+
+    def _serve(self, head_only: bool) -> None:
+        path = self.path.split("?", 1)[0]
+        resource = self.server.lookup(path)
+        if resource is None:
+            return self._empty(path, 404)
+        if resource.status is not None:
+            return self._empty(path, resource.status)
+        if self.server.take_failure(path):
+            return self._empty(path, 503, {"Retry-After": resource.retry_after} if resource.retry_after else {})
+        etag, modified = resource.validators()
+        span = self._span(resource, etag, modified)
+        size = len(resource.data)
+        headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes" if resource.ranges else "none"}
+        if span == "unsatisfiable":
+            return self._empty(path, 416, {"Content-Range": f"bytes */{size}"})
+        start, end = span if span else (0, size)
+        status = 206 if span else 200
+        if span:
+            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+        body = b"" if head_only else resource.data[start:end]
+        sent = self._send(status, headers, body, end - start, self.server.take_drop(path))
+        self.server.record(self, path, status, sent)
+
+    def _span(self, resource: Resource, etag: str, modified: str) -> tuple[int, int] | str | None:
+        """The byte range to send, None for the whole body, or "unsatisfiable"."""
+        header = self.headers.get("Range")
+        if not header or not resource.ranges:
+            return None
+        if_range = self.headers.get("If-Range")
+        if if_range is not None and if_range not in (etag, modified):
+            return None  # the client's copy is stale: send everything
+        match = _RANGE.fullmatch(header.strip())
+        if match is None or match.group(1) == match.group(2) == "":
+            return None
+        size = len(resource.data)
+        if match.group(1) == "":  # suffix range: the last N bytes
+            return (max(0, size - int(match.group(2))), size)
+        start = int(match.group(1))
+        end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+        return "unsatisfiable" if start >= size else (start, end)
+
+    def _send(self, status: int, headers: dict[str, str], body: bytes, length: int, drop_after: int | None) -> int:
+        self.send_response(status)
+        for name, value in headers.items():
+            self.send_header(name, value)
+        self.send_header("Content-Length", str(length))
+        self.end_headers()
+        limit = len(body) if drop_after is None else min(drop_after, len(body))
+        sent = 0
+        view = memoryview(body)
+        try:
+            while sent < limit:
+                n = min(_CHUNK, limit - sent)
+                self.wfile.write(view[sent : sent + n])
+                sent += n
+            self.wfile.flush()
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client hung up: normal when it has all it wanted of an open-ended range
+        if sent < len(body):
+            self.close_connection = True
+        return sent
+
+    def _empty(self, path: str, status: int, headers: dict[str, str] | None = None) -> None:
+        self._send(status, headers or {}, b"", 0, None)
+        self.server.record(self, path, status, 0)
+
+
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    block_on_close = False
+
+    def __init__(self, port: int) -> None:
+        super().__init__(("127.0.0.1", port), _Handler)
+        self.conn_ids = itertools.count(1)
+        self.lock = threading.Lock()
+        self.resources: dict[str, Resource] = {}
+        self.generated: dict[str, Resource] = {}
+        self.log: list[Request] = []
+        self.errors: list[BaseException] = []
+
+    def lookup(self, path: str) -> Resource | None:
+        with self.lock:
+            found = self.resources.get(path) or self.generated.get(path)
+            if found is None and (match := _GEN.fullmatch(path)):
+                found = self.generated[path] = Resource(content(path, int(match.group(1))))
+            return found
+
+    def take_failure(self, path: str) -> bool:
+        with self.lock:
+            resource = self.resources.get(path)
+            if resource is None or resource.fail_first <= 0:
+                return False
+            resource.fail_first -= 1
+            return True
+
+    def take_drop(self, path: str) -> int | None:
+        with self.lock:
+            resource = self.resources.get(path)
+            if resource is None or resource.drop_after is None or resource.drops <= 0:
+                return None
+            resource.drops -= 1
+            return resource.drop_after
+
+    def record(self, handler: _Handler, path: str, status: int, sent: int) -> None:
+        entry = Request(
+            method=handler.command,
+            path=path,
+            range=handler.headers.get("Range"),
+            if_range=handler.headers.get("If-Range"),
+            status=status,
+            sent=sent,
+            conn=handler.conn_id,
+            headers=dict(handler.headers.items()),
+        )
+        with self.lock:
+            self.log.append(entry)
+
+
+class TestServer:
+    """The server as tests and the demo use it; the same interface as tests.nginx.NginxServer."""
+
+    kind = "builtin"
+
+    def __init__(self, port: int = 0) -> None:
+        self._server = _Server(port)
+        self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
+        self._thread.start()
+        host, port = self._server.server_address[:2]
+        self.base_url = f"http://{host}:{port}"
+
+    def add(self, path: str, data: bytes, **switches: Any) -> str:
+        """Serve ``data`` at ``/path`` with the given Resource switches; return its URL."""
+        path = "/" + path.lstrip("/")
+        with self._server.lock:
+            self._server.resources[path] = Resource(data, **switches)
+        return self.base_url + path
+
+    def add_error(self, path: str, status: int) -> str:
+        return self.add(path, b"", status=status)
+
+    def change(self, path: str, **switches: Any) -> None:
+        path = "/" + path.lstrip("/")
+        with self._server.lock:
+            self._server.resources[path] = replace(self._server.resources[path], **switches)
+
+    def requests(self, path: str | None = None) -> list[Request]:
+        with self._server.lock:
+            return [r for r in self._server.log if path is None or r.path == "/" + path.lstrip("/")]
+
+    @property
+    def errors(self) -> list[BaseException]:
+        return list(self._server.errors)
+
+    def reset(self) -> None:
+        with self._server.lock:
+            self._server.resources.clear()
+            self._server.log.clear()
+            self._server.errors.clear()
+
+    def close(self) -> None:
+        self._server.shutdown()
+        self._server.server_close()
+        self._thread.join(timeout=5)
