@@ -48,7 +48,9 @@ def hash_file(path: Path, algorithms: Iterable[str] = ("sha256",)) -> dict[str, 
     return {a: h.hexdigest() for a, h in hashes.items()}
 
 
-def assemble(final: Path, plan: Plan, expected_size: int | None, digests: tuple[tuple[str, str], ...]) -> tuple[int, str]:
+def assemble(
+    final: Path, plan: Plan, expected_size: int | None, digests: tuple[tuple[str, str], ...]
+) -> tuple[int, str]:
     """Concatenate the plan's parts into ``final`` after checking them; return (size, sha256 hex).
 
     Raises VerifyError (the final path untouched, parts removed: they hold wrong bytes) on a mismatch.

@@ -11,7 +11,7 @@ import signal
 import sys
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -29,7 +29,7 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
 
-def _count(low: int, high: int) -> type[int] | object:
+def _count(low: int, high: int) -> Callable[[str], int]:
     def convert(text: str) -> int:
         try:
             value = int(text)

@@ -163,7 +163,11 @@ class _Download:
             current = replace(current, ranged=False, segments=plan.single(current.size))
             plan.save(self.job.path, current)
             self._fetch_segments(current, None)
-        result = assemble(self.job.path, current, self.job.size, self.job.digests)
+        try:
+            result = assemble(self.job.path, current, self.job.size, self.job.digests)
+        except VerifyError:
+            plan.remove(self.job.path, current)  # wrong bytes: no later run may build on them
+            raise
         plan.remove(self.job.path, current)
         return result
 
@@ -203,7 +207,10 @@ class _Download:
         part = plan.part_path(self.job.path, segment.index)
         handed = [probe] if probe is not None else []  # the probe's body serves the first attempt only
         try:
-            self._retry(lambda: self._segment_attempt(current, segment, part, handed.pop() if handed else None), lambda: _size(part))
+            self._retry(
+                lambda: self._segment_attempt(current, segment, part, handed.pop() if handed else None),
+                lambda: _size(part),
+            )
         except BaseException:
             self.abort.set()
             raise
@@ -225,8 +232,14 @@ class _Download:
             self._stream(body, out, segment, have)
 
     def _open(self, current: Plan | None, first: int, last: int | None = None) -> tuple[net.Head, net.Body]:
-        url, if_range = (self.job.url, None) if current is None else (current.url, net.validator(current.etag, current.last_modified))
-        head, body = net.request(url, self.headers, first=first, last=last, if_range=if_range, timeout=self.job.settings.timeout)
+        url, if_range = (
+            (self.job.url, None)
+            if current is None
+            else (current.url, net.validator(current.etag, current.last_modified))
+        )
+        head, body = net.request(
+            url, self.headers, first=first, last=last, if_range=if_range, timeout=self.job.settings.timeout
+        )
         try:
             _check(current, first, head)
         except BaseException:

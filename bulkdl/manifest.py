@@ -69,10 +69,17 @@ class Manifest:
 @dataclass
 class _Problems:
     source: str
-    lines: list[str] = field(default_factory=list)
+    found: list[tuple[int, str]] = field(default_factory=list)
 
     def add(self, node: yaml.Node, key: str, message: str) -> None:
-        self.lines.append(f"{self.source}:{node.start_mark.line + 1}: {key}: {message}")
+        self.at(node.start_mark.line + 1, key, message)
+
+    def at(self, line: int, key: str, message: str) -> None:
+        self.found.append((line, f"{self.source}:{line}: {key}: {message}"))
+
+    def error(self) -> ManifestError:
+        """Every problem in file order, one line each."""
+        return ManifestError("\n".join(text for _, text in sorted(self.found, key=lambda p: p[0])))
 
 
 _Convert = Callable[[Any], Any]
@@ -198,7 +205,9 @@ class _Reader:
                 headers[name] = value
         return headers
 
-    def settings(self, node: yaml.Node, where: str, base: Settings, extra: dict[str, _Convert]) -> tuple[Settings, dict[str, tuple[yaml.Node, Any]]]:
+    def settings(
+        self, node: yaml.Node, where: str, base: Settings, extra: dict[str, _Convert]
+    ) -> tuple[Settings, dict[str, tuple[yaml.Node, Any]]]:
         """Read a mapping of settings plus ``extra`` keys; return new settings and the extra values."""
         values: dict[str, Any] = {}
         found: dict[str, tuple[yaml.Node, Any]] = {}
@@ -247,9 +256,10 @@ def _compose(text: str, problems: _Problems) -> tuple[yaml.SafeLoader, yaml.Node
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
-        problems.lines.append(f"{problems.source}:{line}: yaml: {exc.problem or exc.context}")
+        where = f" ({exc.context} on line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
+        problems.at(line, "yaml", f"{exc.problem or exc.context}{where}")
     except yaml.YAMLError as exc:
-        problems.lines.append(f"{problems.source}:1: yaml: {exc}")
+        problems.at(1, "yaml", str(exc))
     return loader, None
 
 
@@ -268,14 +278,14 @@ def parse(text: str, source: Path, overrides: Overrides) -> Manifest:
     loader, root = _compose(text, problems)
     try:
         manifest = None
-        if root is None and not problems.lines:
-            problems.lines.append(f"{source}:1: manifest: the file is empty")
+        if root is None and not problems.found:
+            problems.at(1, "manifest", "the file is empty")
         elif root is not None:
             manifest = _Builder(_Reader(loader, problems), source, overrides).build(root)
     finally:
         loader.dispose()
-    if problems.lines or manifest is None:
-        raise ManifestError("\n".join(problems.lines))
+    if problems.found or manifest is None:
+        raise problems.error()
     return manifest
 
 
@@ -302,7 +312,7 @@ class _Builder:
             return None
         jobs = self._jobs(top["files"], dest, settings)
         workers = self._workers(top.get("workers"), len(jobs))
-        if self.reader.problems.lines:
+        if self.reader.problems.found:
             return None
         return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs))
 
@@ -332,6 +342,7 @@ class _Builder:
 
     def _job(self, index: int, node: yaml.Node, dest: Path, base: Settings) -> Job | None:
         where = f"files[{index}]"
+        found: dict[str, tuple[yaml.Node, Any]]
         if isinstance(node, yaml.ScalarNode):  # a bare URL
             settings, found = base, {"url": (node, self.reader.scalar(node, where, _url))}
         else:
@@ -346,7 +357,15 @@ class _Builder:
             return None
         digests = tuple((algo, found[algo][1]) for algo in DIGEST_HEX_LENGTHS if algo in found and found[algo][1])
         size = found.get("size", (node, None))[1]
-        return Job(index=index, url=url, name=name, path=dest.joinpath(*name.split("/")), size=size, digests=digests, settings=settings)
+        return Job(
+            index=index,
+            url=url,
+            name=name,
+            path=dest.joinpath(*name.split("/")),
+            size=size,
+            digests=digests,
+            settings=settings,
+        )
 
     def _name(self, node: yaml.Node, where: str, url: str | None, path: tuple[yaml.Node, Any] | None) -> str | None:
         """The destination below dest: the entry's path, else the URL's last segment."""

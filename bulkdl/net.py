@@ -9,8 +9,8 @@ decides what to retry, because only it knows how many bytes already arrived.
 
 from __future__ import annotations
 
-import re
 import email.utils
+import re
 import time
 from dataclasses import dataclass
 from urllib.parse import urljoin
@@ -116,7 +116,17 @@ def request(
     send = {**headers, "Accept-Encoding": "identity", "Range": f"bytes={first}-{'' if last is None else last}"}
     if if_range:
         send["If-Range"] = if_range
-    retries = urllib3.Retry(total=MAX_REDIRECTS, connect=0, read=0, status=0, other=0, redirect=MAX_REDIRECTS)
+    # Redirects only: statuses, Retry-After and broken connections are the segment loop's to judge.
+    retries = urllib3.Retry(
+        total=MAX_REDIRECTS,
+        connect=0,
+        read=0,
+        status=0,
+        other=0,
+        redirect=MAX_REDIRECTS,
+        respect_retry_after_header=False,
+        raise_on_status=False,
+    )
     try:
         response = _client().request(
             "GET",
@@ -159,9 +169,10 @@ def _head(response: urllib3.BaseHTTPResponse, url: str) -> Head:
 def _final_url(response: urllib3.BaseHTTPResponse, url: str) -> str:
     """Where the body really came from: later requests for this file go straight there."""
     history = response.retries.history if response.retries else ()
-    if not history or not history[-1].redirect_location:
+    last = history[-1] if history else None
+    if last is None or not last.url or not last.redirect_location:
         return url
-    return urljoin(history[-1].url, history[-1].redirect_location)
+    return urljoin(last.url, last.redirect_location)
 
 
 def _describe(response: urllib3.BaseHTTPResponse, url: str, **fields: int | None) -> Head:

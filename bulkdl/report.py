@@ -17,7 +17,15 @@ from typing import TextIO
 
 from rich import box
 from rich.console import Console
-from rich.progress import BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn, TransferSpeedColumn
+from rich.progress import (
+    BarColumn,
+    DownloadColumn,
+    Progress,
+    TaskID,
+    TextColumn,
+    TimeRemainingColumn,
+    TransferSpeedColumn,
+)
 from rich.table import Table
 from rich.text import Text
 
@@ -121,15 +129,34 @@ def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> 
         for note in r.notes:
             detail.append(f"\nnote: {note}", style="yellow")
         size = format_size(r.size) if r.size is not None else "-"
-        table.add_row(r.name, Text(r.status, style=_STYLES[r.status]), size, _duration(r.elapsed), _rate(r.transferred, r.elapsed), detail)
+        table.add_row(
+            r.name,
+            Text(r.status, style=_STYLES[r.status]),
+            size,
+            _duration(r.elapsed),
+            _rate(r.transferred, r.elapsed),
+            detail,
+        )
     table.add_section()
     counts = ", ".join(f"{n} {status}" for status, n in _counts(totals) if n or status == "downloaded")
-    table.add_row(Text("total", style="bold"), counts, format_size(totals.bytes), _duration(totals.elapsed), _rate(totals.transferred, totals.elapsed), f"{format_size(totals.transferred)} received")
+    table.add_row(
+        Text("total", style="bold"),
+        counts,
+        format_size(totals.bytes),
+        _duration(totals.elapsed),
+        _rate(totals.transferred, totals.elapsed),
+        f"{format_size(totals.transferred)} received",
+    )
     return table
 
 
 def _counts(totals: Totals) -> list[tuple[str, int]]:
-    return [("downloaded", totals.downloaded), ("skipped", totals.skipped), ("failed", totals.failed), ("interrupted", totals.interrupted)]
+    return [
+        ("downloaded", totals.downloaded),
+        ("skipped", totals.skipped),
+        ("failed", totals.failed),
+        ("interrupted", totals.interrupted),
+    ]
 
 
 def print_summary(table: Table, file: TextIO | None = None) -> None:

@@ -7,6 +7,7 @@ deterministic bytes for any name (the demo's manifest picks its own files that w
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
 import itertools
@@ -26,6 +27,10 @@ def content(name: str, size: int) -> bytes:
     return hashlib.shake_256(name.encode()).digest(size)
 
 
+def etag_of(data: bytes) -> str:
+    return '"' + hashlib.sha1(data).hexdigest()[:16] + '"'
+
+
 @dataclass
 class Resource:
     data: bytes
@@ -39,8 +44,7 @@ class Resource:
     drops: int = 1_000_000  # how many requests the drop applies to (counts down)
 
     def validators(self) -> tuple[str, str]:
-        etag = self.etag or '"' + hashlib.sha1(self.data).hexdigest()[:16] + '"'
-        return etag, email.utils.formatdate(self.last_modified, usegmt=True)
+        return self.etag or etag_of(self.data), email.utils.formatdate(self.last_modified, usegmt=True)
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,11 @@ class _Handler(BaseHTTPRequestHandler):
 
     def log_message(self, format: str, *args: Any) -> None:
         pass
+
+    def handle(self) -> None:
+        # A client that drops a connection with unread bytes resets it: a hang-up, not an error.
+        with contextlib.suppress(ConnectionResetError, BrokenPipeError):
+            super().handle()
 
     def do_GET(self) -> None:
         try:
@@ -194,7 +203,7 @@ class _Server(ThreadingHTTPServer):
             self.log.append(entry)
 
 
-class TestServer:
+class FaultServer:
     """The server as tests and the demo use it; the same interface as tests.nginx.NginxServer."""
 
     kind = "builtin"

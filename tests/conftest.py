@@ -1,0 +1,103 @@
+"""Fixtures: real servers on 127.0.0.1 and a way to run the real CLI against them."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import pytest
+import yaml
+
+from . import nginx
+from .httpserver import FaultServer, Request
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+class Server(Protocol):
+    kind: str
+    base_url: str
+
+    def add(self, path: str, data: bytes, **switches: Any) -> str: ...
+    def add_error(self, path: str, status: int) -> str: ...
+    def requests(self, path: str | None = None) -> list[Request]: ...
+    def reset(self) -> None: ...
+
+
+@pytest.fixture(scope="session")
+def _builtin() -> Iterator[FaultServer]:
+    server = FaultServer()
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="session")
+def _nginx(tmp_path_factory: pytest.TempPathFactory) -> Iterator[nginx.NginxServer | None]:
+    if not nginx.available():
+        if os.environ.get("CI"):
+            pytest.fail("nginx is not installed; .ci/run must install nginx-light")
+        yield None
+        return
+    server = nginx.NginxServer(tmp_path_factory.mktemp("nginx"))
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def builtin(_builtin: FaultServer) -> Iterator[FaultServer]:
+    """The fault-injecting server, emptied for this test; errors in its threads fail the test."""
+    _builtin.reset()
+    yield _builtin
+    assert not _builtin.errors, f"the test server raised: {_builtin.errors!r}"
+
+
+@pytest.fixture(params=["builtin", "nginx"])
+def server(request: pytest.FixtureRequest, _builtin: FaultServer) -> Iterator[Server]:
+    """Each end-to-end case runs against the builtin server and against a real nginx."""
+    if request.param == "builtin":
+        yield request.getfixturevalue("builtin")
+        return
+    real = request.getfixturevalue("_nginx")
+    if real is None:
+        pytest.skip("nginx is not installed (apt-get install nginx-light)")
+    real.reset()
+    yield real
+
+
+@dataclass
+class Run:
+    code: int
+    stdout: str
+    stderr: str
+    report: dict[str, Any] | None
+
+    def file(self, name: str) -> dict[str, Any]:
+        assert self.report is not None
+        return next(f for f in self.report["files"] if f["path"] == name)
+
+
+def run_cli(*args: str | Path, cwd: Path, timeout: float = 90) -> Run:
+    """Run ``python -m bulkdl`` as a user would, with stdout a pipe (no terminal)."""
+    report = cwd / "report.json"
+    report.unlink(missing_ok=True)
+    argv = [sys.executable, "-m", "bulkdl", *map(str, args)]
+    if args and args[0] == "run":
+        argv += ["--report", str(report)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(
+        argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+    )
+    loaded = json.loads(report.read_text()) if report.exists() else None
+    return Run(done.returncode, done.stdout, done.stderr, loaded)
+
+
+def write_manifest(directory: Path, files: list[Any], **top: Any) -> Path:
+    path = directory / "manifest.yaml"
+    path.write_text(yaml.safe_dump({"version": 1, "dest": "mirror", **top, "files": files}, sort_keys=False))
+    return path

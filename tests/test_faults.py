@@ -1,0 +1,66 @@
+"""Faults the engine already handles, injected through the builtin server's switches."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from .conftest import run_cli, write_manifest
+from .httpserver import FaultServer, content, etag_of
+
+MiB = 1024**2
+
+
+def test_broken_connection_resumes_from_the_byte_reached(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("drop", 3 * MiB)
+    url = builtin.add("drop.bin", data, drop_after=1 * MiB + 17, drops=1)
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults={"segments": 1}), cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "mirror/drop.bin").read_bytes() == data
+    requests = builtin.requests("drop.bin")
+    assert [r.range for r in requests] == ["bytes=0-", f"bytes={MiB + 17}-{3 * MiB - 1}"]
+    assert requests[0].if_range is None and requests[1].if_range == etag_of(data)
+    assert result.file("drop.bin")["transferred"] == len(data), "no byte fetched twice"
+
+
+def test_each_segment_resumes_separately(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("drops", 4 * MiB)
+    url = builtin.add("drops.bin", data, drop_after=300_000, drops=3)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 2, "min_segment_size": "1MiB", "retries": 3})
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert (tmp_path / "mirror/drops.bin").read_bytes() == data
+    assert result.file("drops.bin")["transferred"] == len(data)
+    assert sum(r.sent for r in builtin.requests("drops.bin")) >= len(data)
+
+
+def test_503_is_retried_and_retry_after_honoured(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("busy", 1000)
+    url = builtin.add("busy.bin", data, fail_first=2, retry_after="0")
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults={"retries": 2}), cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert [r.status for r in builtin.requests("busy.bin")] == [503, 503, 206]
+    assert (tmp_path / "mirror/busy.bin").read_bytes() == data
+
+
+def test_retries_are_bounded(builtin: FaultServer, tmp_path: Path) -> None:
+    url = builtin.add("down.bin", b"x", fail_first=100, retry_after="0")
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults={"retries": 3}), cwd=tmp_path)
+    assert result.code == 1
+    assert result.file("down.bin")["error"] == "HTTP 503 Service Unavailable (gave up after 4 attempts)"
+    assert len(builtin.requests("down.bin")) == 4
+
+
+def test_unreachable_host_fails_cleanly(tmp_path: Path) -> None:
+    import socket
+
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    manifest = write_manifest(tmp_path, [f"http://127.0.0.1:{port}/x.bin"], defaults={"retries": 1})
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 1
+    assert (
+        result.file("x.bin")["error"]
+        == f"cannot connect to 127.0.0.1:{port}: Connection refused (gave up after 2 attempts)"
+    )
+    assert "Traceback" not in result.stderr + result.stdout

@@ -1,0 +1,186 @@
+"""Manifest validation: every problem reported with its line, exit 2, nothing downloaded, no traceback."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from bulkdl.manifest import Overrides, load
+
+from .conftest import run_cli
+
+GOOD = "http://127.0.0.1:9/a.bin"
+SHA = "ab" * 32
+
+
+def _write(tmp_path: Path, text: str) -> Path:
+    path = tmp_path / "m.yaml"
+    path.write_text(textwrap.dedent(text).lstrip())
+    return path
+
+
+def test_defaults_inherit_and_entries_override(tmp_path: Path) -> None:
+    m = load(
+        _write(
+            tmp_path,
+            f"""
+            version: 1
+            dest: out
+            workers: 3
+            defaults:
+              segments: 4
+              min_segment_size: 1MiB
+              retries: 2
+              timeout: 7
+              headers: {{User-Agent: test/1, X-Team: a}}
+            files:
+              - {GOOD}
+              - url: http://127.0.0.1:9/dir/b%20c.txt
+                path: sub/b.txt
+                size: 2KiB
+                sha256: "{SHA.upper()}"
+                md5: "{"0" * 32}"
+                segments: 2
+                headers: {{x-team: b}}
+              - http://127.0.0.1:9/pub/%C3%BC.iso
+            """,
+        )
+    )
+    a, b, c = m.jobs
+    assert m.dest == tmp_path / "out" and m.workers == 3
+    assert (a.name, a.path, a.settings.segments, a.settings.min_segment_size) == (
+        "a.bin",
+        tmp_path / "out/a.bin",
+        4,
+        1024**2,
+    )
+    assert a.settings.retries == 2 and a.settings.timeout == 7.0
+    assert dict(a.settings.headers) == {"User-Agent": "test/1", "X-Team": "a"}
+    assert (b.name, b.size, b.settings.segments) == ("sub/b.txt", 2048, 2)
+    assert b.digests == (("md5", "0" * 32), ("sha256", SHA))
+    assert dict(b.settings.headers) == {"User-Agent": "test/1", "x-team": "b"}
+    assert c.name == "ü.iso"
+
+
+def test_overrides_and_defaults(tmp_path: Path) -> None:
+    path = _write(tmp_path, f"files: [{GOOD}, http://127.0.0.1:9/b]\n")
+    m = load(path)
+    assert m.dest == tmp_path and m.workers == min(os.cpu_count() or 1, 2)
+    assert m.jobs[0].settings.segments == 8 and m.jobs[0].settings.min_segment_size == 4 * 1024**2
+    m = load(path, Overrides(dest=tmp_path / "elsewhere", workers=50, segments=3))
+    assert m.dest == tmp_path / "elsewhere" and m.workers == 2 and m.jobs[1].settings.segments == 3
+
+
+INVALID = [
+    (
+        "version: 1\nfiles: [http://h/a\n",
+        "m.yaml:3: yaml: expected ',' or ']', but got '<stream end>' (while parsing a flow sequence on line 2)",
+    ),
+    ("files:\n  - url: http://h/a\n   bad: indent\n", "m.yaml:3: yaml:"),
+    ("", "m.yaml:1: manifest: the file is empty"),
+    ("- http://h/a\n", "m.yaml:1: : expected a mapping"),
+    ("version: 1\n", "m.yaml:1: files: missing"),
+    ("version: 2\nfiles: [http://h/a]\n", "m.yaml:1: version: only version 1"),
+    ("files: []\n", "m.yaml:1: files: expected a non-empty list"),
+    ("files: http://h/a\n", "m.yaml:1: files: expected a non-empty list"),
+    ("colour: red\nfiles: [http://h/a]\n", "m.yaml:1: colour: unknown key"),
+    ("files:\n  - url: http://h/a\n    colour: red\n", "m.yaml:3: files[0].colour: unknown key"),
+    ("files:\n  - ftp://h/a\n", "m.yaml:2: files[0]: only http and https"),
+    ("files:\n  - url: file:///etc/passwd\n", "m.yaml:2: files[0].url: only http and https"),
+    ("files:\n  - url: 'http:///a'\n", "m.yaml:2: files[0].url: URL has no host"),
+    ("files:\n  - url: 'http://h/a b'\n", "m.yaml:2: files[0].url: URL contains whitespace"),
+    ("files:\n  - path: a\n", "m.yaml:2: files[0].url: missing"),
+    ("files:\n  - url: http://h/a\n    sha256: abc\n", "m.yaml:3: files[0].sha256: expected 64 hex digits"),
+    ("files:\n  - url: http://h/a\n    md5: " + "z" * 32 + "\n", "m.yaml:3: files[0].md5: expected 32 hex digits"),
+    ("files:\n  - url: http://h/a\n    size: huge\n", "m.yaml:3: files[0].size: 'huge' is not a size"),
+    ("files:\n  - url: http://h/a\n    path: /etc/passwd\n", "m.yaml:3: files[0].path: path must be relative"),
+    (
+        "files:\n  - url: http://h/a\n    path: ../../etc/passwd\n",
+        "m.yaml:3: files[0].path: path must not contain '..'",
+    ),
+    ('files:\n  - url: http://h/a\n    path: "a\\0b"\n', "m.yaml:3: files[0].path: path contains NUL"),
+    ("files:\n  - http://h/%2e%2e\n", "m.yaml:2: files[0].url: path must not contain '..'"),
+    ("files:\n  - http://h/dir/\n", "m.yaml:2: files[0].url: the URL path ends in '/'"),
+    ("files:\n  - http://h/a\n  - http://g/a\n", "m.yaml:3: files[1].path: destination 'a' clashes with 'a' (line 2)"),
+    (
+        "files:\n  - url: http://h/a\n    path: x\n  - url: http://h/b\n    path: x/y\n",
+        "m.yaml:4: files[1].path: destination 'x/y' clashes with 'x'",
+    ),
+    ("workers: 0\nfiles: [http://h/a]\n", "m.yaml:1: workers: expected a whole number of at least 1"),
+    ("defaults:\n  segments: 100\nfiles: [http://h/a]\n", "m.yaml:2: defaults.segments: at most 64"),
+    ("defaults:\n  segments: two\nfiles: [http://h/a]\n", "m.yaml:2: defaults.segments: expected a whole number"),
+    ("defaults:\n  timeout: -1\nfiles: [http://h/a]\n", "m.yaml:2: defaults.timeout: expected seconds"),
+    ("defaults:\n  retries: yes\nfiles: [http://h/a]\n", "m.yaml:2: defaults.retries: expected a whole number"),
+    (
+        "defaults:\n  min_segment_size: 0\nfiles: [http://h/a]\n",
+        "m.yaml:2: defaults.min_segment_size: must be at least 1",
+    ),
+    (
+        'defaults:\n  headers: {X-A: "a\\nb"}\nfiles: [http://h/a]\n',
+        "m.yaml:2: defaults.headers.X-A: header values must be single-line",
+    ),
+    ("defaults:\n  headers: [a]\nfiles: [http://h/a]\n", "m.yaml:2: defaults.headers: expected a mapping"),
+    ("dest: [a]\nfiles: [http://h/a]\n", "m.yaml:1: dest: expected a single value"),
+    ("files: [http://h/a]\nfiles: [http://h/b]\n", "m.yaml:2: files: given twice"),
+]
+
+
+@pytest.mark.parametrize(("text", "message"), INVALID, ids=[m.split(": ", 1)[1][:40] for _, m in INVALID])
+def test_invalid_manifest_is_rejected_with_line(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(text)
+    result = run_cli("check", "m.yaml", cwd=tmp_path)
+    assert result.code == 2, result
+    assert message in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
+    path = _write(
+        tmp_path,
+        """
+        workers: many
+        files:
+          - url: ftp://h/a
+          - url: http://h/b
+            sha1: nothex
+          - url: http://h/c
+            path: /abs
+        """,
+    )
+    result = run_cli("run", path, cwd=tmp_path)
+    assert result.code == 2
+    lines = result.stderr.strip().splitlines()
+    assert [line.split(": ", 2)[:2] for line in lines] == [
+        [f"{path}:1", "workers"],
+        [f"{path}:3", "files[0].url"],
+        [f"{path}:5", "files[1].sha1"],
+        [f"{path}:7", "files[2].path"],
+    ]
+    assert not (tmp_path / "mirror").exists() and result.report is None
+
+
+def test_missing_manifest_file(tmp_path: Path) -> None:
+    result = run_cli("run", "nope.yaml", cwd=tmp_path)
+    assert result.code == 2
+    assert "nope.yaml:1: manifest: cannot read" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    "args", [["run"], ["run", "m.yaml", "--workers", "0"], ["run", "m.yaml", "--segments", "65"], ["frobnicate"]]
+)
+def test_bad_invocation_exits_2(tmp_path: Path, args: list[str]) -> None:
+    _write(tmp_path, f"files: [{GOOD}]\n")
+    result = run_cli(*args, cwd=tmp_path)
+    assert result.code == 2 and "usage:" in result.stderr
+
+
+def test_check_accepts_a_valid_manifest(tmp_path: Path) -> None:
+    _write(tmp_path, f"dest: out\nfiles: [{GOOD}]\n")
+    result = run_cli("check", "m.yaml", cwd=tmp_path)
+    assert result.code == 0 and "1 files" in result.stdout
+    assert not (tmp_path / "out").exists()

@@ -1,0 +1,193 @@
+"""Pure parts: size strings, segment arithmetic, the sidecar format, destination names."""
+
+from __future__ import annotations
+
+import itertools
+import json
+from pathlib import Path
+
+import pytest
+
+from bulkdl import plan
+from bulkdl.paths import check_relpath, name_from_url
+from bulkdl.plan import Plan, Segment
+from bulkdl.sizes import format_size, parse_size
+
+MiB = 1024**2
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        (0, 0),
+        (512, 512),
+        ("512", 512),
+        ("512B", 512),
+        ("4KiB", 4096),
+        ("4 KiB", 4096),
+        ("4kb", 4000),
+        ("4MiB", 4 * MiB),
+        ("4MB", 4_000_000),
+        ("1.5GiB", int(1.5 * 1024**3)),
+        ("2GB", 2_000_000_000),
+        ("1TiB", 1024**4),
+    ],
+)
+def test_parse_size_accepts(text: object, expected: int) -> None:
+    assert parse_size(text) == expected
+
+
+@pytest.mark.parametrize("text", ["", "MiB", "4 parsecs", "-1", -1, "1e3", True, 1.5, None, [1]])
+def test_parse_size_rejects(text: object) -> None:
+    with pytest.raises(ValueError):
+        parse_size(text)
+
+
+@pytest.mark.parametrize(
+    ("n", "expected"),
+    [
+        (0, "0 B"),
+        (1023, "1023 B"),
+        (1024, "1.00 KiB"),
+        (1536, "1.50 KiB"),
+        (25 * MiB, "25.0 MiB"),
+        (1023 * MiB, "1023 MiB"),
+        (1024**3, "1.00 GiB"),
+    ],
+)
+def test_format_size(n: int, expected: str) -> None:
+    assert format_size(n) == expected
+
+
+@pytest.mark.parametrize(
+    ("size", "segments", "minimum", "expected"),
+    [
+        (0, 8, MiB, []),
+        (1, 8, MiB, [(0, 1)]),
+        (MiB - 1, 8, MiB, [(0, MiB - 1)]),
+        (2 * MiB - 1, 8, MiB, [(0, 2 * MiB - 1)]),  # two segments would be below the minimum
+        (2 * MiB, 8, MiB, [(0, MiB), (MiB, 2 * MiB)]),
+        (10, 3, 1, [(0, 4), (4, 7), (7, 10)]),  # the remainder goes to the first segments
+        (100 * MiB, 8, 4 * MiB, [(i * 100 * MiB // 8, (i + 1) * 100 * MiB // 8) for i in range(8)]),
+        (5, 1, 1, [(0, 5)]),
+    ],
+)
+def test_split(size: int, segments: int, minimum: int, expected: list[tuple[int, int]]) -> None:
+    got = plan.split(size, segments, minimum)
+    assert [(s.start, s.end) for s in got] == expected
+    assert [s.index for s in got] == list(range(len(expected)))
+
+
+@pytest.mark.parametrize("size", [1, 7, 1000, 12_345_678, 2**40 + 3])
+@pytest.mark.parametrize("segments", [1, 2, 7, 16, 64])
+def test_split_tiles_the_file(size: int, segments: int) -> None:
+    got = plan.split(size, segments, 1)
+    assert got[0].start == 0 and got[-1].end == size
+    assert all(a.end == b.start for a, b in itertools.pairwise(got))
+    lengths = [s.length or 0 for s in got]
+    assert max(lengths) - min(lengths) <= 1
+
+
+def _plan(**changes: object) -> Plan:
+    base = Plan("http://h/f", 10, '"e"', "Tue, 14 Nov 2023 22:13:20 GMT", True, (Segment(0, 0, 4), Segment(1, 4, 10)))
+    return Plan(**{**{f: getattr(base, f) for f in Plan.__dataclass_fields__}, **changes})  # type: ignore[arg-type]
+
+
+def test_sidecar_round_trip(tmp_path: Path) -> None:
+    final = tmp_path / "f.bin"
+    for original in (_plan(), _plan(size=None, ranged=False, segments=(Segment(0, 0, None),), etag=None)):
+        plan.save(final, original)
+        assert plan.load(final) == original
+
+
+def _doc(**changes: object) -> str:
+    doc = {"bulkdl_sidecar": 1, "url": "u", "size": 10, "etag": None, "last_modified": None, "ranged": True}
+    return json.dumps({**doc, "segments": [[0, 4], [4, 10]], **changes})
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "",
+        "not json",
+        "[]",
+        _doc(bulkdl_sidecar=2),
+        _doc(segments=[[0, 4], [5, 10]]),  # a gap
+        _doc(segments=[[0, 4]]),  # does not reach the end
+        _doc(size=-1, segments=[]),
+        _doc(url=5),
+        _doc(etag=["x"]),
+        json.dumps({"bulkdl_sidecar": 1, "url": "u", "size": 4, "ranged": True, "segments": [[0, 4]]}),
+    ],
+)
+def test_sidecar_that_cannot_be_trusted_is_ignored(tmp_path: Path, text: str) -> None:
+    final = tmp_path / "f.bin"
+    plan.sidecar_path(final).write_text(text)
+    assert plan.load(final) is None
+
+
+def test_remove_without_plan_deletes_only_our_parts(tmp_path: Path) -> None:
+    final = tmp_path / "f.bin"
+    ours = [plan.part_path(final, i) for i in (0, 1, 12)] + [plan.sidecar_path(final)]
+    theirs = [tmp_path / "f.bin.partial", tmp_path / "f.bin.part1.keep", tmp_path / "g.bin.part0", final]
+    for p in ours + theirs:
+        p.write_bytes(b"x")
+    plan.remove(final, None)
+    assert [p for p in ours if p.exists()] == []
+    assert all(p.exists() for p in theirs)
+
+
+@pytest.mark.parametrize(
+    ("raw", "expected"),
+    [
+        ("a.iso", "a.iso"),
+        ("isos/a.iso", "isos/a.iso"),
+        ("./a//b/./c", "a/b/c"),
+        ("über/ünï.txt", "über/ünï.txt"),
+        ("a..b", "a..b"),
+    ],
+)
+def test_relpath_accepts(raw: str, expected: str) -> None:
+    assert check_relpath(raw) == expected
+
+
+@pytest.mark.parametrize(
+    ("raw", "reason"),
+    [
+        ("", "empty"),
+        ("/etc/passwd", "relative"),
+        ("C:/x", "relative"),
+        ("../x", "'..'"),
+        ("a/../../x", "'..'"),
+        ("a\x00b", "control"),
+        ("a\nb", "control"),
+        ("a\\b", "backslash"),
+        ("dir/", "directory"),
+        (".", "no file"),
+        ("x.iso.part3", "partial"),
+        ("x.iso.bulkdl", "partial"),
+        (".bulkdl/state.db", "partial"),
+    ],
+)
+def test_relpath_rejects(raw: str, reason: str) -> None:
+    with pytest.raises(ValueError, match=reason):
+        check_relpath(raw)
+
+
+@pytest.mark.parametrize(
+    ("url", "expected"),
+    [
+        ("http://h/pub/a.iso", "a.iso"),
+        ("http://h/a%20b.txt?x=1", "a b.txt"),
+        ("https://h/%C3%BC.bin", "ü.bin"),
+        ("http://h/%2e%2e", ".."),
+    ],
+)
+def test_name_from_url(url: str, expected: str) -> None:
+    assert name_from_url(url) == expected
+
+
+@pytest.mark.parametrize("url", ["http://h/", "http://h", "http://h/a%2Fb"])
+def test_name_from_url_rejects(url: str) -> None:
+    with pytest.raises(ValueError):
+        name_from_url(url)
