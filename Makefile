@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-DEMO_PORT ?= 8717
+DEMO_PORT := 8717  # manifests/demo.yaml names this port
 
 .PHONY: demo test lint fmt bench clean
 

@@ -1,6 +1,6 @@
 """``make demo``: serve the demo files on 127.0.0.1, run the given command against them, stop the server.
 
-    python -m tests.demo --port 8717 -- bulkdl run manifests/demo.yaml
+python -m tests.demo --port 8717 -- bulkdl run manifests/demo.yaml
 """
 
 from __future__ import annotations
@@ -23,7 +23,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         server = FaultServer(args.port)
     except OSError as exc:
-        print(f"demo: cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); try make demo DEMO_PORT=...", file=sys.stderr)
+        hint = "the demo manifest uses this port: stop whatever holds it (another demo?)"
+        print(f"demo: cannot listen on 127.0.0.1:{args.port} ({exc.strerror}); {hint}", file=sys.stderr)
         return 2
     print(f"demo: serving generated files on {server.base_url}; running: {' '.join(command)}", flush=True)
     try:
