@@ -68,7 +68,7 @@ class ProgressView:
         self._progress: Progress | None = None
         self._files: dict[int, TaskID] = {}
         self._sizes = {index: size for index, size in sizes.items() if size is not None}
-        self._done = 0
+        self._finished: set[int] = set()
         if enabled:
             self._progress = Progress(
                 TextColumn("{task.description}", justify="left"),
@@ -90,11 +90,17 @@ class ProgressView:
         if self._progress is not None:
             self._progress.stop()
 
+    @property
+    def active(self) -> list[str]:
+        """The files that have a bar of their own right now."""
+        return [self._names[index] for index in self._files]
+
     def _overall_label(self) -> str:
-        return f"[bold]all files {self._done}/{len(self._names)}"
+        return f"[bold]all files {len(self._finished)}/{len(self._names)}"
 
     def tick(self, index: int, n: int, size: int | None) -> None:
-        if self._progress is None:
+        # A file's last tick travels on another channel than its result and may arrive after it.
+        if self._progress is None or index in self._finished:
             return
         if index not in self._files:
             self._files[index] = self._progress.add_task(self._names[index], total=size)
@@ -107,7 +113,7 @@ class ProgressView:
     def finished(self, result: FileResult) -> None:
         if self._progress is None:
             return
-        self._done += 1
+        self._finished.add(result.index)
         task = self._files.pop(result.index, None)
         if task is not None:
             self._progress.remove_task(task)
