@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import re
 import threading
+import time
 from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
@@ -42,6 +43,7 @@ class Resource:
     retry_after: str | None = None  # Retry-After header sent with those 503s
     drop_after: int | None = None  # close the connection after sending this many body bytes (once per request)
     drops: int = 1_000_000  # how many requests the drop applies to (counts down)
+    delay: float = 0.0  # seconds to wait before answering each request
 
     def validators(self) -> tuple[str, str]:
         return self.etag or etag_of(self.data), email.utils.formatdate(self.last_modified, usegmt=True)
@@ -90,6 +92,8 @@ class _Handler(BaseHTTPRequestHandler):
         resource = self.server.lookup(path)
         if resource is None:
             return self._empty(path, 404)
+        if resource.delay:
+            time.sleep(resource.delay)
         if resource.status is not None:
             return self._empty(path, resource.status)
         if self.server.take_failure(path):

@@ -1,0 +1,62 @@
+"""Behaviour that depends on stdout being a terminal, checked under a real pseudo-terminal."""
+
+from __future__ import annotations
+
+import os
+import pty
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+
+from .conftest import REPO, write_manifest
+from .httpserver import FaultServer, content
+
+
+def _run_in_pty(args: list[str], cwd: Path) -> tuple[int, str]:
+    master, slave = pty.openpty()
+    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", "LINES": "40", "TERM": "xterm"}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "bulkdl", *args], cwd=cwd, stdout=slave, stderr=slave, stdin=slave, env=env
+    )
+    os.close(slave)
+    chunks: list[bytes] = []
+
+    def pump() -> None:
+        while True:
+            try:
+                data = os.read(master, 65536)
+            except OSError:  # EIO: the child side closed
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=pump)
+    reader.start()
+    code = process.wait(timeout=60)
+    reader.join(timeout=10)
+    os.close(master)
+    return code, b"".join(chunks).decode(errors="replace")
+
+
+@pytest.mark.parametrize(("flags", "drawn"), [([], True), (["--no-progress"], False), (["--quiet"], False)])
+def test_progress_only_on_a_terminal_and_when_wanted(
+    builtin: FaultServer, tmp_path: Path, flags: list[str], drawn: bool
+) -> None:
+    # Slow enough that the view refreshes at least once: each response is held back by the server.
+    urls = [
+        builtin.add(
+            f"tty{i}.bin",
+            content(f"tty{i}", 2_000_000),
+        )
+        for i in range(3)
+    ]
+    manifest = write_manifest(tmp_path, urls, workers=1, defaults={"segments": 1})
+    builtin.change("tty0.bin", delay=0.6)
+    code, output = _run_in_pty(["run", str(manifest), *flags], tmp_path)
+    assert code == 0, output
+    assert ("all files" in output) is drawn, output
+    assert "total" in output and "3 downloaded" in output  # the summary is always printed
