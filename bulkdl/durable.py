@@ -15,6 +15,17 @@ from pathlib import Path
 from typing import BinaryIO
 
 
+def _read_umask() -> int:
+    # The only portable way to read the umask is to set it; do it once, at import, before any thread runs.
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# mkstemp creates files 0600; a finished file gets the mode any other new file would get.
+FILE_MODE = 0o666 & ~_read_umask()
+
+
 def fsync_dir(directory: Path) -> None:
     fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -30,6 +41,7 @@ def replacing(final: Path) -> Iterator[BinaryIO]:
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "wb") as out:
+            os.fchmod(fd, FILE_MODE)
             yield out
             out.flush()
             os.fsync(out.fileno())

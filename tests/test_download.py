@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import re
+import stat
 from pathlib import Path
 
 from .conftest import Server, run_cli, write_manifest
@@ -197,3 +199,14 @@ def test_dest_override_and_subdirectories(server: Server, tmp_path: Path) -> Non
     assert result.code == 0, result.stderr
     assert (tmp_path / "elsewhere/deep/er/nested.bin").read_bytes() == data
     assert not (tmp_path / "mirror").exists()
+
+
+def test_files_get_the_usual_permissions(server: Server, tmp_path: Path) -> None:
+    # Assembled files pass through a temp file (created 0600); they must end up like any new file.
+    urls = [server.add("one-part.bin", content("p1", 1000)), server.add("many-parts.bin", content("p2", 3 * MiB))]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 3, "min_segment_size": "1MiB"})
+    umask = os.umask(0o022)
+    os.umask(umask)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    for name in ("one-part.bin", "many-parts.bin"):
+        assert stat.S_IMODE((tmp_path / "mirror" / name).stat().st_mode) == 0o666 & ~umask, name
