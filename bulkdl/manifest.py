@@ -85,23 +85,18 @@ class _Problems:
 _Convert = Callable[[Any], Any]
 
 
-def _positive_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"expected a whole number of at least 1, got {value!r}")
-    return value
+def _whole(minimum: int, maximum: int | None = None, what: str = "") -> _Convert:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"expected a whole number of at least {minimum}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"at most {maximum} {what}, got {value}")
+        return value
+
+    return convert
 
 
-def _segments(value: Any) -> int:
-    n = _positive_int(value)
-    if n > _MAX_SEGMENTS:
-        raise ValueError(f"at most {_MAX_SEGMENTS} segments per file, got {n}")
-    return n
-
-
-def _non_negative_int(value: Any) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-        raise ValueError(f"expected a whole number of at least 0, got {value!r}")
-    return value
+_positive_int = _whole(1)
 
 
 def _positive_size(value: Any) -> int:
@@ -148,9 +143,9 @@ def _digest(algorithm: str) -> _Convert:
 
 
 _SETTING_KEYS: dict[str, _Convert] = {
-    "segments": _segments,
+    "segments": _whole(1, _MAX_SEGMENTS, "segments per file"),
     "min_segment_size": _positive_size,
-    "retries": _non_negative_int,
+    "retries": _whole(0),
     "timeout": _seconds,
 }
 _ENTRY_KEYS: dict[str, _Convert] = {
