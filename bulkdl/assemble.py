@@ -50,8 +50,8 @@ def hash_file(path: Path, algorithms: Iterable[str] = ("sha256",)) -> dict[str, 
 
 def assemble(
     final: Path, plan: Plan, expected_size: int | None, digests: tuple[tuple[str, str], ...]
-) -> tuple[int, str]:
-    """Concatenate the plan's parts into ``final`` after checking them; return (size, sha256 hex).
+) -> tuple[int, dict[str, str]]:
+    """Concatenate the plan's parts into ``final`` after checking them; return its size and hex digests.
 
     Raises VerifyError (the final path untouched, parts removed: they hold wrong bytes) on a mismatch.
     """
@@ -70,7 +70,7 @@ def assemble(
             _verify(size, plan, expected_size, hashes, digests)
         for part in parts:
             part.unlink()
-    return size, hashes["sha256"].hexdigest()
+    return size, {algorithm: h.hexdigest() for algorithm, h in hashes.items()}
 
 
 def _verify(

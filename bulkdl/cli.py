@@ -1,7 +1,8 @@
 """The command line: parses arguments, runs a command, and is the only place that chooses an exit code.
 
 Exit codes: 0 every file present and verified; 1 some files failed (the others completed); 2 bad
-invocation or invalid manifest; 130 interrupted; 70 an internal error (a bug: the traceback is printed).
+invocation or invalid manifest; 3 another run holds the destination; 70 an internal error (a bug: the
+traceback is printed); 130 interrupted.
 """
 
 from __future__ import annotations
@@ -18,13 +19,17 @@ from types import FrameType
 from . import __version__, manifest
 from .errors import BulkdlError, ManifestError, UsageError
 from .fetch import FileResult
+from .lock import DestinationLock, Locked
 from .manifest import Manifest, Overrides
-from .pool import Batch
-from .report import ProgressView, Totals, print_summary, summary_table, write_json
+from .report import Totals, plan_table, print_summary, summary_table, write_json
+from .run import decide_all, download
+from .state import State, read_rows
+from .verify import verify
 
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
+EXIT_LOCKED = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 
@@ -53,6 +58,10 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_count(1, 256), help="worker processes (files at once)")
     run.add_argument("--segments", type=_count(1, 64), help="maximum segment threads per file")
     run.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
+    run.add_argument("--force", action="store_true", help="download every file again, whatever earlier runs recorded")
+    run.add_argument(
+        "--dry-run", action="store_true", help="say what would be done with each file, and why; no network"
+    )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output (the summary still prints)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     run.set_defaults(handler=_run)
@@ -61,6 +70,15 @@ def build_parser() -> argparse.ArgumentParser:
     check.add_argument("manifest", type=Path)
     check.add_argument("--dest", type=Path)
     check.set_defaults(handler=_check)
+
+    verify_ = commands.add_parser(
+        "verify", help="re-hash the files on disk against the manifest and the state; no network"
+    )
+    verify_.add_argument("manifest", type=Path)
+    verify_.add_argument("--dest", type=Path)
+    verify_.add_argument("--workers", type=_count(1, 256))
+    verify_.add_argument("--report", type=Path, metavar="FILE.json")
+    verify_.set_defaults(handler=_verify)
     return parser
 
 
@@ -72,6 +90,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ManifestError, UsageError) as exc:
         print(f"bulkdl: {exc}" if isinstance(exc, UsageError) else str(exc), file=sys.stderr)
         return EXIT_USAGE
+    except Locked as exc:
+        print(f"bulkdl: {exc}", file=sys.stderr)
+        return EXIT_LOCKED
     except BulkdlError as exc:
         print(f"bulkdl: {exc}", file=sys.stderr)
         return EXIT_FAILED
@@ -91,36 +112,40 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     loaded = manifest.load(args.manifest, Overrides(dest=args.dest, workers=args.workers, segments=args.segments))
+    if args.dry_run:
+        decisions = decide_all(loaded, read_rows(loaded.dest), args.force)
+        rows = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))
+        print_summary(plan_table(rows, f"bulkdl --dry-run: {len(loaded.jobs)} files → {loaded.dest}"))
+        return EXIT_OK
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     started = time.monotonic()
-    results = _download(loaded, show_progress)
-    ordered = sorted(results.values(), key=lambda r: r.index)
-    totals = Totals.of(ordered, time.monotonic() - started)
-    print_summary(summary_table(ordered, totals, f"bulkdl: {len(ordered)} files → {loaded.dest}"))
-    if args.report is not None:
-        write_json(args.report, ordered, totals)
-    if totals.interrupted:
-        return EXIT_INTERRUPTED
-    return EXIT_FAILED if totals.failed else EXIT_OK
-
-
-def _download(loaded: Manifest, show_progress: bool) -> dict[int, FileResult]:
-    results: dict[int, FileResult] = {}
-    view = ProgressView(show_progress, {j.index: j.name for j in loaded.jobs}, {j.index: j.size for j in loaded.jobs})
-
-    def finished(result: FileResult) -> None:
-        results[result.index] = result
-        view.finished(result)
-
     previous = signal.signal(signal.SIGTERM, _interrupt)
-    batch = Batch(loaded.workers, max(j.settings.segments for j in loaded.jobs))
     try:
-        with view:
-            batch.run(loaded.jobs, view.tick, finished)
+        with DestinationLock(loaded.dest), State(loaded.dest) as state:
+            decisions = decide_all(loaded, state.rows(), args.force)
+            results = download(loaded, decisions, state, show_progress)
     finally:
-        batch.close()
         signal.signal(signal.SIGTERM, previous)
-    return results
+    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")
+
+
+def _verify(args: argparse.Namespace) -> int:
+    loaded = manifest.load(args.manifest, Overrides(dest=args.dest, workers=args.workers))
+    started = time.monotonic()
+    results = verify(loaded.jobs, read_rows(loaded.dest), loaded.workers)
+    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl verify")
+
+
+def _finish(loaded: Manifest, results: Sequence[FileResult], elapsed: float, report: Path | None, title: str) -> int:
+    ordered = sorted(results, key=lambda r: r.index)
+    totals = Totals.of(ordered, elapsed)
+    print_summary(summary_table(ordered, totals, f"{title}: {len(ordered)} files → {loaded.dest}"))
+    if report is not None:
+        write_json(report, ordered, totals)
+    if totals.count("interrupted"):
+        return EXIT_INTERRUPTED
+    bad = totals.count("failed") + totals.count("corrupt") + totals.count("missing")
+    return EXIT_FAILED if bad else EXIT_OK
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -2,28 +2,23 @@
 
 temp file in the target directory → write → fsync → ``os.replace`` → fsync the directory. A reader of the
 final name sees the old content or the new, never a mix, even across a power cut; the temp file is removed
-on any failure.
+on any failure. The temp name is fixed (``.<name>.bulkdl-tmp``): the destination lock means one writer,
+so a temp left by a killed run is simply truncated and reused by the next.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
 
-
-def _read_umask() -> int:
-    # The only portable way to read the umask is to set it; do it once, at import, before any thread runs.
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
+TEMP_SUFFIX = ".bulkdl-tmp"
 
 
-# mkstemp creates files 0600; a finished file gets the mode any other new file would get.
-FILE_MODE = 0o666 & ~_read_umask()
+def temp_path(final: Path) -> Path:
+    return final.with_name(f".{final.name}{TEMP_SUFFIX}")
 
 
 def fsync_dir(directory: Path) -> None:
@@ -37,11 +32,11 @@ def fsync_dir(directory: Path) -> None:
 @contextlib.contextmanager
 def replacing(final: Path) -> Iterator[BinaryIO]:
     """Yield a temp file beside ``final``; on clean exit it durably replaces ``final``."""
-    fd, tmp_name = tempfile.mkstemp(dir=final.parent, prefix=f".{final.name}.", suffix=".tmp")
-    tmp = Path(tmp_name)
+    tmp = temp_path(final)
+    # 0o666 less the umask: a finished file gets the mode any other new file would get.
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         with os.fdopen(fd, "wb") as out:
-            os.fchmod(fd, FILE_MODE)
             yield out
             out.flush()
             os.fsync(out.fileno())

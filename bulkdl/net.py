@@ -150,6 +150,8 @@ def request(
 
 def _head(response: urllib3.BaseHTTPResponse, url: str) -> Head:
     status = response.status
+    if status == 304:  # a conditional GET: the copy we have is current
+        return _describe(response, url, status=304, start=0, length=0, total=None)
     if status == 416:  # bytes=0- of an empty file is unsatisfiable; the server still tells the size
         match = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
         if match and int(match.group(1)) == 0:

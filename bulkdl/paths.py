@@ -10,7 +10,7 @@ import re
 from urllib.parse import unquote, urlsplit
 
 # Names bulkdl itself writes beside a destination; a manifest name must not collide with them.
-RESERVED = re.compile(r"(\.part\d+|\.bulkdl)$|^\.bulkdl$")
+RESERVED = re.compile(r"(\.part\d+|\.bulkdl|\.bulkdl-tmp)$|^\.bulkdl$")
 
 
 def check_relpath(raw: str) -> str:

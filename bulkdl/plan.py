@@ -8,7 +8,7 @@ Beside the destination ``d/name`` a download in progress keeps:
   the segment's progress; nothing else records it.
 - ``d/name.bulkdl``: the sidecar, JSON written atomically whenever it changes::
 
-      {"bulkdl_sidecar": 1, "url": "<final URL>", "size": 1048576 | null,
+      {"bulkdl_sidecar": 1, "source": "<manifest URL>", "url": "<URL after redirects>", "size": 1048576 | null,
        "etag": "\\"abc\\"" | null, "last_modified": "<HTTP date>" | null, "ranged": true,
        "segments": [[0, 524288], [524288, 1048576]]}
 
@@ -43,6 +43,7 @@ class Segment:
 
 @dataclass(frozen=True, slots=True)
 class Plan:
+    source: str  # the manifest's URL: parts are only trusted for the URL they came from
     url: str
     size: int | None
     etag: str | None
@@ -78,6 +79,14 @@ def part_path(final: Path, index: int) -> Path:
     return final.with_name(f"{final.name}.part{index}")
 
 
+def length(path: Path) -> int:
+    """Bytes in a part file so far: its segment's progress (0 before it exists)."""
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
 def sidecar_path(final: Path) -> Path:
     return final.with_name(f"{final.name}.bulkdl")
 
@@ -85,6 +94,7 @@ def sidecar_path(final: Path) -> Path:
 def save(final: Path, plan: Plan) -> None:
     doc = {
         "bulkdl_sidecar": SIDECAR_VERSION,
+        "source": plan.source,
         "url": plan.url,
         "size": plan.size,
         "etag": plan.etag,
@@ -109,6 +119,7 @@ def _from_doc(doc: dict[str, Any]) -> Plan | None:
         return None
     size, segments = doc["size"], doc["segments"]
     plan = Plan(
+        source=_str(doc["source"]),
         url=_str(doc["url"]),
         size=None if size is None else _int(size),
         etag=_opt_str(doc["etag"]),

@@ -1,30 +1,62 @@
 """The process pool: the only module that touches multiprocessing.
 
 Each worker process handles one file at a time and keeps one urllib3 pool for its whole life, so
-connections stay alive from file to file. Workers ignore SIGINT: the parent decides when to stop and tells
-them through an Event that segment threads check between chunks, so parts are left whole and resumable.
-Workers put small throttled progress ticks on a queue; only the parent draws.
+connections stay alive from file to file. Workers put small throttled progress ticks on a queue; only the
+parent draws.
+
+Stopping is the parent's decision. Workers ignore SIGINT and SIGTERM (a terminal or ``kill`` of the process
+group reaches them too) and watch a shared Event between chunks, so a stop leaves every part whole. A worker
+that does not return within a grace period, or any worker on a second interrupt, is killed: part files are
+only ever appended to and sidecars replaced atomically, so a kill loses time, never correctness. A worker
+whose parent vanished (``kill -9``) stops by itself rather than write into a destination nobody locks.
 """
 
 from __future__ import annotations
 
 import multiprocessing
+import os
 import queue
 import signal
+import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from multiprocessing.context import BaseContext
 from typing import Any
 
 from . import net
-from .fetch import FileResult, Send, StopFlag, fetch_file
+from .decide import Condition
+from .fetch import FileResult, fetch_file
 from .manifest import Job
+from .transfer import Send, StopFlag
 
+GRACE_SECONDS = 1.5
 _POLL_SECONDS = 0.1
+
+Task = tuple[Job, Condition | None]
 
 # Set in each worker process by _start_worker.
 _ticks: Any = None
 _stop: StopFlag | None = None
+
+
+class _StopOrOrphaned:
+    """The shared stop Event, which also reads as set once the process that started this worker is gone."""
+
+    def __init__(self, event: StopFlag) -> None:
+        self._event = event
+        self._parent = os.getppid()
+
+    def is_set(self) -> bool:
+        return self._event.is_set() or os.getppid() != self._parent
+
+    def wait(self, timeout: float | None = None) -> bool:
+        deadline = time.monotonic() + (timeout or 0)
+        while not self.is_set():
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return False
+            self._event.wait(min(left, 0.5))
+        return True
 
 
 def _context() -> BaseContext:
@@ -36,7 +68,8 @@ def _context() -> BaseContext:
 def _start_worker(ticks: Any, stop: StopFlag, max_connections: int) -> None:
     global _ticks, _stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    _ticks, _stop = ticks, stop
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    _ticks, _stop = ticks, _StopOrOrphaned(stop)
     net.start(max_connections)
 
 
@@ -44,18 +77,20 @@ def _send(index: int, n: int, size: int | None) -> None:
     _ticks.put((index, n, size))
 
 
-def _work(job: Job) -> FileResult:
+def _work(task: Task) -> FileResult:
     assert _stop is not None
-    return fetch_file(job, _stop, _send)
+    job, condition = task
+    return fetch_file(job, condition, _stop, _send)
 
 
 class Batch:
-    """Runs jobs over ``workers`` processes; ``stop()`` asks everything in flight to wind down."""
+    """Runs tasks over ``workers`` processes until all are done or the run is interrupted."""
 
     def __init__(self, workers: int, max_connections: int) -> None:
         self._context = _context()
         self._ticks = self._context.Queue()
         self._stop_event = self._context.Event()
+        self._deadline: float | None = None  # when running workers get killed, once stopping
         self._executor = ProcessPoolExecutor(
             max_workers=workers,
             mp_context=self._context,
@@ -63,27 +98,42 @@ class Batch:
             initargs=(self._ticks, self._stop_event, max_connections),
         )
 
-    def stop(self) -> None:
-        self._stop_event.set()
-
     @property
     def stopping(self) -> bool:
         return self._stop_event.is_set()
 
-    def run(self, jobs: Iterable[Job], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
-        """Submit every job and report each tick and result as it arrives, until all are done."""
-        pending: dict[Future[FileResult], Job] = {self._executor.submit(_work, job): job for job in jobs}
+    def run(self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
+        """Submit every task; report ticks and results as they arrive. Ctrl-C and SIGTERM stop the batch."""
+        pending = {self._executor.submit(_work, task): task[0] for task in tasks}
         while pending:
             try:
-                done, _ = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
+                self._step(pending, on_tick, on_result)
             except KeyboardInterrupt:
-                if self.stopping:
-                    raise  # a second Ctrl-C: the caller leaves at once
-                self.cancel_pending()
-                continue
-            self._drain(on_tick)
-            for future in done:
-                on_result(_outcome(future, pending.pop(future)))
+                self.stop(at_once=self.stopping)
+
+    def _step(
+        self, pending: dict[Future[FileResult], Job], on_tick: Send, on_result: Callable[[FileResult], None]
+    ) -> None:
+        done, _ = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
+        self._drain(on_tick)
+        for future in done:
+            on_result(_outcome(future, pending[future], self.stopping))
+            del pending[future]  # only once reported, so an interrupt in between cannot lose a result
+        if self._deadline is not None and time.monotonic() > self._deadline:
+            self._kill_workers()
+
+    def stop(self, at_once: bool = False) -> None:
+        """Drop tasks not started, ask running ones to stop, and kill what is still running after the grace."""
+        self._stop_event.set()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+        self._deadline = time.monotonic() + (0 if at_once else GRACE_SECONDS)
+        if at_once:
+            self._kill_workers()
+
+    def _kill_workers(self) -> None:
+        for child in multiprocessing.active_children():
+            child.kill()
+        self._deadline = None
 
     def _drain(self, on_tick: Send) -> None:
         while True:
@@ -93,21 +143,19 @@ class Batch:
                 return
             on_tick(index, n, size)
 
-    def cancel_pending(self) -> None:
-        """Drop jobs no worker has started; those running see the stop event."""
-        self._stop_event.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
-
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
         self._ticks.close()
         self._ticks.join_thread()
 
 
-def _outcome(future: Future[FileResult], job: Job) -> FileResult:
+def _outcome(future: Future[FileResult], job: Job, stopping: bool) -> FileResult:
     if future.cancelled():
         return FileResult(job.index, job.name, job.url, "interrupted", None, 0, None, 0.0, "not started")
     exc = future.exception()
-    if exc is not None:  # the worker process itself died (OOM killer, a crash in C code)
-        return FileResult(job.index, job.name, job.url, "failed", None, 0, None, 0.0, f"worker process died: {exc}")
-    return future.result()
+    if exc is None:
+        return future.result()
+    if stopping:  # killed because it did not stop within the grace period
+        return FileResult(job.index, job.name, job.url, "interrupted", None, 0, None, 0.0, "stopped")
+    # The worker process itself died (OOM killer, a crash in C code).
+    return FileResult(job.index, job.name, job.url, "failed", None, 0, None, 0.0, f"worker process died: {exc}")

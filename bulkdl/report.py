@@ -33,31 +33,38 @@ from . import durable
 from .fetch import FileResult
 from .sizes import format_size
 
-_STYLES = {"downloaded": "green", "skipped": "cyan", "failed": "bold red", "interrupted": "yellow"}
+_STYLES = {
+    "downloaded": "green",
+    "skipped": "cyan",
+    "failed": "bold red",
+    "interrupted": "yellow",
+    "verified": "green",
+    "unverified": "yellow",
+    "corrupt": "bold red",
+    "missing": "bold red",
+}
+_PRESENT = ("downloaded", "skipped", "verified", "unverified")
+_RUN_STATUSES = ("downloaded", "skipped", "failed", "interrupted")  # always in a report, even when 0
 
 
 @dataclass(frozen=True, slots=True)
 class Totals:
-    downloaded: int
-    skipped: int
-    failed: int
-    interrupted: int
+    counts: tuple[tuple[str, int], ...]  # (status, files), in the order statuses are listed above
     bytes: int  # size of the files now in place
     transferred: int  # body bytes received in this run
     elapsed: float
 
     @classmethod
     def of(cls, results: Sequence[FileResult], elapsed: float) -> Totals:
-        count = {status: sum(r.status == status for r in results) for status in _STYLES}
         return cls(
-            downloaded=count["downloaded"],
-            skipped=count["skipped"],
-            failed=count["failed"],
-            interrupted=count["interrupted"],
-            bytes=sum(r.size or 0 for r in results if r.status in ("downloaded", "skipped")),
+            counts=tuple((status, sum(r.status == status for r in results)) for status in _STYLES),
+            bytes=sum(r.size or 0 for r in results if r.status in _PRESENT),
             transferred=sum(r.transferred for r in results),
             elapsed=elapsed,
         )
+
+    def count(self, status: str) -> int:
+        return dict(self.counts)[status]
 
 
 class ProgressView:
@@ -144,7 +151,7 @@ def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> 
             detail,
         )
     table.add_section()
-    counts = ", ".join(f"{n} {status}" for status, n in _counts(totals) if n or status == "downloaded")
+    counts = ", ".join(f"{n} {status}" for status, n in totals.counts if n) or "nothing to do"
     table.add_row(
         Text("total", style="bold"),
         counts,
@@ -156,13 +163,18 @@ def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> 
     return table
 
 
-def _counts(totals: Totals) -> list[tuple[str, int]]:
-    return [
-        ("downloaded", totals.downloaded),
-        ("skipped", totals.skipped),
-        ("failed", totals.failed),
-        ("interrupted", totals.interrupted),
-    ]
+def plan_table(rows: Iterable[tuple[str, str, str]], title: str) -> Table:
+    """``--dry-run``: what a run would do with each file, and why."""
+    table = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
+    table.add_column("File", overflow="fold")
+    table.add_column("Action")
+    table.add_column("Why", overflow="fold")
+    for name, action, reason in rows:
+        table.add_row(name, Text(action, style=_ACTION_STYLES.get(action, "")), reason)
+    return table
+
+
+_ACTION_STYLES = {"download": "green", "resume": "yellow", "check": "cyan", "skip": "dim"}
 
 
 def print_summary(table: Table, file: TextIO | None = None) -> None:
@@ -191,10 +203,7 @@ def write_json(path: Path, results: Sequence[FileResult], totals: Totals) -> Non
             for r in results
         ],
         "summary": {
-            "downloaded": totals.downloaded,
-            "skipped": totals.skipped,
-            "failed": totals.failed,
-            "interrupted": totals.interrupted,
+            **{status: n for status, n in totals.counts if n or status in _RUN_STATUSES},
             "bytes": totals.bytes,
             "transferred": totals.transferred,
             "elapsed_s": round(totals.elapsed, 3),

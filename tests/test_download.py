@@ -20,7 +20,8 @@ def _sha(data: bytes) -> str:
 
 def _leftovers(directory: Path) -> list[str]:
     """Anything bulkdl writes only while working: parts, sidecars, temp files."""
-    return [p.name for p in directory.rglob("*") if re.search(r"\.part\d+$|\.bulkdl$|\.tmp$", p.name)]
+    found = [p for p in directory.rglob("*") if p.is_file() and ".bulkdl" not in p.relative_to(directory).parts[:-1]]
+    return [p.name for p in found if re.search(r"\.part\d+$|\.bulkdl$|\.bulkdl-tmp$", p.name)]
 
 
 def test_one_small_file(server: Server, tmp_path: Path) -> None:

@@ -89,7 +89,15 @@ def test_split_tiles_the_file(size: int, segments: int) -> None:
 
 
 def _plan(**changes: object) -> Plan:
-    base = Plan("http://h/f", 10, '"e"', "Tue, 14 Nov 2023 22:13:20 GMT", True, (Segment(0, 0, 4), Segment(1, 4, 10)))
+    base = Plan(
+        "http://h/f",
+        "http://h/f",
+        10,
+        '"e"',
+        "Tue, 14 Nov 2023 22:13:20 GMT",
+        True,
+        (Segment(0, 0, 4), Segment(1, 4, 10)),
+    )
     return Plan(**{**{f: getattr(base, f) for f in Plan.__dataclass_fields__}, **changes})  # type: ignore[arg-type]
 
 
@@ -101,7 +109,15 @@ def test_sidecar_round_trip(tmp_path: Path) -> None:
 
 
 def _doc(**changes: object) -> str:
-    doc = {"bulkdl_sidecar": 1, "url": "u", "size": 10, "etag": None, "last_modified": None, "ranged": True}
+    doc = {
+        "bulkdl_sidecar": 1,
+        "source": "u",
+        "url": "u",
+        "size": 10,
+        "etag": None,
+        "last_modified": None,
+        "ranged": True,
+    }
     return json.dumps({**doc, "segments": [[0, 4], [4, 10]], **changes})
 
 
@@ -117,7 +133,8 @@ def _doc(**changes: object) -> str:
         _doc(size=-1, segments=[]),
         _doc(url=5),
         _doc(etag=["x"]),
-        json.dumps({"bulkdl_sidecar": 1, "url": "u", "size": 4, "ranged": True, "segments": [[0, 4]]}),
+        json.dumps({"bulkdl_sidecar": 1, "source": "u", "url": "u", "size": 4, "ranged": True, "segments": [[0, 4]]}),
+        _doc(source=None),
     ],
 )
 def test_sidecar_that_cannot_be_trusted_is_ignored(tmp_path: Path, text: str) -> None:
@@ -166,6 +183,7 @@ def test_relpath_accepts(raw: str, expected: str) -> None:
         (".", "no file"),
         ("x.iso.part3", "partial"),
         ("x.iso.bulkdl", "partial"),
+        (".x.iso.bulkdl-tmp", "partial"),
         (".bulkdl/state.db", "partial"),
     ],
 )

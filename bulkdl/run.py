@@ -1,0 +1,97 @@
+"""One run, in the parent process: decide per file, settle what needs no request, dispatch the rest, record.
+
+Files whose state proves them current are settled here without a worker or a request; every other file
+goes to the pool with the condition (if any) for its conditional GET. Each result updates the state as it
+arrives, so an interrupted run still remembers what it finished.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Sequence
+
+from . import plan
+from .decide import SKIP, Decision, decide
+from .fetch import FileResult
+from .manifest import Job, Manifest
+from .pool import Batch
+from .report import ProgressView
+from .state import Row, State
+
+
+def decide_all(loaded: Manifest, rows: dict[str, Row], force: bool) -> list[Decision]:
+    return [
+        decide(job, rows.get(job.name), _stat(job), plan.sidecar_path(job.path).exists(), force) for job in loaded.jobs
+    ]
+
+
+def _stat(job: Job) -> os.stat_result | None:
+    try:
+        return job.path.stat()
+    except (FileNotFoundError, NotADirectoryError):
+        return None
+
+
+def download(loaded: Manifest, decisions: Sequence[Decision], state: State, show_progress: bool) -> list[FileResult]:
+    rows = state.rows()
+    results: dict[int, FileResult] = {}
+    tasks = []
+    for job, decision in zip(loaded.jobs, decisions, strict=True):
+        if decision.action == SKIP:
+            results[job.index] = _unchanged(job, rows[job.name], decision)
+            state.checked(job.name)
+        else:
+            tasks.append((job, decision.condition))
+    if not tasks:
+        return list(results.values())
+    waiting = {job.index: job for job, _ in tasks}
+    view = ProgressView(show_progress, {i: j.name for i, j in waiting.items()}, {i: j.size for i, j in waiting.items()})
+
+    def finished(result: FileResult) -> None:
+        results[result.index] = result
+        view.finished(result)
+        _record(state, result)
+
+    batch = Batch(min(loaded.workers, len(tasks)), max(job.settings.segments for job, _ in tasks))
+    try:
+        with view:
+            batch.run(tasks, view.tick, finished)
+    finally:
+        batch.close()
+    return list(results.values())
+
+
+def _unchanged(job: Job, row: Row, decision: Decision) -> FileResult:
+    return FileResult(
+        index=job.index,
+        name=job.name,
+        url=job.url,
+        status="skipped",
+        size=row.size,
+        transferred=0,
+        sha256=row.sha256,
+        elapsed=0.0,
+        notes=(f"unchanged: {decision.reason}",),
+        digests=row.digests,
+    )
+
+
+def _record(state: State, result: FileResult) -> None:
+    if result.status not in ("downloaded", "skipped") or result.size is None or result.mtime_ns is None:
+        return  # a failed or interrupted file leaves the previous copy, and its row, as they were
+    digests = dict(result.digests)
+    state.put(
+        Row(
+            path=result.name,
+            url=result.url,
+            size=result.size,
+            etag=result.etag,
+            last_modified=result.last_modified,
+            sha256=digests["sha256"],
+            digests=result.digests,
+            local_size=result.size,
+            local_mtime_ns=result.mtime_ns,
+            checked_at=time.time(),
+        )
+    )

@@ -1,0 +1,113 @@
+"""What earlier runs left in a destination: ``<dest>/.bulkdl/state.db`` (SQLite, WAL, parent-only writes).
+
+One row per completed file, keyed by its path below dest: where it came from, the server's validators, its
+digests, and the size and mtime it had on disk when it was completed. A later run trusts a row only while
+the file on disk still has that size and mtime.
+"""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS files (
+    path TEXT PRIMARY KEY,
+    url TEXT NOT NULL,
+    size INTEGER NOT NULL,
+    etag TEXT,
+    last_modified TEXT,
+    sha256 TEXT NOT NULL,
+    digests TEXT NOT NULL,        -- JSON object {algorithm: hex}, sha256 included
+    local_size INTEGER NOT NULL,
+    local_mtime_ns INTEGER NOT NULL,
+    checked_at REAL NOT NULL      -- unix time of the last download or successful check
+)
+"""
+_COMMIT_SECONDS = 0.5
+
+
+@dataclass(frozen=True, slots=True)
+class Row:
+    path: str
+    url: str
+    size: int
+    etag: str | None
+    last_modified: str | None
+    sha256: str
+    digests: tuple[tuple[str, str], ...]
+    local_size: int
+    local_mtime_ns: int
+    checked_at: float
+
+
+def _row(r: tuple[Any, ...]) -> Row:
+    path, url, size, etag, last_modified, sha256, digests, local_size, local_mtime_ns, checked_at = r
+    pairs = tuple(json.loads(digests).items())
+    return Row(path, url, size, etag, last_modified, sha256, pairs, local_size, local_mtime_ns, checked_at)
+
+
+_SELECT = f"SELECT {', '.join(Row.__dataclass_fields__)} FROM files"
+
+
+def read_rows(dest: Path) -> dict[str, Row]:
+    """The rows, read-only: for --dry-run and verify, which must not create or change anything."""
+    path = dest / ".bulkdl" / "state.db"
+    if not path.exists():
+        return {}
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return {r[0]: _row(r) for r in db.execute(_SELECT)}
+    finally:
+        db.close()
+
+
+class State:
+    """The destination's state database; rows are written as results arrive, committed in batches."""
+
+    def __init__(self, dest: Path) -> None:
+        path = dest / ".bulkdl" / "state.db"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._db = sqlite3.connect(path)
+        self._db.execute("PRAGMA journal_mode=WAL")
+        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps the database consistent; a lost tail costs a re-check
+        self._db.execute(_SCHEMA)
+        self._db.commit()
+        self._last_commit = time.monotonic()
+
+    def rows(self) -> dict[str, Row]:
+        return {r[0]: _row(r) for r in self._db.execute(_SELECT)}
+
+    def put(self, row: Row) -> None:
+        values = tuple(
+            json.dumps(dict(row.digests)) if f == "digests" else getattr(row, f) for f in Row.__dataclass_fields__
+        )
+        self._db.execute(f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(values))})", values)
+        self._maybe_commit()
+
+    def checked(self, path: str) -> None:
+        self._db.execute("UPDATE files SET checked_at = ? WHERE path = ?", (time.time(), path))
+        self._maybe_commit()
+
+    def forget(self, path: str) -> None:
+        self._db.execute("DELETE FROM files WHERE path = ?", (path,))
+        self._maybe_commit()
+
+    def _maybe_commit(self) -> None:
+        if time.monotonic() - self._last_commit >= _COMMIT_SECONDS:
+            self._db.commit()
+            self._last_commit = time.monotonic()
+
+    def close(self) -> None:
+        self._db.commit()
+        self._db.close()
+
+    def __enter__(self) -> State:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()

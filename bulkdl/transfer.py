@@ -1,0 +1,216 @@
+"""Moving a plan's bytes: one thread per segment, each appending to its part file, retrying from where it is.
+
+A part's length is its segment's progress, so an attempt always asks for ``bytes=<start+len>-<end>`` with
+If-Range, and a response is accepted only when its bytes belong exactly there. Transient failures are
+retried with exponential backoff and full jitter; the budget starts again whenever bytes arrived.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import BinaryIO, Protocol, TypeVar
+
+from . import net, plan
+from .errors import RangeNotHonoured, RemoteChanged, TransientError
+from .plan import Plan, Segment
+
+_T = TypeVar("_T")
+MAX_RETRY_AFTER = 60.0
+_BACKOFF_BASE = 0.5
+_BACKOFF_CAP = 30.0
+_TICK_SECONDS = 0.1
+
+# A progress tick: (job index, bytes since the last tick, file size if known).
+Send = Callable[[int, int, int | None], None]
+
+
+class StopFlag(Protocol):
+    def is_set(self) -> bool: ...
+
+    def wait(self, timeout: float | None = None) -> bool: ...
+
+
+class Cancelled(Exception):
+    """The run is stopping, or a sibling segment failed: the part stays as it is, resumable."""
+
+
+class Meter:
+    """Counts one file's received bytes; passes them on at most every 0.1 s (threads share it)."""
+
+    def __init__(self, index: int, send: Send | None) -> None:
+        self._index = index
+        self._send = send
+        self._lock = threading.Lock()
+        self._unsent = 0
+        self._last = time.monotonic()
+        self.total = 0
+        self.size: int | None = None  # the file's size once known
+
+    def add(self, n: int) -> None:
+        with self._lock:
+            self.total += n
+            self._unsent += n
+            now = time.monotonic()
+            if now - self._last >= _TICK_SECONDS:
+                self._flush(now)
+
+    def flush(self) -> None:
+        with self._lock:
+            self._flush(time.monotonic())
+
+    def _flush(self, now: float) -> None:
+        if self._send is not None and self._unsent:
+            self._send(self._index, self._unsent, self.size)
+        self._unsent = 0
+        self._last = now
+
+
+class Transfer:
+    """Fetches the segments of one file's plan into their part files."""
+
+    def __init__(
+        self, url: str, final: Path, headers: dict[str, str], settings: tuple[int, float], stop: StopFlag, meter: Meter
+    ):
+        self.url = url  # the manifest's; once planned, requests go to the plan's URL (after redirects)
+        self.final = final
+        self.headers = headers
+        self.retries, self.timeout = settings
+        self.stop = stop
+        self.meter = meter
+        self.abort = threading.Event()  # set when one segment fails, so its siblings stop early
+
+    def open(
+        self, current: Plan | None, first: int, last: int | None = None, extra: dict[str, str] | None = None
+    ) -> tuple[net.Head, net.Body]:
+        """One request, retried; with no plan yet it is the probe and may carry conditional headers."""
+        return self.retry(lambda: self._open(current, first, last, extra or {}), lambda: 0)
+
+    def run(self, current: Plan, probe: net.Body | None) -> None:
+        """Fetch every segment; the probe's body, if any, serves the first."""
+        self.abort.clear()
+        segments = current.segments
+        if not segments:
+            if probe is not None:
+                probe.close()
+            return
+        with ThreadPoolExecutor(max_workers=max(1, len(segments) - 1)) as threads:
+            others = [threads.submit(self._segment, current, s, None) for s in segments[1:]]
+            errors: list[BaseException] = []
+            try:
+                self._segment(current, segments[0], probe)
+            except BaseException as exc:
+                errors.append(exc)
+            errors += [e for e in (f.exception() for f in others) if e is not None]
+        if errors:
+            # The first real failure explains the others, which were only cancelled because of it.
+            raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+
+    def _segment(self, current: Plan, segment: Segment, probe: net.Body | None) -> None:
+        part = plan.part_path(self.final, segment.index)
+        handed = [probe] if probe is not None else []  # the probe's body serves the first attempt only
+        try:
+            self.retry(
+                lambda: self._attempt(current, segment, part, handed.pop() if handed else None),
+                lambda: plan.length(part),
+            )
+        except BaseException:
+            self.abort.set()
+            raise
+        finally:
+            for body in handed:
+                body.close()
+
+    def _attempt(self, current: Plan, segment: Segment, part: Path, body: net.Body | None) -> None:
+        have = plan.length(part)
+        if segment.length is not None and have >= segment.length:
+            return
+        if body is None:
+            last = None if segment.end is None else segment.end - 1
+            head, body = self._open(current, segment.start + have, last, {})
+            if head.start < segment.start + have:  # a whole body from a server without ranges: start over
+                with open(part, "wb"):
+                    have = 0
+        with body, open(part, "ab") as out:
+            self._stream(body, out, segment, have)
+
+    def _open(
+        self, current: Plan | None, first: int, last: int | None, extra: dict[str, str]
+    ) -> tuple[net.Head, net.Body]:
+        if current is None:
+            url, if_range = self.url, None
+        else:
+            url, if_range = current.url, net.validator(current.etag, current.last_modified)
+        head, body = net.request(
+            url, {**self.headers, **extra}, first=first, last=last, if_range=if_range, timeout=self.timeout
+        )
+        try:
+            _check(current, first, head)
+        except BaseException:
+            body.close()
+            raise
+        return head, body
+
+    def _stream(self, body: net.Body, out: BinaryIO, segment: Segment, have: int) -> None:
+        remaining = None if segment.length is None else segment.length - have
+        while remaining is None or remaining > 0:
+            if self.stop.is_set() or self.abort.is_set():
+                raise Cancelled
+            data = body.read(net.CHUNK if remaining is None else min(net.CHUNK, remaining))
+            if not data:
+                break
+            out.write(data)
+            self.meter.add(len(data))
+            if remaining is not None:
+                remaining -= len(data)
+        if remaining:
+            assert segment.length is not None
+            raise TransientError(f"connection closed after {segment.length - remaining} of {segment.length} bytes")
+
+    def retry(self, attempt: Callable[[], _T], position: Callable[[], int]) -> _T:
+        """Run ``attempt`` until it succeeds; transient failures retry with backoff, the budget reset by progress."""
+        failures, mark = 0, position()
+        while True:
+            if self.stop.is_set() or self.abort.is_set():
+                raise Cancelled
+            try:
+                return attempt()
+            except TransientError as exc:
+                if position() > mark:
+                    failures, mark = 0, position()
+                failures += 1
+                if failures > self.retries:
+                    raise TransientError(f"{exc} (gave up after {failures} attempts)") from None
+                if self.stop.wait(_backoff(failures, exc.retry_after)):
+                    raise Cancelled from None
+
+
+def _check(current: Plan | None, first: int, head: net.Head) -> None:
+    """Accept a response only if its bytes belong exactly where the part continues."""
+    if current is not None and (changed := _changed(current, head)):
+        raise RemoteChanged(changed)
+    if head.ranged and head.start != first:
+        raise RangeNotHonoured(f"asked for bytes {first}- and got bytes {head.start}-")
+    if not head.ranged and first > 0 and (current is None or current.ranged):
+        raise RangeNotHonoured("server ignored Range")
+
+
+def _changed(current: Plan, head: net.Head) -> str | None:
+    if head.total is not None and current.size is not None and head.total != current.size:
+        return f"size changed from {current.size} to {head.total} bytes"
+    if current.etag and head.etag and head.etag != current.etag:
+        return f"ETag changed from {current.etag} to {head.etag}"
+    if current.last_modified and head.last_modified and head.last_modified != current.last_modified:
+        return f"Last-Modified changed from {current.last_modified} to {head.last_modified}"
+    return None
+
+
+def _backoff(failures: int, retry_after: float | None) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After wins, within reason."""
+    if retry_after is not None:
+        return min(retry_after, MAX_RETRY_AFTER)
+    return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (failures - 1)))

@@ -1,0 +1,57 @@
+"""``bulkdl verify``: re-hash the files on disk against the manifest's digests and the state's, offline.
+
+Hashing runs on threads: hashlib releases the GIL for large buffers, so files hash in parallel.
+"""
+
+from __future__ import annotations
+
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
+
+from .assemble import hash_file
+from .fetch import FileResult
+from .manifest import Job
+from .state import Row
+
+VERIFIED, CORRUPT, MISSING, UNVERIFIED = "verified", "corrupt", "missing", "unverified"
+
+
+def verify(jobs: tuple[Job, ...], rows: dict[str, Row], workers: int) -> list[FileResult]:
+    with ThreadPoolExecutor(max_workers=workers) as threads:
+        return list(threads.map(lambda job: _verify_one(job, rows.get(job.name)), jobs))
+
+
+def _verify_one(job: Job, row: Row | None) -> FileResult:
+    started = time.monotonic()
+    result = FileResult(job.index, job.name, job.url, MISSING, None, 0, None, 0.0)
+    try:
+        size = job.path.stat().st_size
+        recorded = dict(row.digests) if row else {}
+        digests = hash_file(job.path, {"sha256", *dict(job.digests), *recorded})
+    except FileNotFoundError:
+        return replace(result, error="not on disk")
+    except OSError as exc:
+        return replace(result, status=CORRUPT, error=f"cannot read: {exc.strerror}")
+    problems = _mismatches(job, row, size, digests)
+    status = CORRUPT if problems else (VERIFIED if job.digests or row else UNVERIFIED)
+    notes = () if status != UNVERIFIED else ("no digest in the manifest or the state to compare with",)
+    elapsed = time.monotonic() - started
+    error = "; ".join(problems) or None
+    return replace(
+        result, status=status, size=size, sha256=digests["sha256"], elapsed=elapsed, error=error, notes=notes
+    )
+
+
+def _mismatches(job: Job, row: Row | None, size: int, digests: dict[str, str]) -> list[str]:
+    problems = []
+    expected_size = job.size if job.size is not None else (row.size if row else None)
+    if expected_size is not None and size != expected_size:
+        problems.append(f"size mismatch: {size} bytes on disk, expected {expected_size}")
+    sources = [("manifest", dict(job.digests)), ("state", dict(row.digests) if row else {})]
+    for source, expected in sources:
+        for algorithm, hex_digest in expected.items():
+            if digests[algorithm] != hex_digest:
+                problems.append(f"{algorithm} mismatch: {source} says {hex_digest}, file has {digests[algorithm]}")
+                break
+    return problems
