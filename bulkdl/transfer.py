@@ -92,20 +92,20 @@ class Transfer:
 
     def run(self, current: Plan, probe: net.Body | None) -> None:
         """Fetch every segment; the probe's body, if any, serves the first."""
-        self.abort.clear()
         segments = current.segments
         if not segments:
             if probe is not None:
                 probe.close()
             return
+        errors: list[BaseException] = []
         with ThreadPoolExecutor(max_workers=max(1, len(segments) - 1)) as threads:
             others = [threads.submit(self._segment, current, s, None) for s in segments[1:]]
-            errors: list[BaseException] = []
             try:
                 self._segment(current, segments[0], probe)
             except BaseException as exc:
                 errors.append(exc)
             errors += [e for e in (f.exception() for f in others) if e is not None]
+        self.abort.clear()  # every thread is done: a later attempt (a restart, a fallback) starts clean
         if errors:
             # The first real failure explains the others, which were only cancelled because of it.
             raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import http.client
 import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,6 +30,25 @@ class Server(Protocol):
     def add_error(self, path: str, status: int) -> str: ...
     def requests(self, path: str | None = None) -> list[Request]: ...
     def reset(self) -> None: ...
+    def update(self, path: str, data: bytes) -> None: ...
+
+
+def watermark(server: Server) -> int:
+    """A connection serial above every connection opened so far: later requests come from newer ones.
+
+    Responses of a killed run may still be written, and logged, after it died; a watermark keeps them apart
+    from the next run's requests where clearing the log by time could not.
+    """
+    connection = http.client.HTTPConnection(server.base_url.removeprefix("http://"), timeout=10)
+    try:
+        connection.request("GET", "/__watermark__")
+        connection.getresponse().read()
+    finally:
+        connection.close()
+    deadline = time.monotonic() + 5
+    while not (marks := server.requests("__watermark__")) and time.monotonic() < deadline:
+        time.sleep(0.01)
+    return max(r.conn for r in marks)
 
 
 @pytest.fixture(scope="session")

@@ -18,6 +18,8 @@ from dataclasses import dataclass, field, replace
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+SLOW_RATE = 16 * 1024 * 1024  # bytes per second per connection for slow=True, as nginx's limit_rate 16m
+_STALL_SECONDS = 20.0
 _RANGE = re.compile(r"bytes=(\d*)-(\d*)")
 _GEN = re.compile(r"/gen/(\d+)/[^/]+")
 _CHUNK = 64 * 1024
@@ -44,6 +46,8 @@ class Resource:
     drop_after: int | None = None  # close the connection after sending this many body bytes (once per request)
     drops: int = 1_000_000  # how many requests the drop applies to (counts down)
     delay: float = 0.0  # seconds to wait before answering each request
+    rate: int | None = None  # bytes per second per response
+    stall_after: int | None = None  # send this many body bytes, then hang (a server that promised more)
 
     def validators(self) -> tuple[str, str]:
         return self.etag or etag_of(self.data), email.utils.formatdate(self.last_modified, usegmt=True)
@@ -109,7 +113,7 @@ class _Handler(BaseHTTPRequestHandler):
         if span:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         body = b"" if head_only else resource.data[start:end]
-        sent = self._send(status, headers, body, end - start, self.server.take_drop(path))
+        sent = self._send(status, headers, body, end - start, self.server.take_drop(path), resource)
         self.server.record(self, path, status, sent)
 
     def _span(self, resource: Resource, etag: str, modified: str) -> tuple[int, int] | str | None:
@@ -130,20 +134,37 @@ class _Handler(BaseHTTPRequestHandler):
         end = min(size, int(match.group(2)) + 1) if match.group(2) else size
         return "unsatisfiable" if start >= size else (start, end)
 
-    def _send(self, status: int, headers: dict[str, str], body: bytes, length: int, drop_after: int | None) -> int:
+    def _send(
+        self,
+        status: int,
+        headers: dict[str, str],
+        body: bytes,
+        length: int,
+        drop_after: int | None,
+        pace: Resource | None = None,
+    ) -> int:
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
         self.send_header("Content-Length", str(length))
         self.end_headers()
         limit = len(body) if drop_after is None else min(drop_after, len(body))
+        stall = pace.stall_after if pace else None
+        rate = pace.rate if pace else None
         sent = 0
         view = memoryview(body)
+        started = time.monotonic()
         try:
             while sent < limit:
-                n = min(_CHUNK, limit - sent)
+                n = min(_CHUNK, limit - sent, stall - sent if stall is not None else _CHUNK)
+                if n <= 0:
+                    self.wfile.flush()
+                    time.sleep(_STALL_SECONDS)  # hold the connection open, sending nothing
+                    break
                 self.wfile.write(view[sent : sent + n])
                 sent += n
+                if rate:
+                    time.sleep(max(0.0, sent / rate - (time.monotonic() - started)))
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client hung up: normal when it has all it wanted of an open-ended range
@@ -219,9 +240,11 @@ class FaultServer:
         host, port = self._server.server_address[:2]
         self.base_url = f"http://{host}:{port}"
 
-    def add(self, path: str, data: bytes, **switches: Any) -> str:
+    def add(self, path: str, data: bytes, *, slow: bool = False, **switches: Any) -> str:
         """Serve ``data`` at ``/path`` with the given Resource switches; return its URL."""
         path = "/" + path.lstrip("/")
+        if slow:
+            switches["rate"] = SLOW_RATE
         with self._server.lock:
             self._server.resources[path] = Resource(data, **switches)
         return self.base_url + path
@@ -233,6 +256,10 @@ class FaultServer:
         path = "/" + path.lstrip("/")
         with self._server.lock:
             self._server.resources[path] = replace(self._server.resources[path], **switches)
+
+    def update(self, path: str, data: bytes) -> None:
+        """New content at the same URL, as a mirror that published a new version: new ETag and Last-Modified."""
+        self.change(path, data=data, etag=None, last_modified=time.time())
 
     def requests(self, path: str | None = None) -> list[Request]:
         with self._server.lock:

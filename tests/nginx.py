@@ -7,6 +7,7 @@ access log, so tests assert on what the server really sent.
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -41,6 +42,7 @@ http {{
         listen 127.0.0.1:{port};
         root {root};
         location /norange/ {{ max_ranges 0; }}
+        location /slow/ {{ limit_rate 16m; }}
 {errors}
     }}
 }}
@@ -94,14 +96,32 @@ class NginxServer:
                 time.sleep(0.05)
         raise RuntimeError("nginx did not start listening within 10 s")
 
-    def add(self, path: str, data: bytes, *, ranges: bool = True, **switches: Any) -> str:
+    def add(self, path: str, data: bytes, *, ranges: bool = True, slow: bool = False, **switches: Any) -> str:
         if switches:
             raise NotImplementedError(f"nginx cannot inject {sorted(switches)}; use the builtin server")
-        path = path.lstrip("/") if ranges else "norange/" + path.lstrip("/")
+        path = self._served_as(path, ranges, slow)
         target = self.root / path
         target.parent.mkdir(parents=True, exist_ok=True)
         target.write_bytes(data)
         return f"{self.base_url}/{path}"
+
+    @staticmethod
+    def _served_as(path: str, ranges: bool = True, slow: bool = False) -> str:
+        prefix = "slow/" if slow else "" if ranges else "norange/"
+        return prefix + path.lstrip("/")
+
+    def update(self, path: str, data: bytes) -> None:
+        """Rewrite the file; nginx derives ETag and Last-Modified from size and mtime, so move the mtime on."""
+        target = next(t for t in (self.root / p for p in self._prefixed(path)) if t.exists())
+        before = target.stat().st_mtime
+        target.write_bytes(data)
+        os.utime(target, (before + 10, before + 10))
+
+    def _prefixed(self, path: str) -> list[str]:
+        return [prefix + path.lstrip("/") for prefix in ("", "slow/", "norange/")]
+
+    def clear_log(self) -> None:
+        (self._tmp / "access.log").write_text("")  # nginx appends with O_APPEND: truncating is safe
 
     def add_error(self, path: str, status: int) -> str:
         if status == 404:
@@ -115,7 +135,7 @@ class NginxServer:
         if path is None:
             return entries
         wanted = "/" + path.lstrip("/")
-        served_as = {wanted, "/norange" + wanted, *(f"/status{code}{wanted}" for code in ERROR_STATUSES)}
+        served_as = {"/" + p for p in self._prefixed(path)} | {f"/status{code}{wanted}" for code in ERROR_STATUSES}
         return [r for r in entries if r.path in served_as]
 
     @property
@@ -125,7 +145,7 @@ class NginxServer:
     def reset(self) -> None:
         shutil.rmtree(self.root)
         self.root.mkdir()
-        (self._tmp / "access.log").write_text("")  # nginx appends with O_APPEND: truncating is safe
+        self.clear_log()
 
     def close(self) -> None:
         self._process.terminate()

@@ -1,0 +1,248 @@
+"""Interrupted runs: kill -9, SIGTERM, Ctrl-C twice, a changed remote file, untrustworthy leftovers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkdl import plan
+
+from .conftest import REPO, Server, run_cli, watermark, write_manifest
+from .httpserver import FaultServer, content
+
+MiB = 1024**2
+BIG = 200 * MiB
+_BIG_DATA: dict[str, bytes] = {}
+
+
+def big(name: str) -> bytes:
+    if name not in _BIG_DATA:
+        _BIG_DATA[name] = content(name, BIG)
+    return _BIG_DATA[name]
+
+
+class Background:
+    """A ``bulkdl run`` in its own process group, with the final path sampled while it runs."""
+
+    def __init__(self, manifest: Path, cwd: Path, final: Path, size: int) -> None:
+        self.final = final
+        self.size = size
+        self.bad_samples: list[int] = []
+        self._out = open(cwd / "background.out", "w+")  # noqa: SIM115 - closed in wait()
+        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--report", str(cwd / "report.json")]
+        self.process = subprocess.Popen(
+            argv,
+            cwd=cwd,
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env=env,
+            start_new_session=True,
+        )
+        self._sampler = threading.Thread(target=self._sample, daemon=True)
+        self._sampler.start()
+
+    def _sample(self) -> None:
+        # The final path may be absent or complete, never anything in between.
+        while self.process.poll() is None:
+            try:
+                size = self.final.stat().st_size
+            except FileNotFoundError:
+                size = None
+            if size is not None and size != self.size:
+                self.bad_samples.append(size)
+            time.sleep(0.005)
+
+    def parts(self) -> int:
+        return sum(p.stat().st_size for p in self.final.parent.glob(self.final.name + ".part*"))
+
+    def wait_until(self, condition: Callable[[], bool], timeout: float = 60) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():
+            assert self.process.poll() is None, f"the run ended early: {self.output()}"
+            assert time.monotonic() < deadline, "timed out waiting for the run"
+            time.sleep(0.01)
+
+    def signal_group(self, signum: int) -> None:
+        os.killpg(self.process.pid, signum)
+
+    def wait(self, timeout: float = 60) -> int:
+        code = self.process.wait(timeout=timeout)
+        self._sampler.join()
+        return code
+
+    def output(self) -> str:
+        self._out.seek(0)
+        return self._out.read()
+
+    def close(self) -> None:
+        if self.process.poll() is None:
+            os.killpg(self.process.pid, signal.SIGKILL)
+            self.process.wait()
+        self._out.close()
+
+
+@pytest.fixture
+def background() -> Iterator[Callable[..., Background]]:
+    started: list[Background] = []
+
+    def start(*args: Any) -> Background:
+        run = Background(*args)
+        started.append(run)
+        return run
+
+    yield start
+    for run in started:
+        run.close()
+
+
+def _big_manifest(server: Server, tmp_path: Path, name: str = "big.bin") -> tuple[Path, bytes]:
+    data = big(name)
+    url = server.add(name, data, slow=True)
+    manifest = write_manifest(
+        tmp_path, [{"url": url, "size": BIG}], defaults={"segments": 8, "min_segment_size": "4MiB"}
+    )
+    return manifest, data
+
+
+def test_kill_9_then_resume_transfers_only_the_rest(server: Server, tmp_path: Path, background: Any) -> None:
+    manifest, data = _big_manifest(server, tmp_path)
+    final = tmp_path / "mirror/big.bin"
+    first = background(manifest, tmp_path, final, BIG)
+    first.wait_until(lambda: first.parts() > BIG * 0.3)
+    first.signal_group(signal.SIGKILL)
+    first.wait()
+    have = first.parts()
+    assert have < BIG and not final.exists(), "killed mid-way"
+    assert plan.sidecar_path(final).exists()
+
+    mark = watermark(server)
+    second = background(manifest, tmp_path, final, BIG)
+    assert second.wait() == 0, second.output()
+    assert final.read_bytes() == data
+    assert first.bad_samples == second.bad_samples == [], "the final path held partial bytes"
+    resumed = [r for r in server.requests("big.bin") if r.conn > mark]
+    assert resumed and all(r.if_range is not None and r.status == 206 for r in resumed), resumed
+    moved = sum(r.sent for r in resumed)
+    assert moved < (BIG - have) + 1 * MiB, f"moved {moved} bytes for {BIG - have} missing"
+    assert "resumed with" in second.output()
+    assert list(final.parent.glob("big.bin.*")) == []
+
+
+def test_sigterm_stops_keeps_parts_and_exits_130(server: Server, tmp_path: Path, background: Any) -> None:
+    manifest, data = _big_manifest(server, tmp_path)
+    final = tmp_path / "mirror/big.bin"
+    run = background(manifest, tmp_path, final, BIG)
+    run.wait_until(lambda: run.parts() > BIG * 0.2)
+    run.signal_group(signal.SIGTERM)  # as cron, systemd or a shutdown would: the whole group
+    assert run.wait(timeout=15) == 130, run.output()
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["files"][0]["status"] == "interrupted" and report["summary"]["interrupted"] == 1
+    assert "interrupted" in run.output()
+    assert run.parts() > 0 and plan.sidecar_path(final).exists() and not final.exists()
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0 and final.read_bytes() == data
+
+
+def test_changed_remote_file_restarts_instead_of_mixing(server: Server, tmp_path: Path, background: Any) -> None:
+    manifest, _ = _big_manifest(server, tmp_path)
+    manifest.write_text(manifest.read_text().replace(f"size: {BIG}", "segments: 8"))  # the size will change
+    final = tmp_path / "mirror/big.bin"
+    first = background(manifest, tmp_path, final, BIG)
+    first.wait_until(lambda: first.parts() > BIG * 0.2)
+    first.signal_group(signal.SIGKILL)
+    first.wait()
+    new = content("big-v2", 50 * MiB)
+    server.update("big.bin", new)
+    mark = watermark(server)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == new
+    assert "started over" in result.stdout
+    requests = [r for r in server.requests("big.bin") if r.conn > mark]
+    assert any(r.if_range is not None and r.status == 200 for r in requests), (
+        "If-Range answered with the whole new file"
+    )
+
+
+def test_second_interrupt_exits_at_once_without_corrupting(
+    builtin: FaultServer, tmp_path: Path, background: Any
+) -> None:
+    data = content("stall", 40 * MiB)
+    url = builtin.add("stall.bin", data, stall_after=3 * MiB)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 4, "min_segment_size": "4MiB", "timeout": 60})
+    final = tmp_path / "mirror/stall.bin"
+    run = background(manifest, tmp_path, final, len(data))
+    run.wait_until(lambda: run.parts() >= 4 * 3 * MiB)  # every segment stalled: reads now block
+    started = time.monotonic()
+    run.signal_group(signal.SIGINT)
+    time.sleep(0.2)
+    run.signal_group(signal.SIGINT)
+    assert run.wait(timeout=10) == 130, run.output()
+    assert time.monotonic() - started < 10, "stopped although every read was blocked for 60 s"
+    assert "interrupted" in run.output()
+    builtin.change("stall.bin", stall_after=None)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0 and final.read_bytes() == data
+
+
+def test_stop_does_not_wait_for_a_stalled_server(builtin: FaultServer, tmp_path: Path, background: Any) -> None:
+    url = builtin.add("hang.bin", content("hang", 8 * MiB), stall_after=1 * MiB)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 1, "timeout": 60})
+    run = background(manifest, tmp_path, tmp_path / "mirror/hang.bin", 8 * MiB)
+    run.wait_until(lambda: run.parts() >= MiB)
+    started = time.monotonic()
+    run.signal_group(signal.SIGINT)
+    assert run.wait(timeout=15) == 130
+    assert time.monotonic() - started < 8, "one Ctrl-C must not wait for the 60 s read timeout"
+    assert json.loads((tmp_path / "report.json").read_text())["files"][0]["status"] == "interrupted"
+
+
+@pytest.mark.parametrize(
+    ("damage", "note"),
+    [
+        (lambda final: plan.sidecar_path(final).write_text("{not json"), "its sidecar could not be read"),
+        (lambda final: plan.part_path(final, 0).write_bytes(b"x" * (3 * MiB)), "part 0 is longer than its segment"),
+    ],
+    ids=["corrupt-sidecar", "part-too-long"],
+)
+def test_untrustworthy_leftovers_start_over(builtin: FaultServer, tmp_path: Path, damage: Any, note: str) -> None:
+    data = content("left", 4 * MiB)
+    url = builtin.add("left.bin", data)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 2, "min_segment_size": "1MiB"})
+    final = tmp_path / "mirror/left.bin"
+    final.parent.mkdir()
+    halves = plan.split(len(data), 2, MiB)
+    plan.save(final, plan.Plan(url, url, len(data), '"old"', None, True, halves))
+    plan.part_path(final, 1).write_bytes(b"y" * 1000)
+    damage(final)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == data
+    assert note in result.file("left.bin")["notes"][0]
+
+
+def test_resume_after_url_change_starts_over(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("moved", 2 * MiB)
+    url = builtin.add("moved.bin", data)
+    final = tmp_path / "mirror/moved.bin"
+    final.parent.mkdir()
+    plan.save(
+        final,
+        plan.Plan("http://127.0.0.1:9/elsewhere.bin", url, len(data), '"e"', None, True, plan.split(len(data), 1, MiB)),
+    )
+    plan.part_path(final, 0).write_bytes(b"z" * 100)
+    result = run_cli("run", write_manifest(tmp_path, [{"url": url, "path": "moved.bin"}]), cwd=tmp_path)
+    assert result.code == 0 and final.read_bytes() == data
+    assert "the URL in the manifest changed" in result.file("moved.bin")["notes"][0]
