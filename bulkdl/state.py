@@ -59,7 +59,9 @@ def read_rows(dest: Path) -> dict[str, Row]:
     path = dest / ".bulkdl" / "state.db"
     if not path.exists():
         return {}
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    # immutable: even a read-only open of a WAL database creates -wal and -shm files. A finished run
+    # checkpoints its WAL into the main file when it closes, so that file alone holds every row.
+    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
     try:
         return {r[0]: _row(r) for r in db.execute(_SELECT)}
     finally:

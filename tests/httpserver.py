@@ -103,6 +103,8 @@ class _Handler(BaseHTTPRequestHandler):
         if self.server.take_failure(path):
             return self._empty(path, 503, {"Retry-After": resource.retry_after} if resource.retry_after else {})
         etag, modified = resource.validators()
+        if self._not_modified(resource, etag):
+            return self._empty(path, 304, {"ETag": etag, "Last-Modified": modified})
         span = self._span(resource, etag, modified)
         size = len(resource.data)
         headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes" if resource.ranges else "none"}
@@ -115,6 +117,19 @@ class _Handler(BaseHTTPRequestHandler):
         body = b"" if head_only else resource.data[start:end]
         sent = self._send(status, headers, body, end - start, self.server.take_drop(path), resource)
         self.server.record(self, path, status, sent)
+
+    def _not_modified(self, resource: Resource, etag: str) -> bool:
+        """RFC 9110 §13.2.2: If-None-Match decides when present; otherwise If-Modified-Since."""
+        if_none_match = self.headers.get("If-None-Match")
+        if if_none_match is not None:
+            return etag in [tag.strip() for tag in if_none_match.split(",")] or if_none_match.strip() == "*"
+        since = self.headers.get("If-Modified-Since")
+        if since is None:
+            return False
+        try:
+            return resource.last_modified <= email.utils.parsedate_to_datetime(since).timestamp()
+        except (TypeError, ValueError):
+            return False
 
     def _span(self, resource: Resource, etag: str, modified: str) -> tuple[int, int] | str | None:
         """The byte range to send, None for the whole body, or "unsatisfiable"."""

@@ -1,0 +1,172 @@
+"""Nightly re-runs over an unchanged mirror, verify, dry-run, force, and one run per destination."""
+
+from __future__ import annotations
+
+import email.utils
+import hashlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import REPO, Server, run_cli, watermark, write_manifest
+from .httpserver import FaultServer, content
+
+MiB = 1024**2
+N = 500
+
+
+def _mirror(server: Server, tmp_path: Path, digests: bool) -> tuple[Path, dict[str, bytes]]:
+    files = {f"m/f{i:03d}.dat": content(f"mirror{i}", 200 + 37 * i) for i in range(N)}
+    entries: list[Any] = []
+    for name, data in files.items():
+        url = server.add(name, data)
+        entries.append({"url": url, "sha256": hashlib.sha256(data).hexdigest()} if digests else url)
+    return write_manifest(tmp_path, entries, workers=4), files
+
+
+def _statuses(result: Any) -> dict[str, int]:
+    return {
+        k: v for k, v in result.report["summary"].items() if k in ("downloaded", "skipped", "failed", "interrupted")
+    }
+
+
+@pytest.mark.parametrize("digests", [True, False], ids=["with-digests", "no-digests"])
+def test_rerun_over_unchanged_mirror_moves_no_body_bytes(server: Server, tmp_path: Path, digests: bool) -> None:
+    manifest, files = _mirror(server, tmp_path, digests)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    mark = watermark(server)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert _statuses(result) == {"downloaded": 0, "skipped": N, "failed": 0, "interrupted": 0}
+    rerun = [r for r in server.requests() if r.conn > mark and r.path.endswith(".dat")]
+    assert sum(r.sent for r in rerun) == 0, "no body bytes on an unchanged night"
+    if digests:
+        assert rerun == [], "state plus manifest digests prove the files: no request at all"
+    else:
+        assert len(rerun) == N and {r.status for r in rerun} == {304}
+    assert all(f["sha256"] == hashlib.sha256(files["m/" + f["path"]]).hexdigest() for f in result.report["files"])
+
+
+def test_changed_and_deleted_files_are_fetched_again(server: Server, tmp_path: Path) -> None:
+    manifest, files = _mirror(server, tmp_path, digests=False)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    server.update("m/f007.dat", b"a new version of file seven")
+    (tmp_path / "mirror/f123.dat").unlink()
+    old = (tmp_path / "mirror/f007.dat").stat().st_ino
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0
+    assert _statuses(result) == {"downloaded": 2, "skipped": N - 2, "failed": 0, "interrupted": 0}
+    assert (tmp_path / "mirror/f007.dat").read_bytes() == b"a new version of file seven"
+    assert (tmp_path / "mirror/f007.dat").stat().st_ino != old, "replaced by rename, not rewritten in place"
+    assert (tmp_path / "mirror/f123.dat").read_bytes() == files["m/f123.dat"]
+
+
+def test_mtime_comes_from_last_modified(server: Server, tmp_path: Path) -> None:
+    url = server.add("dated.bin", content("dated", 5000))
+    assert run_cli("run", write_manifest(tmp_path, [url]), cwd=tmp_path).code == 0
+    # Neither server logs response headers; ask again for Last-Modified.
+    import urllib.request
+
+    with urllib.request.urlopen(url) as response:
+        stamp = email.utils.parsedate_to_datetime(response.headers["Last-Modified"]).timestamp()
+    assert (tmp_path / "mirror/dated.bin").stat().st_mtime == stamp
+
+
+def test_verify_catches_bit_rot_and_missing_files(server: Server, tmp_path: Path) -> None:
+    files = {f"v{i}.bin": content(f"verify{i}", 3000 + i) for i in range(4)}
+    entries = [
+        {"url": server.add(n, d), **({"md5": hashlib.md5(d).hexdigest()} if n == "v0.bin" else {})}
+        for n, d in files.items()
+    ]
+    manifest = write_manifest(tmp_path, entries)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    mark = watermark(server)
+    clean = run_cli("verify", manifest, cwd=tmp_path)
+    assert clean.code == 0 and clean.stdout.count("verified") >= 4, clean.stdout
+
+    rotten = tmp_path / "mirror/v2.bin"
+    before = rotten.stat()
+    with open(rotten, "r+b") as f:  # same size, other bytes, mtime put back: only hashing can tell
+        f.seek(100)
+        f.write(b"\xff" * 10)
+    os.utime(rotten, ns=(before.st_atime_ns, before.st_mtime_ns))
+    (tmp_path / "mirror/v3.bin").unlink()
+    result = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert result.code == 1
+    lines = result.stdout.splitlines()
+    assert any("v2.bin" in line and "corrupt" in line and "sha256 mismatch: state says" in line for line in lines), (
+        result.stdout
+    )
+    assert any("v3.bin" in line and "missing" in line for line in lines)
+    assert any("v0.bin" in line and "verified" in line for line in lines)
+    assert [r for r in server.requests() if r.conn > mark] == [], "verify uses no network"
+
+
+def test_dry_run_says_what_and_why_and_touches_nothing(builtin: FaultServer, tmp_path: Path) -> None:
+    data = {name: content(name, 2000) for name in ("same", "check", "gone", "new")}
+    urls = {name: builtin.add(f"{name}.bin", d) for name, d in data.items()}
+    entries: list[Any] = [
+        {"url": urls["same"], "sha256": hashlib.sha256(data["same"]).hexdigest()},
+        urls["check"],
+        urls["gone"],
+    ]
+    assert run_cli("run", write_manifest(tmp_path, entries), cwd=tmp_path).code == 0
+    (tmp_path / "mirror/gone.bin").unlink()
+    partial = tmp_path / "mirror/partial.bin"
+    (tmp_path / "mirror/partial.bin.bulkdl").write_text("{}")
+    entries += [urls["new"], {"url": builtin.add("partial.bin", b"p" * 100), "path": "partial.bin"}]
+    manifest = write_manifest(tmp_path, entries)
+    before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mirror").rglob("*"))
+    mark = watermark(builtin)
+    result = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
+    assert result.code == 0 and result.report is None
+    rows = {line.split()[0]: line.strip().split(None, 2)[1:] for line in result.stdout.splitlines() if ".bin" in line}
+    assert rows["same.bin"] == ["skip", "size, mtime and digest match the last run"]
+    assert rows["check.bin"] == ["check", "conditional GET (If-None-Match)"]
+    assert rows["gone.bin"] == ["download", "deleted from disk since the last run"]
+    assert rows["new.bin"] == ["download", "not on disk"]
+    assert rows["partial.bin"] == ["resume", "a partial download is on disk"]
+    assert [r for r in builtin.requests() if r.conn > mark] == []
+    assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mirror").rglob("*")) == before
+    assert not partial.exists()
+
+
+def test_force_downloads_everything_again(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("forced", 4000)
+    manifest = write_manifest(
+        tmp_path, [{"url": builtin.add("forced.bin", data), "sha256": hashlib.sha256(data).hexdigest()}]
+    )
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    assert run_cli("run", manifest, cwd=tmp_path).file("forced.bin")["status"] == "skipped"
+    forced = run_cli("run", manifest, "--force", cwd=tmp_path)
+    assert forced.file("forced.bin")["status"] == "downloaded" and forced.file("forced.bin")["transferred"] == 4000
+
+
+def test_a_second_run_on_the_same_destination_exits_3(builtin: FaultServer, tmp_path: Path) -> None:
+    url = builtin.add("held.bin", content("held", 8 * MiB), stall_after=MiB)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 1, "timeout": 60})
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest)]
+    first = subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True
+    )
+    try:
+        lock = tmp_path / "mirror/.bulkdl/lock"
+        deadline = time.monotonic() + 30
+        while not (lock.exists() and lock.read_text().strip() == str(first.pid)):
+            assert time.monotonic() < deadline and first.poll() is None
+            time.sleep(0.02)
+        second = run_cli("run", manifest, cwd=tmp_path)
+        assert second.code == 3
+        assert second.stderr.strip() == f"bulkdl: another bulkdl run holds {tmp_path / 'mirror'} (pid {first.pid})"
+    finally:
+        os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    builtin.change("held.bin", stall_after=None)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0, "a killed run leaves no stale lock"
