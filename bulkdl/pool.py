@@ -102,12 +102,18 @@ class Batch:
     def stopping(self) -> bool:
         return self._stop_event.is_set()
 
-    def run(self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
-        """Submit every task; report ticks and results as they arrive. Ctrl-C and SIGTERM stop the batch."""
+    def run(
+        self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None], on_poll: Callable[[], None]
+    ) -> None:
+        """Submit every task; report ticks and results as they arrive, and poll about ten times a second.
+
+        Ctrl-C and SIGTERM stop the batch.
+        """
         pending = {self._executor.submit(_work, task): task[0] for task in tasks}
         while pending:
             try:
                 self._step(pending, on_tick, on_result)
+                on_poll()
             except KeyboardInterrupt:
                 self.stop(at_once=self.stopping)
 

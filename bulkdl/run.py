@@ -56,7 +56,7 @@ def download(loaded: Manifest, decisions: Sequence[Decision], state: State, show
     batch = Batch(min(loaded.workers, len(tasks)), max(job.settings.segments for job, _ in tasks))
     try:
         with view:
-            batch.run(tasks, view.tick, finished)
+            batch.run(tasks, view.tick, finished, state.commit_if_due)
     finally:
         batch.close()
     return list(results.values())

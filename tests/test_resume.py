@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import threading
@@ -246,3 +248,29 @@ def test_resume_after_url_change_starts_over(builtin: FaultServer, tmp_path: Pat
     result = run_cli("run", write_manifest(tmp_path, [{"url": url, "path": "moved.bin"}]), cwd=tmp_path)
     assert result.code == 0 and final.read_bytes() == data
     assert "the URL in the manifest changed" in result.file("moved.bin")["notes"][0]
+
+
+def test_files_finished_before_a_kill_are_remembered(builtin: FaultServer, tmp_path: Path, background: Any) -> None:
+    small = {f"s{i}.bin": content(f"small{i}", 1000 + i) for i in range(5)}
+    entries = [builtin.add(name, data) for name, data in small.items()]
+    entries.append(builtin.add("slow.bin", content("slow", 8 * MiB), stall_after=MiB))
+    manifest = write_manifest(tmp_path, entries, workers=2, defaults={"timeout": 60})
+    run = background(manifest, tmp_path, tmp_path / "mirror/slow.bin", 8 * MiB)
+    db = tmp_path / "mirror/.bulkdl/state.db"
+
+    def committed() -> int:
+        if not db.exists():
+            return 0
+        with contextlib.closing(sqlite3.connect(db)) as connection:
+            return int(connection.execute("SELECT count(*) FROM files").fetchone()[0])
+
+    run.wait_until(lambda: committed() == len(small), timeout=20)  # while slow.bin still hangs
+    run.signal_group(signal.SIGKILL)
+    run.wait()
+    builtin.change("slow.bin", stall_after=None)
+    mark = watermark(builtin)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0
+    assert [result.file(name)["status"] for name in small] == ["skipped"] * len(small)
+    rechecked = [r for r in builtin.requests() if r.conn > mark and r.path[1:] in small]
+    assert len(rechecked) == len(small) and {r.status for r in rechecked} == {304}
