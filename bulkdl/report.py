@@ -128,7 +128,16 @@ class ProgressView:
 
 
 def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> Table:
-    table = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left", show_footer=False)
+    table = Table(
+        title=title,
+        box=box.SIMPLE_HEAVY,
+        title_justify="left",
+        caption_justify="left",
+        # The box draws a space between columns; no padding or edges on top, so that a 120-column terminal
+        # keeps each digest on one line.
+        padding=0,
+        show_edge=False,
+    )
     table.add_column("File", overflow="fold")
     table.add_column("Status")
     table.add_column("Size", justify="right", no_wrap=True)
@@ -151,10 +160,11 @@ def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> 
             detail,
         )
     table.add_section()
-    counts = ", ".join(f"{n} {status}" for status, n in totals.counts if n) or "nothing to do"
+    # The per-status counts go under the table: in the Status column they would widen it for every row.
+    table.caption = ", ".join(f"{n} {status}" for status, n in totals.counts if n) or "no files"
     table.add_row(
         Text("total", style="bold"),
-        counts,
+        f"{sum(n for _, n in totals.counts)} files",
         format_size(totals.bytes),
         _duration(totals.elapsed),
         _rate(totals.transferred, totals.elapsed),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import io
 
+from rich.console import Console
+
 from bulkdl.fetch import FileResult
 from bulkdl.report import ProgressView, Totals, print_summary, summary_table
 
@@ -38,4 +40,20 @@ def test_summary_in_a_narrow_pipe_keeps_digests_whole() -> None:
     assert any("dir/file1.bin" in line and "HTTP 404 Not Found" in line for line in lines)
     assert any(line.strip().startswith("note: x") for line in lines)
     total = next(line for line in lines if line.strip().startswith("total"))
-    assert "2 downloaded, 1 failed" in total and "4.00 KiB" in total
+    assert "3 files" in total and "4.00 KiB" in total
+    assert any(line.strip() == "2 downloaded, 1 failed" for line in lines)
+
+
+def test_summary_fits_a_terminal_without_wrapping_digests() -> None:
+    results = [_result(i, status) for i, status in enumerate(["downloaded", "skipped", "interrupted"])]
+    results.append(_result(3, "failed", sha256=None, size=None, error="HTTP 404 Not Found"))
+    out = io.StringIO()
+    Console(file=out, width=120).print(summary_table(results, Totals.of(results, 3.0), "title"))
+    assert out.getvalue().count(DIGEST) == 3, out.getvalue()
+
+
+def test_summary_in_a_narrow_terminal_folds_digests_but_never_cuts_them() -> None:
+    results = [_result(0), _result(1, "failed", sha256=None, size=None, error="HTTP 404 Not Found")]
+    out = io.StringIO()
+    Console(file=out, width=80).print(summary_table(results, Totals.of(results, 3.0), "title"))
+    assert "".join(line.strip() for line in out.getvalue().splitlines()).count(DIGEST) == 1, out.getvalue()

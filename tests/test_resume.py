@@ -262,7 +262,10 @@ def test_files_finished_before_a_kill_are_remembered(builtin: FaultServer, tmp_p
         if not db.exists():
             return 0
         with contextlib.closing(sqlite3.connect(db)) as connection:
-            return int(connection.execute("SELECT count(*) FROM files").fetchone()[0])
+            try:
+                return int(connection.execute("SELECT count(*) FROM files").fetchone()[0])
+            except sqlite3.OperationalError:  # created, schema not yet written
+                return 0
 
     run.wait_until(lambda: committed() == len(small), timeout=20)  # while slow.bin still hangs
     run.signal_group(signal.SIGKILL)
