@@ -1,0 +1,161 @@
+"""YAML nodes to checked values: every problem is collected with the line it stands on, none raised.
+
+The manifest is composed into PyYAML nodes rather than loaded into dicts, so that a problem can name its
+line; the converters here check one value each and raise ValueError with a message a user can act on.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlsplit
+
+import yaml
+
+from .errors import ManifestError
+from .sizes import parse_size
+
+
+@dataclass
+class Problems:
+    source: str
+    found: list[tuple[int, str]] = field(default_factory=list)
+
+    def add(self, node: yaml.Node, key: str, message: str) -> None:
+        self.at(node.start_mark.line + 1, key, message)
+
+    def at(self, line: int, key: str, message: str) -> None:
+        self.found.append((line, f"{self.source}:{line}: {key}: {message}"))
+
+    def error(self) -> ManifestError:
+        """Every problem in file order, one line each."""
+        return ManifestError("\n".join(text for _, text in sorted(self.found, key=lambda p: p[0])))
+
+
+Convert = Callable[[Any], Any]
+
+
+def whole(minimum: int, maximum: int | None = None, what: str = "") -> Convert:
+    def convert(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+            raise ValueError(f"expected a whole number of at least {minimum}, got {value!r}")
+        if maximum is not None and value > maximum:
+            raise ValueError(f"at most {maximum} {what}, got {value}")
+        return value
+
+    return convert
+
+
+positive_int = whole(1)
+
+
+def positive_size(value: Any) -> int:
+    n = parse_size(value)
+    if n < 1:
+        raise ValueError("must be at least 1 byte")
+    return n
+
+
+def seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 86400:
+        raise ValueError(f"expected seconds between 0 and 86400, got {value!r}")
+    return float(value)
+
+
+def non_empty_text(value: Any) -> str:
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"expected a non-empty string, got {value!r}")
+    return value
+
+
+def http_url(value: Any) -> str:
+    url = non_empty_text(value)
+    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+        raise ValueError("URL contains whitespace or control characters")
+    parts = urlsplit(url)
+    if parts.scheme.lower() not in ("http", "https"):
+        raise ValueError(f"only http and https URLs are supported, got {parts.scheme or 'no'} scheme")
+    if not parts.hostname:
+        raise ValueError("URL has no host")
+    return url
+
+
+DIGEST_HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "blake2b": 128}
+
+
+def hex_digest(algorithm: str) -> Convert:
+    length = DIGEST_HEX_LENGTHS[algorithm]
+
+    def convert(value: Any) -> str:
+        hex_text = non_empty_text(value).strip().lower()
+        if len(hex_text) != length or any(ch not in "0123456789abcdef" for ch in hex_text):
+            raise ValueError(f"expected {length} hex digits for {algorithm}, got {value!r}")
+        return hex_text
+
+    return convert
+
+
+def header_value(value: Any) -> str:
+    text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
+    if not isinstance(text, str) or "\r" in text or "\n" in text:
+        raise ValueError("header values must be single-line strings")
+    return text
+
+
+class Reader:
+    """Walks the node tree, converting scalars and recording problems instead of raising."""
+
+    def __init__(self, loader: yaml.SafeLoader, problems: Problems) -> None:
+        self._loader = loader
+        self.problems = problems
+
+    def items(self, node: yaml.Node, where: str) -> Iterator[tuple[str, yaml.Node]]:
+        if not isinstance(node, yaml.MappingNode):
+            self.problems.add(node, where, "expected a mapping of key: value")
+            return
+        seen: set[str] = set()
+        for key_node, value_node in node.value:
+            key = self._loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
+            label = f"{where}.{key}" if where else str(key)
+            if not isinstance(key, str):
+                self.problems.add(key_node, where or "manifest", f"keys must be strings, got {key!r}")
+            elif key in seen:
+                self.problems.add(key_node, label, "given twice")
+            else:
+                seen.add(key)
+                yield key, value_node
+
+    def scalar(self, node: yaml.Node, where: str, convert: Convert) -> Any:
+        if not isinstance(node, yaml.ScalarNode):
+            self.problems.add(node, where, "expected a single value, not a list or mapping")
+            return None
+        try:
+            return convert(self._loader.construct_object(node))
+        except (ValueError, yaml.YAMLError) as exc:
+            self.problems.add(node, where, str(exc))
+            return None
+
+    def headers(self, node: yaml.Node, where: str) -> dict[str, str]:
+        headers: dict[str, str] = {}
+        for name, value_node in self.items(node, where):
+            value = self.scalar(value_node, f"{where}.{name}", header_value)
+            if any(ch in name for ch in ":\r\n") or not name.strip() or name != name.strip():
+                self.problems.add(value_node, f"{where}.{name}", "not a valid header name")
+            elif value is not None:
+                headers[name] = value
+        return headers
+
+
+def compose(text: str, problems: Problems) -> tuple[yaml.SafeLoader, yaml.Node | None]:
+    loader = yaml.SafeLoader(text)
+    try:
+        return loader, loader.get_single_node()
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        line = mark.line + 1 if mark else 1
+        where = f" ({exc.context} on line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
+        problems.at(line, "yaml", f"{exc.problem or exc.context}{where}")
+    except yaml.YAMLError as exc:
+        problems.at(1, "yaml", str(exc))
+    return loader, None
