@@ -114,16 +114,17 @@ def _run(args: argparse.Namespace) -> int:
     loaded = manifest.load(args.manifest, Overrides(dest=args.dest, workers=args.workers, segments=args.segments))
     if args.dry_run:
         decisions = decide_all(loaded, read_rows(loaded.dest), args.force)
-        rows = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))
-        print_summary(plan_table(rows, f"bulkdl --dry-run: {len(loaded.jobs)} files → {loaded.dest}"))
+        lines = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))
+        print_summary(plan_table(lines, f"bulkdl --dry-run: {len(loaded.jobs)} files → {loaded.dest}"))
         return EXIT_OK
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         with DestinationLock(loaded.dest), State(loaded.dest) as state:
-            decisions = decide_all(loaded, state.rows(), args.force)
-            results = download(loaded, decisions, state, show_progress)
+            rows = state.rows()
+            decisions = decide_all(loaded, rows, args.force)
+            results = download(loaded, decisions, rows, state, show_progress)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")

@@ -1,9 +1,9 @@
 """The manifest: YAML in, validated immutable jobs out.
 
 Values are read through schema.py, so every problem names the line it stands on. Validation never stops
-at the first problem: all of them are collected and raised
-together as one ManifestError, one ``manifest.yaml:LINE: key: what is wrong`` line each. Command-line
-overrides are applied here too, so a Job is final when it leaves this module.
+at the first problem: all of them are collected and raised together as one ManifestError, one
+``manifest.yaml:LINE: key: what is wrong`` line each. Command-line overrides are applied here too, so a
+Job is final when it leaves this module.
 """
 
 from __future__ import annotations

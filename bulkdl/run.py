@@ -33,8 +33,9 @@ def _stat(job: Job) -> os.stat_result | None:
         return None
 
 
-def download(loaded: Manifest, decisions: Sequence[Decision], state: State, show_progress: bool) -> list[FileResult]:
-    rows = state.rows()
+def download(
+    loaded: Manifest, decisions: Sequence[Decision], rows: dict[str, Row], state: State, show_progress: bool
+) -> list[FileResult]:
     results: dict[int, FileResult] = {}
     tasks = []
     for job, decision in zip(loaded.jobs, decisions, strict=True):
