@@ -112,10 +112,11 @@ def parse(text: str, source: Path, overrides: Overrides) -> Manifest:
         manifest = None
         if root is None and not problems.found:
             problems.at(1, "manifest", "the file is empty")
-        elif root is not None:
+        elif root is not None and loader is not None:
             manifest = _Builder(schema.Reader(loader, problems), source, overrides).build(root)
     finally:
-        loader.dispose()
+        if loader is not None:
+            loader.dispose()
     if problems.found or manifest is None:
         raise problems.error()
     return manifest

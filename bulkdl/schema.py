@@ -26,11 +26,16 @@ class Problems:
         self.at(node.start_mark.line + 1, key, message)
 
     def at(self, line: int, key: str, message: str) -> None:
-        self.found.append((line, f"{self.source}:{line}: {key}: {message}"))
+        # Keys and values come from the file: escape what is not printable, so one problem stays one line.
+        self.found.append((line, f"{self.source}:{line}: {_printable(key)}: {_printable(message)}"))
 
     def error(self) -> ManifestError:
         """Every problem in file order, one line each."""
         return ManifestError("\n".join(text for _, text in sorted(self.found, key=lambda p: p[0])))
+
+
+def _printable(text: str) -> str:
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
 
 
 Convert = Callable[[Any], Any]
@@ -147,8 +152,16 @@ class Reader:
         return headers
 
 
-def compose(text: str, problems: Problems) -> tuple[yaml.SafeLoader, yaml.Node | None]:
-    loader = yaml.SafeLoader(text)
+def compose(text: str, problems: Problems) -> tuple[yaml.SafeLoader | None, yaml.Node | None]:
+    """The document's node tree, or None with the reason recorded; the loader must be disposed of."""
+    try:
+        loader = yaml.SafeLoader(text)
+    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, such as NUL
+        line = text.count("\n", 0, exc.position) + 1
+        problems.at(
+            line, "yaml", f"{exc.reason} ({chr(exc.character) if isinstance(exc.character, int) else exc.character!r})"
+        )
+        return None, None
     try:
         return loader, loader.get_single_node()
     except yaml.MarkedYAMLError as exc:
