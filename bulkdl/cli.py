@@ -8,11 +8,13 @@ traceback is printed); 130 interrupted.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import signal
+import sqlite3
 import sys
 import time
 import traceback
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
@@ -121,13 +123,31 @@ def _run(args: argparse.Namespace) -> int:
     started = time.monotonic()
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with DestinationLock(loaded.dest), State(loaded.dest) as state:
+        with _destination(loaded.dest) as state:
             rows = state.rows()
             decisions = decide_all(loaded, rows, args.force)
             results = download(loaded, decisions, rows, state, show_progress)
+        if state.problem is not None:
+            print(
+                f"bulkdl: could not record this run in the state ({state.problem}); the next run re-checks its files",
+                file=sys.stderr,
+            )
     finally:
         signal.signal(signal.SIGTERM, previous)
     return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")
+
+
+@contextlib.contextmanager
+def _destination(dest: Path) -> Iterator[State]:
+    """Lock the destination and open its state; a destination that cannot be written is one clear error."""
+    with contextlib.ExitStack() as stack:
+        try:
+            stack.enter_context(DestinationLock(dest))
+            state = stack.enter_context(State(dest))
+        except (OSError, sqlite3.Error) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+            raise BulkdlError(f"cannot use the destination {dest}: {reason}") from None
+        yield state
 
 
 def _verify(args: argparse.Namespace) -> int:

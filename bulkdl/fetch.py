@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import email.utils
 import os
+import shutil
 import sys
 import time
 import traceback
@@ -18,7 +19,7 @@ from dataclasses import dataclass, replace
 from . import net, plan
 from .assemble import assemble
 from .decide import Condition
-from .errors import FetchError, LocalError, RangeNotHonoured, RemoteChanged, VerifyError
+from .errors import FetchError, LocalError, PermanentError, RangeNotHonoured, RemoteChanged, VerifyError
 from .manifest import Job
 from .plan import Plan
 from .sizes import format_size
@@ -97,8 +98,7 @@ class _Download:
         self.condition = condition
         self.meter = meter
         self.notes: list[str] = []
-        settings = (job.settings.retries, job.settings.timeout)
-        self.transfer = Transfer(job.url, job.path, dict(job.settings.headers), settings, stop, meter)
+        self.transfer = Transfer(job.url, job.path, job.settings, stop, meter)
 
     def run(self) -> _Outcome:
         self.job.path.parent.mkdir(parents=True, exist_ok=True)
@@ -150,6 +150,7 @@ class _Download:
                 return self._not_modified(head)
             try:
                 current = self._plan(head)
+                self._check_room(current, 0)
             except BaseException:
                 body.close()
                 raise
@@ -158,6 +159,7 @@ class _Download:
             current = saved
             have = sum(plan.length(plan.part_path(self.job.path, s.index)) for s in saved.segments)
             self.notes.append(f"resumed with {format_size(have)} already on disk")
+            self._check_room(current, have)
         self.meter.size = current.size
         try:
             self.transfer.run(current, body)
@@ -168,6 +170,20 @@ class _Download:
             plan.save(self.job.path, current)
             self.transfer.run(current, None)
         return self._finish(current)
+
+    def _check_room(self, current: Plan, have: int) -> None:
+        """Refuse a file larger than max_size, or one the disk cannot hold, before writing any of it."""
+        size = current.size
+        if size is None:
+            return  # learned only at the end: the writes themselves will say if the disk fills
+        limit = self.job.settings.max_size
+        if limit is not None and size > limit:
+            raise PermanentError(f"too large: the server offers {format_size(size)}, max_size is {format_size(limit)}")
+        # Several parts are concatenated into a new file, so for a moment they and the copy coexist.
+        needed = size - have + (size if len(current.segments) > 1 else 0)
+        free = shutil.disk_usage(self.job.path.parent).free
+        if needed > free:
+            raise LocalError(f"not enough space: needs {format_size(needed)}, {format_size(free)} free")
 
     def _conditional_headers(self) -> dict[str, str]:
         c = self.condition

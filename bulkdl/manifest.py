@@ -31,7 +31,11 @@ class Settings:
     segments: int = 8
     min_segment_size: int = 4 * 1024**2
     retries: int = 5
-    timeout: float = 30.0
+    timeout: float = 30.0  # seconds to connect, and at most between two received packets
+    min_speed: int = 1024  # bytes/s; a segment slower than this for stall_time seconds is retried (0: never)
+    stall_time: float = 30.0
+    max_retry_after: float = 60.0  # a server's Retry-After is honoured up to this many seconds
+    max_size: int | None = None  # refuse files larger than this (None: no limit but the free disk space)
     headers: tuple[tuple[str, str], ...] = (("User-Agent", "bulkdl/0.1"),)
 
 
@@ -70,6 +74,10 @@ _SETTING_KEYS: dict[str, schema.Convert] = {
     "min_segment_size": schema.positive_size,
     "retries": schema.whole(0),
     "timeout": schema.seconds,
+    "min_speed": parse_size,
+    "stall_time": schema.seconds,
+    "max_retry_after": schema.seconds,
+    "max_size": schema.positive_size,
 }
 _ENTRY_KEYS: dict[str, schema.Convert] = {
     "url": schema.http_url,

@@ -32,6 +32,7 @@ from urllib3.util import parse_url
 from .errors import FetchError, PermanentError, TransientError
 
 CHUNK = 256 * 1024
+CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 MAX_REDIRECTS = 10
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
@@ -85,8 +86,9 @@ class Body:
         self._response = response
 
     def read(self, amount: int) -> bytes:
+        """Up to ``amount`` bytes, as soon as any have arrived (b"" at the end of the body)."""
         try:
-            return self._response.read(amount, decode_content=False)
+            return self._response.read1(amount, decode_content=False)
         except HTTPError as exc:
             raise _transport_error(exc) from None
 
@@ -118,6 +120,7 @@ def request(
         send["If-Range"] = if_range
     # Redirects only: statuses, Retry-After and broken connections are the segment loop's to judge.
     retries = urllib3.Retry(
+        remove_headers_on_redirect=CREDENTIAL_HEADERS,
         total=MAX_REDIRECTS,
         connect=0,
         read=0,
@@ -231,6 +234,11 @@ def _strerror(exc: BaseException) -> str:
             break
         exc = inner
     return getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+
+
+def same_origin(a: str, b: str) -> bool:
+    pa, pb = parse_url(a), parse_url(b)
+    return (pa.scheme, pa.host, pa.port) == (pb.scheme, pb.host, pb.port)
 
 
 def _host(url: str) -> str:

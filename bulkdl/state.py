@@ -85,6 +85,7 @@ class State:
         self._db.execute(_SCHEMA)
         self._db.commit()
         self._last_commit = time.monotonic()
+        self.problem: str | None = None  # why the state stopped being recorded, if it did
 
     def rows(self) -> dict[str, Row]:
         return {r[0]: _row(r) for r in self._db.execute(_SELECT)}
@@ -93,18 +94,31 @@ class State:
         values = tuple(
             json.dumps(dict(row.digests)) if f == "digests" else getattr(row, f) for f in Row.__dataclass_fields__
         )
-        self._db.execute(f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(values))})", values)
+        self._write(f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(values))})", values)
 
     def checked(self, path: str) -> None:
-        self._db.execute("UPDATE files SET checked_at = ? WHERE path = ?", (time.time(), path))
+        self._write("UPDATE files SET checked_at = ? WHERE path = ?", (time.time(), path))
 
     def commit_if_due(self) -> None:
         if time.monotonic() - self._last_commit >= _COMMIT_SECONDS:
-            self._db.commit()
+            self._write(None, ())
             self._last_commit = time.monotonic()
 
+    def _write(self, sql: str | None, values: tuple[Any, ...]) -> None:
+        """Write, or commit when ``sql`` is None. The state only saves work: a failure to record it (a full
+        disk) is remembered in ``problem`` and later writes are skipped, but the run goes on."""
+        if self.problem is not None:
+            return
+        try:
+            if sql is None:
+                self._db.commit()
+            else:
+                self._db.execute(sql, values)
+        except sqlite3.Error as exc:
+            self.problem = str(exc)
+
     def close(self) -> None:
-        self._db.commit()
+        self._write(None, ())
         self._db.close()
 
     def __enter__(self) -> State:

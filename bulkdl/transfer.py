@@ -17,10 +17,10 @@ from typing import BinaryIO, Protocol, TypeVar
 
 from . import net, plan
 from .errors import RangeNotHonoured, RemoteChanged, TransientError
+from .manifest import Settings
 from .plan import Plan, Segment
 
 _T = TypeVar("_T")
-MAX_RETRY_AFTER = 60.0
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
 _TICK_SECONDS = 0.1
@@ -73,13 +73,11 @@ class Meter:
 class Transfer:
     """Fetches the segments of one file's plan into their part files."""
 
-    def __init__(
-        self, url: str, final: Path, headers: dict[str, str], settings: tuple[int, float], stop: StopFlag, meter: Meter
-    ):
+    def __init__(self, url: str, final: Path, settings: Settings, stop: StopFlag, meter: Meter):
         self.url = url  # the manifest's; once planned, requests go to the plan's URL (after redirects)
         self.final = final
-        self.headers = headers
-        self.retries, self.timeout = settings
+        self.headers = dict(settings.headers)
+        self.settings = settings
         self.stop = stop
         self.meter = meter
         self.abort = threading.Event()  # set when one segment fails, so its siblings stop early
@@ -145,9 +143,8 @@ class Transfer:
             url, if_range = self.url, None
         else:
             url, if_range = current.url, net.validator(current.etag, current.last_modified)
-        head, body = net.request(
-            url, {**self.headers, **extra}, first=first, last=last, if_range=if_range, timeout=self.timeout
-        )
+        headers = {**self._headers_for(url), **extra}
+        head, body = net.request(url, headers, first=first, last=last, if_range=if_range, timeout=self.settings.timeout)
         try:
             _check(current, first, head)
         except BaseException:
@@ -155,8 +152,15 @@ class Transfer:
             raise
         return head, body
 
+    def _headers_for(self, url: str) -> dict[str, str]:
+        """Credentials go only to the host the manifest named, not to where it redirected us."""
+        if net.same_origin(url, self.url):
+            return self.headers
+        return {k: v for k, v in self.headers.items() if k.lower() not in net.CREDENTIAL_HEADERS}
+
     def _stream(self, body: net.Body, out: BinaryIO, segment: Segment, have: int) -> None:
         remaining = None if segment.length is None else segment.length - have
+        guard = _SpeedGuard(self.settings.min_speed, self.settings.stall_time)
         while remaining is None or remaining > 0:
             if self.stop.is_set() or self.abort.is_set():
                 raise Cancelled
@@ -165,6 +169,7 @@ class Transfer:
                 break
             out.write(data)
             self.meter.add(len(data))
+            guard.add(len(data))
             if remaining is not None:
                 remaining -= len(data)
         if remaining:
@@ -183,10 +188,35 @@ class Transfer:
                 if position() > mark:
                     failures, mark = 0, position()
                 failures += 1
-                if failures > self.retries:
+                if failures > self.settings.retries:
                     raise TransientError(f"{exc} (gave up after {failures} attempts)") from None
-                if self.stop.wait(_backoff(failures, exc.retry_after)):
+                if self.stop.wait(_backoff(failures, exc.retry_after, self.settings.max_retry_after)):
                     raise Cancelled from None
+
+
+class _SpeedGuard:
+    """aria2's lowest-speed-limit: a stream slower than ``min_speed`` over a whole window is given up on.
+
+    A read timeout catches a server that sends nothing; this catches one that trickles.
+    """
+
+    def __init__(self, min_speed: int, window: float) -> None:
+        self._min_speed = min_speed
+        self._window = window
+        self._start = time.monotonic()
+        self._bytes = 0
+
+    def add(self, n: int) -> None:
+        if not self._min_speed:
+            return
+        self._bytes += n
+        elapsed = time.monotonic() - self._start
+        if elapsed < self._window:
+            return
+        speed = self._bytes / elapsed
+        if speed < self._min_speed:
+            raise TransientError(f"too slow: {speed:.0f} B/s over {elapsed:.0f} s (min_speed is {self._min_speed} B/s)")
+        self._start, self._bytes = time.monotonic(), 0
 
 
 def _check(current: Plan | None, first: int, head: net.Head) -> None:
@@ -209,8 +239,8 @@ def _changed(current: Plan, head: net.Head) -> str | None:
     return None
 
 
-def _backoff(failures: int, retry_after: float | None) -> float:
-    """Exponential backoff with full jitter; a server's Retry-After wins, within reason."""
+def _backoff(failures: int, retry_after: float | None, cap: float) -> float:
+    """Exponential backoff with full jitter; a server's Retry-After wins, up to ``cap`` seconds."""
     if retry_after is not None:
-        return min(retry_after, MAX_RETRY_AFTER)
+        return min(retry_after, cap)
     return random.uniform(0, min(_BACKOFF_CAP, _BACKOFF_BASE * 2 ** (failures - 1)))

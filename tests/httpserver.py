@@ -11,6 +11,7 @@ import contextlib
 import email.utils
 import hashlib
 import itertools
+import random
 import re
 import threading
 import time
@@ -48,9 +49,32 @@ class Resource:
     delay: float = 0.0  # seconds to wait before answering each request
     rate: int | None = None  # bytes per second per response
     stall_after: int | None = None  # send this many body bytes, then hang (a server that promised more)
+    stalls: int = 1_000_000  # how many requests the stall applies to (counts down)
+    honour_ranges: int | None = None  # answer this many requests' Range, then send 200 and the whole body
+    shift_range: int = 0  # answer bytes=X- (X > 0) with bytes from X+shift, and say so in Content-Range
+    extra_bytes: int = 0  # send this many bytes more than Content-Length promises
+    new_etag_each: bool = False  # a different ETag on every response, as a file being rewritten
+    next_data: bytes | None = None  # after switch_after responses, serve this instead (a new version)
+    switch_after: int = 0
+    chunked: bool = False  # no Content-Length, Transfer-Encoding: chunked, no ranges
+    close_delimited: bool = False  # no Content-Length, body ends when the connection closes, no ranges
+    content_encoding: str | None = None
+    headers: dict[str, str] = field(default_factory=dict)  # more response headers
 
     def validators(self) -> tuple[str, str]:
-        return self.etag or etag_of(self.data), email.utils.formatdate(self.last_modified, usegmt=True)
+        etag = f'"{random.getrandbits(64):x}"' if self.new_etag_each else self.etag or etag_of(self.data)
+        return etag, email.utils.formatdate(self.last_modified, usegmt=True)
+
+
+@dataclass(frozen=True)
+class _Turn:
+    """What one request gets, decided atomically from the resource's counters."""
+
+    resource: Resource
+    fail: bool
+    drop_after: int | None
+    stall_after: int | None
+    ranges: bool
 
 
 @dataclass(frozen=True)
@@ -93,29 +117,35 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, head_only: bool) -> None:
         path = self.path.split("?", 1)[0]
-        resource = self.server.lookup(path)
-        if resource is None:
+        turn = self.server.turn(path)
+        if turn is None:
             return self._empty(path, 404)
+        resource = turn.resource
         if resource.delay:
             time.sleep(resource.delay)
         if resource.status is not None:
-            return self._empty(path, resource.status)
-        if self.server.take_failure(path):
+            return self._empty(path, resource.status, resource.headers)
+        if turn.fail:
             return self._empty(path, 503, {"Retry-After": resource.retry_after} if resource.retry_after else {})
         etag, modified = resource.validators()
         if self._not_modified(resource, etag):
             return self._empty(path, 304, {"ETag": etag, "Last-Modified": modified})
-        span = self._span(resource, etag, modified)
+        span = self._span(resource, etag, modified) if turn.ranges else None
         size = len(resource.data)
         headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes" if resource.ranges else "none"}
+        headers |= resource.headers | (
+            {"Content-Encoding": resource.content_encoding} if resource.content_encoding else {}
+        )
         if span == "unsatisfiable":
             return self._empty(path, 416, {"Content-Range": f"bytes */{size}"})
         start, end = span if span else (0, size)
+        if span and start > 0 and resource.shift_range:
+            start, end = min(size, start + resource.shift_range), min(size, end + resource.shift_range)
         status = 206 if span else 200
         if span:
             headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
         body = b"" if head_only else resource.data[start:end]
-        sent = self._send(status, headers, body, end - start, self.server.take_drop(path), resource)
+        sent = self._send(status, headers, body, end - start, turn)
         self.server.record(self, path, status, sent)
 
     def _not_modified(self, resource: Resource, etag: str) -> bool:
@@ -134,7 +164,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _span(self, resource: Resource, etag: str, modified: str) -> tuple[int, int] | str | None:
         """The byte range to send, None for the whole body, or "unsatisfiable"."""
         header = self.headers.get("Range")
-        if not header or not resource.ranges:
+        if not header or not resource.ranges or resource.chunked or resource.close_delimited:
             return None
         if_range = self.headers.get("If-Range")
         if if_range is not None and if_range not in (etag, modified):
@@ -149,23 +179,36 @@ class _Handler(BaseHTTPRequestHandler):
         end = min(size, int(match.group(2)) + 1) if match.group(2) else size
         return "unsatisfiable" if start >= size else (start, end)
 
-    def _send(
-        self,
-        status: int,
-        headers: dict[str, str],
-        body: bytes,
-        length: int,
-        drop_after: int | None,
-        pace: Resource | None = None,
-    ) -> int:
+    def _send(self, status: int, headers: dict[str, str], body: bytes, length: int, turn: _Turn | None = None) -> int:
+        resource = turn.resource if turn else None
+        framing = (
+            "chunked"
+            if resource and resource.chunked
+            else "close"
+            if resource and resource.close_delimited
+            else "length"
+        )
         self.send_response(status)
         for name, value in headers.items():
             self.send_header(name, value)
-        self.send_header("Content-Length", str(length))
+        if framing == "chunked":
+            self.send_header("Transfer-Encoding", "chunked")
+        elif framing == "close":
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        else:
+            self.send_header("Content-Length", str(length))
         self.end_headers()
-        limit = len(body) if drop_after is None else min(drop_after, len(body))
-        stall = pace.stall_after if pace else None
-        rate = pace.rate if pace else None
+        extra = random.Random(len(body)).randbytes(resource.extra_bytes) if resource and resource.extra_bytes else b""
+        sent = self._write_body(body + extra, framing, turn)
+        if sent < len(body) or framing == "close":
+            self.close_connection = True
+        return min(sent, len(body))
+
+    def _write_body(self, body: bytes, framing: str, turn: _Turn | None) -> int:
+        limit = len(body) if turn is None or turn.drop_after is None else min(turn.drop_after, len(body))
+        stall = turn.stall_after if turn else None
+        rate = turn.resource.rate if turn else None
         sent = 0
         view = memoryview(body)
         started = time.monotonic()
@@ -176,19 +219,20 @@ class _Handler(BaseHTTPRequestHandler):
                     self.wfile.flush()
                     time.sleep(_STALL_SECONDS)  # hold the connection open, sending nothing
                     break
-                self.wfile.write(view[sent : sent + n])
+                piece = view[sent : sent + n]
+                self.wfile.write(b"%x\r\n%s\r\n" % (n, piece) if framing == "chunked" else piece)
                 sent += n
                 if rate:
                     time.sleep(max(0.0, sent / rate - (time.monotonic() - started)))
+            if framing == "chunked" and sent == len(body):
+                self.wfile.write(b"0\r\n\r\n")
             self.wfile.flush()
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client hung up: normal when it has all it wanted of an open-ended range
-        if sent < len(body):
-            self.close_connection = True
         return sent
 
     def _empty(self, path: str, status: int, headers: dict[str, str] | None = None) -> None:
-        self._send(status, headers or {}, b"", 0, None)
+        self._send(status, headers or {}, b"", 0)
         self.server.record(self, path, status, 0)
 
 
@@ -212,21 +256,26 @@ class _Server(ThreadingHTTPServer):
                 found = self.generated[path] = Resource(content(path, int(match.group(1))))
             return found
 
-    def take_failure(self, path: str) -> bool:
+    def turn(self, path: str) -> _Turn | None:
+        """Count this request against the resource's switches and say what it gets."""
+        resource = self.lookup(path)
+        if resource is None:
+            return None
         with self.lock:
-            resource = self.resources.get(path)
-            if resource is None or resource.fail_first <= 0:
-                return False
-            resource.fail_first -= 1
-            return True
-
-    def take_drop(self, path: str) -> int | None:
-        with self.lock:
-            resource = self.resources.get(path)
-            if resource is None or resource.drop_after is None or resource.drops <= 0:
-                return None
-            resource.drops -= 1
-            return resource.drop_after
+            fail = resource.fail_first > 0
+            resource.fail_first -= fail
+            drop = resource.drop_after if resource.drop_after is not None and resource.drops > 0 else None
+            resource.drops -= drop is not None
+            stall = resource.stall_after if resource.stall_after is not None and resource.stalls > 0 else None
+            resource.stalls -= stall is not None
+            ranges = resource.honour_ranges is None or resource.honour_ranges > 0
+            if resource.honour_ranges is not None:
+                resource.honour_ranges -= 1
+            if resource.next_data is not None:
+                resource.switch_after -= 1
+                if resource.switch_after < 0:
+                    resource.data, resource.next_data, resource.etag = resource.next_data, None, None
+            return _Turn(replace(resource), fail, drop, stall, ranges)
 
     def record(self, handler: _Handler, path: str, status: int, sent: int) -> None:
         entry = Request(

@@ -1,0 +1,91 @@
+"""The local side: a full disk, a read-only directory, absurd sizes. Real file systems, no mocks.
+
+Each run happens inside its own user and mount namespace (``unshare``) with a small tmpfs mounted where the
+test needs it, so nothing is mounted on the machine and no root is needed.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from .conftest import REPO, Server, run_cli, write_manifest
+from .httpserver import FaultServer, content
+
+MiB = 1024**2
+
+
+def _run_with_mount(tmp_path: Path, manifest: Path, mountpoint: Path, options: str) -> tuple[int, dict[str, Any], str]:
+    if shutil.which("unshare") is None:
+        pytest.fail("unshare (util-linux) is needed to mount a private tmpfs")
+    mountpoint.mkdir(parents=True, exist_ok=True)
+    report = tmp_path / "report.json"
+    script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
+    argv = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", options, str(mountpoint)]
+    argv += [sys.executable, "-m", "bulkdl", "run", str(manifest), "--report", str(report)]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
+    assert report.exists(), done.stderr
+    return done.returncode, {f["path"]: f for f in json.loads(report.read_text())["files"]}, done.stdout + done.stderr
+
+
+def test_full_disk_fails_that_file_and_the_others_go_on(builtin: FaultServer, tmp_path: Path) -> None:
+    fits = content("fits", 1 * MiB)
+    entries = [
+        {"url": builtin.add("fits.bin", fits), "path": "fits.bin"},
+        {
+            "url": builtin.add("known.bin", content("known", 8 * MiB)),
+            "path": "known.bin",
+        },  # size known: refused up front
+        {"url": builtin.add("unknown.bin", content("unknown", 6 * MiB), chunked=True), "path": "unknown.bin"},
+    ]
+    manifest = write_manifest(tmp_path, entries, workers=1)
+    code, files, output = _run_with_mount(tmp_path, manifest, tmp_path / "mirror", "size=4m")
+    assert code == 1, output
+    assert files["fits.bin"]["status"] == "downloaded"
+    # Two 4 MiB segments and then their concatenation: 16 MiB at the peak, with under 4 MiB free.
+    assert files["known.bin"]["error"].startswith("not enough space: needs 16.0 MiB, ")
+    assert files["unknown.bin"]["error"].startswith("No space left on device"), files["unknown.bin"]
+    assert "Traceback" not in output
+
+
+def test_read_only_directory_fails_its_files_only(builtin: FaultServer, tmp_path: Path) -> None:
+    ok = content("ok", 5000)
+    entries = [
+        {"url": builtin.add("ok.bin", ok), "path": "ok.bin"},
+        {"url": builtin.add("ro.bin", content("ro", 5000)), "path": "ro/ro.bin"},
+    ]
+    manifest = write_manifest(tmp_path, entries)
+    code, files, output = _run_with_mount(tmp_path, manifest, tmp_path / "mirror/ro", "ro,size=1m")
+    assert code == 1, output
+    assert files["ok.bin"]["status"] == "downloaded"
+    assert files["ro/ro.bin"]["error"].startswith("Read-only file system"), files["ro/ro.bin"]
+    assert "Traceback" not in output
+
+
+def test_read_only_destination_is_one_clear_error(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, [builtin.add("x.bin", b"x")])
+    mirror = tmp_path / "mirror"
+    mirror.mkdir()
+    script = 'mount -t tmpfs -o ro tmpfs "$1" && shift && exec "$@"'
+    argv = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mirror)]
+    argv += [sys.executable, "-m", "bulkdl", "run", str(manifest)]
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 1
+    assert done.stderr.strip() == f"bulkdl: cannot use the destination {mirror}: Read-only file system"
+
+
+def test_absurd_size_is_refused_without_writing(server: Server, tmp_path: Path) -> None:
+    url = server.add("huge.bin", content("huge", 3 * MiB))
+    manifest = write_manifest(tmp_path, [url], defaults={"max_size": "2MiB"})
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 1
+    assert result.file("huge.bin")["error"] == "too large: the server offers 3.00 MiB, max_size is 2.00 MiB"
+    assert sorted(p.name for p in (tmp_path / "mirror").iterdir()) == [".bulkdl"], "nothing written, nothing reserved"
