@@ -73,6 +73,9 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
         traceback.print_exc(file=sys.stderr)
         error = f"internal error: {type(exc).__name__}: {exc}"
     meter.flush()
+    retried = download.transfer.retried
+    if retried and status != "failed":  # a failure's message already carries the last reason
+        download.notes.append(f"{len(retried)} {'retry' if len(retried) == 1 else 'retries'}; last: {retried[-1]}")
     digests = dict(outcome.digests) if outcome else {}
     return FileResult(
         index=job.index,

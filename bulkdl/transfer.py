@@ -81,6 +81,7 @@ class Transfer:
         self.stop = stop
         self.meter = meter
         self.abort = threading.Event()  # set when one segment fails, so its siblings stop early
+        self.retried: list[str] = []  # why attempts were retried, for the summary (appends are thread-safe)
 
     def open(
         self, current: Plan | None, first: int, last: int | None = None, extra: dict[str, str] | None = None
@@ -190,6 +191,7 @@ class Transfer:
                 failures += 1
                 if failures > self.settings.retries:
                     raise TransientError(f"{exc} (gave up after {failures} attempts)") from None
+                self.retried.append(str(exc))
                 if self.stop.wait(_backoff(failures, exc.retry_after, self.settings.max_retry_after)):
                     raise Cancelled from None
 

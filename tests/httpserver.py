@@ -48,6 +48,7 @@ class Resource:
     drops: int = 1_000_000  # how many requests the drop applies to (counts down)
     delay: float = 0.0  # seconds to wait before answering each request
     rate: int | None = None  # bytes per second per response
+    rated: int = 1_000_000  # how many requests the rate applies to (counts down)
     stall_after: int | None = None  # send this many body bytes, then hang (a server that promised more)
     stalls: int = 1_000_000  # how many requests the stall applies to (counts down)
     honour_ranges: int | None = None  # answer this many requests' Range, then send 200 and the whole body
@@ -74,6 +75,7 @@ class _Turn:
     fail: bool
     drop_after: int | None
     stall_after: int | None
+    rate: int | None
     ranges: bool
 
 
@@ -208,13 +210,14 @@ class _Handler(BaseHTTPRequestHandler):
     def _write_body(self, body: bytes, framing: str, turn: _Turn | None) -> int:
         limit = len(body) if turn is None or turn.drop_after is None else min(turn.drop_after, len(body))
         stall = turn.stall_after if turn else None
-        rate = turn.resource.rate if turn else None
+        rate = turn.rate if turn else None
+        piece_size = _CHUNK if not rate else max(1024, min(_CHUNK, rate // 8))  # a trickle, not bursts
         sent = 0
         view = memoryview(body)
         started = time.monotonic()
         try:
             while sent < limit:
-                n = min(_CHUNK, limit - sent, stall - sent if stall is not None else _CHUNK)
+                n = min(piece_size, limit - sent, stall - sent if stall is not None else piece_size)
                 if n <= 0:
                     self.wfile.flush()
                     time.sleep(_STALL_SECONDS)  # hold the connection open, sending nothing
@@ -268,6 +271,8 @@ class _Server(ThreadingHTTPServer):
             resource.drops -= drop is not None
             stall = resource.stall_after if resource.stall_after is not None and resource.stalls > 0 else None
             resource.stalls -= stall is not None
+            rate = resource.rate if resource.rated > 0 else None
+            resource.rated -= rate is not None
             ranges = resource.honour_ranges is None or resource.honour_ranges > 0
             if resource.honour_ranges is not None:
                 resource.honour_ranges -= 1
@@ -275,7 +280,7 @@ class _Server(ThreadingHTTPServer):
                 resource.switch_after -= 1
                 if resource.switch_after < 0:
                     resource.data, resource.next_data, resource.etag = resource.next_data, None, None
-            return _Turn(replace(resource), fail, drop, stall, ranges)
+            return _Turn(replace(resource), fail, drop, stall, rate, ranges)
 
     def record(self, handler: _Handler, path: str, status: int, sent: int) -> None:
         entry = Request(
