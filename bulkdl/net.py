@@ -13,7 +13,7 @@ import email.utils
 import re
 import time
 from dataclasses import dataclass
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import (
@@ -114,41 +114,56 @@ def request(
     if_range: str | None = None,
     timeout: float = 30.0,
 ) -> tuple[Head, Body]:
-    """GET ``bytes=first-last`` of ``url``; raise FetchError for anything but a usable response."""
+    """GET ``bytes=first-last`` of ``url``, following redirects; raise FetchError unless the answer is usable.
+
+    Redirects are followed here rather than by urllib3, so that every hop is checked: http(s) only, at most
+    MAX_REDIRECTS, and credentials dropped as soon as the origin changes.
+    """
     send = {**headers, "Accept-Encoding": "identity", "Range": f"bytes={first}-{'' if last is None else last}"}
     if if_range:
         send["If-Range"] = if_range
-    # Redirects only: statuses, Retry-After and broken connections are the segment loop's to judge.
-    retries = urllib3.Retry(
-        remove_headers_on_redirect=CREDENTIAL_HEADERS,
-        total=MAX_REDIRECTS,
-        connect=0,
-        read=0,
-        status=0,
-        other=0,
-        redirect=MAX_REDIRECTS,
-        respect_retry_after_header=False,
-        raise_on_status=False,
-    )
+    for _ in range(MAX_REDIRECTS + 1):
+        response = _get(url, send, timeout)
+        location = response.get_redirect_location()
+        if not location:
+            return _describe_or_close(response, url), Body(response)
+        response.drain_conn()
+        response.release_conn()
+        target = urljoin(url, location)
+        scheme = urlsplit(target).scheme.lower()
+        if scheme not in ("http", "https"):
+            raise PermanentError(f"redirected to {scheme}:, which is not http or https")
+        if not same_origin(target, url):
+            send = {k: v for k, v in send.items() if k.lower() not in CREDENTIAL_HEADERS}
+        url = target
+    raise PermanentError(f"more than {MAX_REDIRECTS} redirects")
+
+
+def _get(url: str, headers: dict[str, str], timeout: float) -> urllib3.BaseHTTPResponse:
     try:
-        response = _client().request(
+        # No retries and no redirects inside urllib3: the caller judges statuses, Retry-After and broken
+        # connections, because only it knows how many bytes already arrived.
+        return _client().request(
             "GET",
             url,
-            headers=send,
+            headers=headers,
             preload_content=False,
             decode_content=False,
-            retries=retries,
+            retries=False,
+            redirect=False,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
         )
     except (HTTPError, LocationValueError, LocationParseError) as exc:
         raise _transport_error(exc) from None
+
+
+def _describe_or_close(response: urllib3.BaseHTTPResponse, url: str) -> Head:
     try:
-        head = _head(response, url)
+        return _head(response, url)
     except BaseException:
         response.close()
         response.release_conn()
         raise
-    return head, Body(response)
 
 
 def _head(response: urllib3.BaseHTTPResponse, url: str) -> Head:
@@ -171,19 +186,10 @@ def _head(response: urllib3.BaseHTTPResponse, url: str) -> Head:
     return _describe(response, url, status=206, start=start, length=end - start + 1, total=_int_header(total))
 
 
-def _final_url(response: urllib3.BaseHTTPResponse, url: str) -> str:
-    """Where the body really came from: later requests for this file go straight there."""
-    history = response.retries.history if response.retries else ()
-    last = history[-1] if history else None
-    if last is None or not last.url or not last.redirect_location:
-        return url
-    return urljoin(last.url, last.redirect_location)
-
-
 def _describe(response: urllib3.BaseHTTPResponse, url: str, **fields: int | None) -> Head:
     h = response.headers
     return Head(
-        url=_final_url(response, url),
+        url=url,
         etag=h.get("ETag"),
         last_modified=h.get("Last-Modified"),
         content_encoding=h.get("Content-Encoding"),
@@ -218,8 +224,6 @@ def _transport_error(exc: Exception) -> FetchError:
         return PermanentError(f"TLS failed: {reason}")
     if isinstance(reason, ProtocolError):
         return TransientError(f"connection broken: {_strerror(reason)}")
-    if isinstance(exc, MaxRetryError) and "redirect" in str(exc.reason or "").lower():
-        return PermanentError(f"more than {MAX_REDIRECTS} redirects")
     if isinstance(reason, LocationValueError | LocationParseError):
         return PermanentError(f"bad URL or redirect target: {reason}")
     return TransientError(f"{type(reason).__name__}: {reason}")

@@ -61,6 +61,7 @@ class Resource:
     close_delimited: bool = False  # no Content-Length, body ends when the connection closes, no ranges
     content_encoding: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # more response headers
+    redirect_to: str | None = None  # answer 302 with this Location
 
     def validators(self) -> tuple[str, str]:
         etag = f'"{random.getrandbits(64):x}"' if self.new_etag_each else self.etag or etag_of(self.data)
@@ -127,6 +128,8 @@ class _Handler(BaseHTTPRequestHandler):
             time.sleep(resource.delay)
         if resource.status is not None:
             return self._empty(path, resource.status, resource.headers)
+        if resource.redirect_to is not None:
+            return self._empty(path, 302, {"Location": resource.redirect_to})
         if turn.fail:
             return self._empty(path, 503, {"Retry-After": resource.retry_after} if resource.retry_after else {})
         etag, modified = resource.validators()
@@ -320,6 +323,9 @@ class FaultServer:
 
     def add_error(self, path: str, status: int) -> str:
         return self.add(path, b"", status=status)
+
+    def add_redirect(self, path: str, location: str) -> str:
+        return self.add(path, b"", redirect_to=location)
 
     def change(self, path: str, **switches: Any) -> None:
         path = "/" + path.lstrip("/")
