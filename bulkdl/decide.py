@@ -60,7 +60,7 @@ def _remote(job: Job, row: Row) -> Decision:
         return Decision(DOWNLOAD, "the manifest's size differs from the one recorded")
     if job.digests and len(comparable) == len(job.digests):
         return Decision(SKIP, "size, mtime and digest match the last run")
-    if row.url != job.url:
+    if row.url != job.shown_url:
         return Decision(DOWNLOAD, "the URL changed since the last run")
     if not (row.etag or row.last_modified):
         return Decision(DOWNLOAD, "the server sent no ETag or Last-Modified last time")

@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 
 from . import net, plan
 from .assemble import assemble
+from .credentials import scrub
 from .decide import Condition
 from .errors import FetchError, LocalError, PermanentError, RangeNotHonoured, RemoteChanged, VerifyError
 from .manifest import Job
@@ -80,14 +81,14 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
     return FileResult(
         index=job.index,
         name=job.name,
-        url=job.url,
+        url=job.shown_url,
         status=status,
         size=outcome.size if outcome else None,
         transferred=meter.total,
         sha256=digests.get("sha256"),
         elapsed=time.monotonic() - started,
-        error=error,
-        notes=tuple(download.notes),
+        error=scrub(error, job.secrets),
+        notes=tuple(scrub(note, job.secrets) or "" for note in download.notes),
         digests=tuple(digests.items()),
         etag=outcome.etag if outcome else None,
         last_modified=outcome.last_modified if outcome else None,

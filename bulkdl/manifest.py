@@ -15,7 +15,7 @@ from typing import Any
 
 import yaml
 
-from . import schema
+from . import credentials, schema
 from .errors import ManifestError
 from .paths import check_relpath, name_from_url
 from .schema import DIGEST_HEX_LENGTHS
@@ -44,7 +44,9 @@ class Job:
     """One file to fetch, fully resolved: the worker needs nothing else."""
 
     index: int
-    url: str
+    url: str  # what requests go to (credentials moved into headers)
+    shown_url: str  # what summaries, reports and the state show: no secrets
+    secrets: tuple[str, ...]  # values to scrub from any message
     name: str  # the path below dest, as the user wrote it and reads it in the summary
     path: Path  # absolute destination, built only here after validation
     size: int | None
@@ -135,6 +137,17 @@ class _Builder:
         self.reader = reader
         self.source = source
         self.overrides = overrides
+        self._netrc_lookup: credentials.Netrc | None = None
+
+    def _netrc(self, node: yaml.Node) -> credentials.Netrc:
+        """The netrc lookup, read once; an unusable netrc file is a problem of the manifest's run."""
+        if self._netrc_lookup is None:
+            try:
+                self._netrc_lookup = credentials.netrc_lookup()
+            except ValueError as exc:
+                self.reader.problems.add(node, "netrc", str(exc))
+                self._netrc_lookup = lambda host: None
+        return self._netrc_lookup
 
     def build(self, root: yaml.Node) -> Manifest | None:
         top = dict(self.reader.items(root, ""))
@@ -219,14 +232,17 @@ class _Builder:
             return None
         digests = tuple((algo, found[algo][1]) for algo in DIGEST_HEX_LENGTHS if algo in found and found[algo][1])
         size = found.get("size", (node, None))[1]
+        resolved = credentials.resolve(url, settings.headers, self._netrc(node))
         return Job(
             index=index,
-            url=url,
+            url=resolved.url,
+            shown_url=resolved.shown_url,
+            secrets=resolved.secrets,
             name=name,
             path=dest.joinpath(*name.split("/")),
             size=size,
             digests=digests,
-            settings=settings,
+            settings=replace(settings, headers=resolved.headers),
         )
 
     def _name(self, node: yaml.Node, where: str, url: str | None, path: tuple[yaml.Node, Any] | None) -> str | None:

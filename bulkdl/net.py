@@ -29,10 +29,10 @@ from urllib3.exceptions import (
 )
 from urllib3.util import parse_url
 
+from .credentials import CREDENTIAL_HEADERS
 from .errors import FetchError, PermanentError, TransientError
 
 CHUNK = 256 * 1024
-CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 MAX_REDIRECTS = 10
 _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)

@@ -157,11 +157,11 @@ class Batch:
 
 def _outcome(future: Future[FileResult], job: Job, stopping: bool) -> FileResult:
     if future.cancelled():
-        return FileResult(job.index, job.name, job.url, "interrupted", None, 0, None, 0.0, "not started")
+        return FileResult(job.index, job.name, job.shown_url, "interrupted", None, 0, None, 0.0, "not started")
     exc = future.exception()
     if exc is None:
         return future.result()
     if stopping:  # killed because it did not stop within the grace period
-        return FileResult(job.index, job.name, job.url, "interrupted", None, 0, None, 0.0, "stopped")
+        return FileResult(job.index, job.name, job.shown_url, "interrupted", None, 0, None, 0.0, "stopped")
     # The worker process itself died (OOM killer, a crash in C code).
-    return FileResult(job.index, job.name, job.url, "failed", None, 0, None, 0.0, f"worker process died: {exc}")
+    return FileResult(job.index, job.name, job.shown_url, "failed", None, 0, None, 0.0, f"worker process died: {exc}")

@@ -67,7 +67,7 @@ def _unchanged(job: Job, row: Row, decision: Decision) -> FileResult:
     return FileResult(
         index=job.index,
         name=job.name,
-        url=job.url,
+        url=job.shown_url,
         status="skipped",
         size=row.size,
         transferred=0,

@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import yaml
 
+from .credentials import missing_variables
 from .errors import ManifestError
 from .sizes import parse_size
 
@@ -105,6 +106,9 @@ def header_value(value: Any) -> str:
     text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
     if not isinstance(text, str) or "\r" in text or "\n" in text:
         raise ValueError("header values must be single-line strings")
+    missing = missing_variables(text)
+    if missing:
+        raise ValueError(f"environment variable {', '.join(missing)} is not set")
     return text
 
 

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
 from . import net, plan
+from .credentials import CREDENTIAL_HEADERS
 from .errors import RangeNotHonoured, RemoteChanged, TransientError
 from .manifest import Settings
 from .plan import Plan, Segment
@@ -157,7 +158,7 @@ class Transfer:
         """Credentials go only to the host the manifest named, not to where it redirected us."""
         if net.same_origin(url, self.url):
             return self.headers
-        return {k: v for k, v in self.headers.items() if k.lower() not in net.CREDENTIAL_HEADERS}
+        return {k: v for k, v in self.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
 
     def _stream(self, body: net.Body, out: BinaryIO, segment: Segment, have: int) -> None:
         remaining = None if segment.length is None else segment.length - have

@@ -24,7 +24,7 @@ def verify(jobs: tuple[Job, ...], rows: dict[str, Row], workers: int) -> list[Fi
 
 def _verify_one(job: Job, row: Row | None) -> FileResult:
     started = time.monotonic()
-    result = FileResult(job.index, job.name, job.url, MISSING, None, 0, None, 0.0)
+    result = FileResult(job.index, job.name, job.shown_url, MISSING, None, 0, None, 0.0)
     try:
         size = job.path.stat().st_size
         recorded = dict(row.digests) if row else {}
