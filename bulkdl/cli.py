@@ -49,6 +49,12 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return convert
 
 
+def _existing_file(text: str) -> Path:
+    if not Path(text).is_file():
+        raise argparse.ArgumentTypeError(f"no such file: {text}")
+    return Path(text)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bulkdl", description="Mirror many files over HTTP(S) in one batch.")
     parser.add_argument("--version", action="version", version=f"bulkdl {__version__}")
@@ -60,6 +66,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--workers", type=_count(1, 256), help="worker processes (files at once)")
     run.add_argument("--segments", type=_count(1, 64), help="maximum segment threads per file")
     run.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
+    run.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="trust these CA certificates for HTTPS")
     run.add_argument("--force", action="store_true", help="download every file again, whatever earlier runs recorded")
     run.add_argument(
         "--dry-run", action="store_true", help="say what would be done with each file, and why; no network"
@@ -113,7 +120,8 @@ def _check(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    loaded = manifest.load(args.manifest, Overrides(dest=args.dest, workers=args.workers, segments=args.segments))
+    overrides = Overrides(dest=args.dest, workers=args.workers, segments=args.segments, ca_bundle=args.ca_bundle)
+    loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:
         decisions = decide_all(loaded, read_rows(loaded.dest), args.force)
         lines = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))

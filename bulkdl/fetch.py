@@ -102,6 +102,8 @@ class _Download:
         self.condition = condition
         self.meter = meter
         self.notes: list[str] = []
+        if job.settings.insecure:
+            self.notes.append("insecure: TLS certificates were not verified for this file")
         self.transfer = Transfer(job.url, job.path, job.settings, stop, meter)
 
     def run(self) -> _Outcome:

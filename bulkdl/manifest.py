@@ -36,6 +36,8 @@ class Settings:
     stall_time: float = 30.0
     max_retry_after: float = 60.0  # a server's Retry-After is honoured up to this many seconds
     max_size: int | None = None  # refuse files larger than this (None: no limit but the free disk space)
+    ca_bundle: str | None = None  # CA certificates to trust instead of the system's (top-level ca_bundle:)
+    insecure: bool = False  # no TLS verification; an entry's own choice only, and said in the summary
     headers: tuple[tuple[str, str], ...] = (("User-Agent", "bulkdl/0.1"),)
 
 
@@ -61,6 +63,7 @@ class Overrides:
     dest: Path | None = None
     workers: int | None = None
     segments: int | None = None
+    ca_bundle: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,8 +89,9 @@ _ENTRY_KEYS: dict[str, schema.Convert] = {
     "path": schema.non_empty_text,
     "size": parse_size,
     **{name: schema.hex_digest(name) for name in DIGEST_HEX_LENGTHS},
+    "insecure": schema.flag,
 }
-_TOP_KEYS = {"version", "dest", "workers", "defaults", "files"}
+_TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle"}
 
 
 def _merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -95,10 +99,6 @@ def _merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     for name, value in headers.items():
         by_lower[name.lower()] = (name, value)
     return tuple(by_lower.values())
-
-
-def _as_dict(settings: Settings) -> dict[str, Any]:
-    return {key: getattr(settings, key) for key in _SETTING_KEYS}
 
 
 def _known(extra: dict[str, schema.Convert]) -> str:
@@ -156,7 +156,7 @@ class _Builder:
         if "version" in top and self.reader.scalar(top["version"], "version", schema.positive_int) not in (1, None):
             self.reader.problems.add(top["version"], "version", "only version 1 is supported")
         dest = self._dest(top.get("dest"))
-        settings = Settings()
+        settings = Settings(ca_bundle=self._ca_bundle(top.get("ca_bundle")))
         if "defaults" in top:
             settings, _ = self._settings(top["defaults"], "defaults", settings, {})
         if self.overrides.segments is not None:
@@ -187,15 +187,29 @@ class _Builder:
                     values[key] = value
             elif key in extra:
                 found[key] = (value_node, self.reader.scalar(value_node, label, extra[key]))
+            elif key == "insecure":
+                self.reader.problems.add(value_node, label, "allowed per entry only, so each unverified file is chosen")
             else:
                 self.reader.problems.add(value_node, label, f"unknown key (expected one of {_known(extra)})")
-        return Settings(headers=_merge_headers(headers), **{**_as_dict(base), **values}), found
+        return replace(base, headers=_merge_headers(headers), **values), found
 
     def _dest(self, node: yaml.Node | None) -> Path:
         if self.overrides.dest is not None:
             return self.overrides.dest.absolute()
         raw = "." if node is None else self.reader.scalar(node, "dest", schema.non_empty_text)
         return Path(os.path.normpath(self.source.absolute().parent / (raw or ".")))
+
+    def _ca_bundle(self, node: yaml.Node | None) -> str | None:
+        """The CA file to trust: --ca-bundle (from the working directory), else the manifest's (from its own)."""
+        if self.overrides.ca_bundle is not None:
+            return str(self.overrides.ca_bundle.absolute())  # the command line checked it exists
+        raw = None if node is None else self.reader.scalar(node, "ca_bundle", schema.non_empty_text)
+        if node is None or raw is None:
+            return None
+        path = self.source.absolute().parent / raw
+        if not path.is_file():
+            self.reader.problems.add(node, "ca_bundle", f"no such file: {path}")
+        return str(path)
 
     def _workers(self, node: yaml.Node | None, n_jobs: int) -> int:
         wanted = self.overrides.workers
@@ -224,6 +238,8 @@ class _Builder:
             settings, found = self._settings(node, where, base, _ENTRY_KEYS)
         if self.overrides.segments is not None:
             settings = _replace_segments(settings, self.overrides.segments)
+        if found.get("insecure", (node, None))[1]:
+            settings = replace(settings, insecure=True)
         url = found.get("url", (node, None))[1]
         if "url" not in found and isinstance(node, yaml.MappingNode):
             self.reader.problems.add(node, f"{where}.url", "missing")

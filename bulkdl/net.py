@@ -10,14 +10,18 @@ decides what to retry, because only it knows how many bytes already arrived.
 from __future__ import annotations
 
 import email.utils
+import functools
 import re
+import threading
 import time
+import urllib.request
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import (
     HTTPError,
+    InsecureRequestWarning,
     LocationParseError,
     LocationValueError,
     MaxRetryError,
@@ -38,20 +42,55 @@ _CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
 _UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
-_http: urllib3.PoolManager | None = None
+_max_connections = 8
+_clients: dict[tuple[str | None, str | None, bool], urllib3.PoolManager] = {}
+_clients_lock = threading.Lock()
 
 
 def start(max_connections: int) -> None:
-    """Create this process's connection pool; call once per process, before any request."""
-    global _http
-    _http = urllib3.PoolManager(num_pools=16, maxsize=max(1, max_connections), block=True)
+    """Size this process's connection pools; call once per process, before any request."""
+    global _max_connections
+    _max_connections = max(1, max_connections)
+    _clients.clear()
 
 
-def _client() -> urllib3.PoolManager:
-    if _http is None:
-        start(8)
-    assert _http is not None
-    return _http
+@dataclass(frozen=True, slots=True)
+class Tls:
+    ca_bundle: str | None = None  # None: the system's trust store
+    verify: bool = True
+
+
+def _client(url: str, tls: Tls) -> urllib3.PoolManager:
+    """The pool for this URL's route. Normally there is one per process: direct, system CAs, verified."""
+    proxy = _proxy_for(urlsplit(url).scheme, urlsplit(url).hostname or "")
+    key = (proxy, tls.ca_bundle, tls.verify)
+    with _clients_lock:
+        client = _clients.get(key)
+        if client is None:
+            client = _clients[key] = _new_client(proxy, tls)
+        return client
+
+
+def _new_client(proxy: str | None, tls: Tls) -> urllib3.PoolManager:
+    options: dict[str, object] = {"num_pools": 16, "maxsize": _max_connections, "block": True}
+    if tls.verify:
+        options |= {"cert_reqs": "CERT_REQUIRED", "ca_certs": tls.ca_bundle}
+    else:
+        options["cert_reqs"] = "CERT_NONE"
+        urllib3.disable_warnings(InsecureRequestWarning)  # the summary says it once per file instead
+    if proxy is not None:
+        return urllib3.ProxyManager(proxy, **options)  # type: ignore[arg-type]
+    return urllib3.PoolManager(**options)  # type: ignore[arg-type]
+
+
+@functools.lru_cache(maxsize=256)
+def _proxy_for(scheme: str, host: str) -> str | None:
+    """HTTP_PROXY / HTTPS_PROXY / NO_PROXY, as curl and wget read them."""
+    proxies = urllib.request.getproxies_environment()
+    proxy = proxies.get(scheme)
+    if not proxy or urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]  # not in typeshed
+        return None
+    return proxy
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,6 +152,7 @@ def request(
     last: int | None = None,
     if_range: str | None = None,
     timeout: float = 30.0,
+    tls: Tls = Tls(),
 ) -> tuple[Head, Body]:
     """GET ``bytes=first-last`` of ``url``, following redirects; raise FetchError unless the answer is usable.
 
@@ -123,7 +163,7 @@ def request(
     if if_range:
         send["If-Range"] = if_range
     for _ in range(MAX_REDIRECTS + 1):
-        response = _get(url, send, timeout)
+        response = _get(url, send, timeout, tls)
         location = response.get_redirect_location()
         if not location:
             return _describe_or_close(response, url), Body(response)
@@ -139,11 +179,11 @@ def request(
     raise PermanentError(f"more than {MAX_REDIRECTS} redirects")
 
 
-def _get(url: str, headers: dict[str, str], timeout: float) -> urllib3.BaseHTTPResponse:
+def _get(url: str, headers: dict[str, str], timeout: float, tls: Tls) -> urllib3.BaseHTTPResponse:
     try:
         # No retries and no redirects inside urllib3: the caller judges statuses, Retry-After and broken
         # connections, because only it knows how many bytes already arrived.
-        return _client().request(
+        return _client(url, tls).request(
             "GET",
             url,
             headers=headers,

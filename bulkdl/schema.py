@@ -56,6 +56,12 @@ def whole(minimum: int, maximum: int | None = None, what: str = "") -> Convert:
 positive_int = whole(1)
 
 
+def flag(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
+
+
 def positive_size(value: Any) -> int:
     n = parse_size(value)
     if n < 1:

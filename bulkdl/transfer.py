@@ -79,6 +79,7 @@ class Transfer:
         self.final = final
         self.headers = dict(settings.headers)
         self.settings = settings
+        self.tls = net.Tls(settings.ca_bundle, not settings.insecure)
         self.stop = stop
         self.meter = meter
         self.abort = threading.Event()  # set when one segment fails, so its siblings stop early
@@ -146,7 +147,9 @@ class Transfer:
         else:
             url, if_range = current.url, net.validator(current.etag, current.last_modified)
         headers = {**self._headers_for(url), **extra}
-        head, body = net.request(url, headers, first=first, last=last, if_range=if_range, timeout=self.settings.timeout)
+        head, body = net.request(
+            url, headers, first=first, last=last, if_range=if_range, timeout=self.settings.timeout, tls=self.tls
+        )
         try:
             _check(current, first, head)
         except BaseException:

@@ -110,12 +110,17 @@ def run_cli(*args: str | Path, cwd: Path, timeout: float = 90) -> Run:
     argv = [sys.executable, "-m", "bulkdl", *map(str, args)]
     if args and args[0] == "run":
         argv += ["--report", str(report)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
     done = subprocess.run(
-        argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=env, stdin=subprocess.DEVNULL
+        argv, cwd=cwd, capture_output=True, text=True, timeout=timeout, env=cli_env(), stdin=subprocess.DEVNULL
     )
     loaded = json.loads(report.read_text()) if report.exists() else None
     return Run(done.returncode, done.stdout, done.stderr, loaded)
+
+
+def cli_env(**extra: str) -> dict[str, str]:
+    """The environment a test's bulkdl runs in: ours, minus any proxy a machine may set for its own use."""
+    env = {k: v for k, v in os.environ.items() if not k.lower().endswith("_proxy")}
+    return {**env, "PYTHONPATH": str(REPO), **extra}
 
 
 def write_manifest(directory: Path, files: list[Any], **top: Any) -> Path:

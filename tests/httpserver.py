@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import random
 import re
+import ssl
 import threading
 import time
 from dataclasses import dataclass, field, replace
@@ -305,12 +306,14 @@ class FaultServer:
 
     kind = "builtin"
 
-    def __init__(self, port: int = 0) -> None:
+    def __init__(self, port: int = 0, tls: ssl.SSLContext | None = None) -> None:
         self._server = _Server(port)
+        if tls is not None:
+            self._server.socket = tls.wrap_socket(self._server.socket, server_side=True)
         self._thread = threading.Thread(target=self._server.serve_forever, kwargs={"poll_interval": 0.05}, daemon=True)
         self._thread.start()
         host, port = self._server.server_address[:2]
-        self.base_url = f"http://{host}:{port}"
+        self.base_url = f"{'https' if tls else 'http'}://{host}:{port}"
 
     def add(self, path: str, data: bytes, *, slow: bool = False, **switches: Any) -> str:
         """Serve ``data`` at ``/path`` with the given Resource switches; return its URL."""

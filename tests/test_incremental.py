@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, Server, run_cli, watermark, write_manifest
+from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content
 
 MiB = 1024**2
@@ -151,7 +151,7 @@ def test_force_downloads_everything_again(builtin: FaultServer, tmp_path: Path) 
 def test_a_second_run_on_the_same_destination_exits_3(builtin: FaultServer, tmp_path: Path) -> None:
     url = builtin.add("held.bin", content("held", 8 * MiB), stall_after=MiB)
     manifest = write_manifest(tmp_path, [url], defaults={"segments": 1, "timeout": 60})
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = cli_env()
     argv = [sys.executable, "-m", "bulkdl", "run", str(manifest)]
     first = subprocess.Popen(
         argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env, start_new_session=True

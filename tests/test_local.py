@@ -7,7 +7,6 @@ test needs it, so nothing is mounted on the machine and no root is needed.
 from __future__ import annotations
 
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +15,7 @@ from typing import Any
 
 import pytest
 
-from .conftest import REPO, Server, run_cli, write_manifest
+from .conftest import Server, cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
 
 MiB = 1024**2
@@ -30,7 +29,7 @@ def _run_with_mount(tmp_path: Path, manifest: Path, mountpoint: Path, options: s
     script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
     argv = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", options, str(mountpoint)]
     argv += [sys.executable, "-m", "bulkdl", "run", str(manifest), "--report", str(report)]
-    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env = cli_env()
     done = subprocess.run(argv, capture_output=True, text=True, timeout=120, env=env, stdin=subprocess.DEVNULL)
     assert report.exists(), done.stderr
     return done.returncode, {f["path"]: f for f in json.loads(report.read_text())["files"]}, done.stdout + done.stderr
@@ -77,7 +76,7 @@ def test_read_only_destination_is_one_clear_error(builtin: FaultServer, tmp_path
     script = 'mount -t tmpfs -o ro tmpfs "$1" && shift && exec "$@"'
     argv = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", str(mirror)]
     argv += [sys.executable, "-m", "bulkdl", "run", str(manifest)]
-    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": str(REPO)})
+    done = subprocess.run(argv, capture_output=True, text=True, timeout=60, env=cli_env())
     assert done.returncode == 1
     assert done.stderr.strip() == f"bulkdl: cannot use the destination {mirror}: Read-only file system"
 

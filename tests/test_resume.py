@@ -19,7 +19,7 @@ import pytest
 
 from bulkdl import plan
 
-from .conftest import REPO, Server, run_cli, watermark, write_manifest
+from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content
 
 MiB = 1024**2
@@ -41,7 +41,7 @@ class Background:
         self.size = size
         self.bad_samples: list[int] = []
         self._out = open(cwd / "background.out", "w+")  # noqa: SIM115 - closed in wait()
-        env = {**os.environ, "PYTHONPATH": str(REPO)}
+        env = cli_env()
         argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--report", str(cwd / "report.json")]
         self.process = subprocess.Popen(
             argv,

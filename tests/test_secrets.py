@@ -12,7 +12,7 @@ import pytest
 
 from bulkdl.credentials import redact_url, scrub
 
-from .conftest import REPO, run_cli, write_manifest
+from .conftest import cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
 
 SECRET = "s3cr3t-Value-42"
@@ -30,7 +30,7 @@ def _everything_written(tmp_path: Path, *outputs: str) -> str:
 
 def _run(tmp_path: Path, manifest: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--report", str(tmp_path / "report.json")]
-    full_env = {**os.environ, "PYTHONPATH": str(REPO), **env}
+    full_env = cli_env(**env)
     return subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, timeout=60, env=full_env)
 
 

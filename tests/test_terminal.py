@@ -11,13 +11,13 @@ from pathlib import Path
 
 import pytest
 
-from .conftest import REPO, write_manifest
+from .conftest import cli_env, write_manifest
 from .httpserver import FaultServer, content
 
 
 def _run_in_pty(args: list[str], cwd: Path) -> tuple[int, str]:
     master, slave = pty.openpty()
-    env = {**os.environ, "PYTHONPATH": str(REPO), "COLUMNS": "120", "LINES": "40", "TERM": "xterm"}
+    env = cli_env(COLUMNS="120", LINES="40", TERM="xterm")
     process = subprocess.Popen(
         [sys.executable, "-m", "bulkdl", *args], cwd=cwd, stdout=slave, stderr=slave, stdin=slave, env=env
     )
