@@ -18,9 +18,17 @@ from dataclasses import dataclass, replace
 
 from . import net, plan
 from .assemble import assemble
-from .credentials import scrub
+from .credentials import redact_url, scrub
 from .decide import Condition
-from .errors import FetchError, LocalError, PermanentError, RangeNotHonoured, RemoteChanged, VerifyError
+from .errors import (
+    FetchError,
+    LocalError,
+    PermanentError,
+    RangeNotHonoured,
+    RemoteChanged,
+    TransientError,
+    VerifyError,
+)
 from .manifest import Job
 from .plan import Plan
 from .sizes import format_size
@@ -74,6 +82,8 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
         traceback.print_exc(file=sys.stderr)
         error = f"internal error: {type(exc).__name__}: {exc}"
     meter.flush()
+    for source, reason in download.transfer.dropped.items():
+        download.notes.append(f"{redact_url(source)} dropped for this file: {reason}")
     retried = download.transfer.retried
     if retried and status != "failed":  # a failure's message already carries the last reason
         download.notes.append(f"{len(retried)} {'retry' if len(retried) == 1 else 'retries'}; last: {retried[-1]}")
@@ -150,12 +160,12 @@ class _Download:
     def _attempt(self, saved: Plan | None) -> _Outcome:
         body = None
         if saved is None:
-            head, body = self.transfer.open(None, 0, extra=self._conditional_headers())
+            head, body, mirrors = self._probe()
             if head.status == 304:
                 body.close()
                 return self._not_modified(head)
             try:
-                current = self._plan(head)
+                current = replace(self._plan(head), mirrors=mirrors)
                 self._check_room(current, 0)
             except BaseException:
                 body.close()
@@ -176,6 +186,20 @@ class _Download:
             plan.save(self.job.path, current)
             self.transfer.run(current, None)
         return self._finish(current)
+
+    def _probe(self) -> tuple[net.Head, net.Body, tuple[str, ...]]:
+        """The first request, to the first source that answers; the sources after it may serve segments."""
+        sources = (self.job.url, *self.job.mirrors)
+        for i, source in enumerate(sources):
+            try:
+                head, body = self.transfer.probe(source, self._conditional_headers() if i == 0 else {})
+            except (TransientError, PermanentError) as exc:
+                if i == len(sources) - 1:
+                    raise
+                self.notes.append(f"{redact_url(source)} failed ({exc}); trying the next mirror")
+                continue
+            return head, body, sources[i + 1 :]
+        raise AssertionError("unreachable: the last source raises")
 
     def _check_room(self, current: Plan, have: int) -> None:
         """Refuse a file larger than max_size, or one the disk cannot hold, before writing any of it."""

@@ -12,6 +12,7 @@ import os
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 import yaml
 
@@ -50,6 +51,7 @@ class Job:
     shown_url: str  # what summaries, reports and the state show: no secrets
     secrets: tuple[str, ...]  # values to scrub from any message
     name: str  # the path below dest, as the user wrote it and reads it in the summary
+    mirrors: tuple[str, ...]  # other URLs for the same bytes
     path: Path  # absolute destination, built only here after validation
     size: int | None
     digests: tuple[tuple[str, str], ...]  # (algorithm, lower-case hex), manifest order
@@ -90,6 +92,7 @@ _ENTRY_KEYS: dict[str, schema.Convert] = {
     "size": parse_size,
     **{name: schema.hex_digest(name) for name in DIGEST_HEX_LENGTHS},
     "insecure": schema.flag,
+    "mirrors": schema.http_url,  # each item of the list
 }
 _TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle"}
 
@@ -185,6 +188,8 @@ class _Builder:
                 value = self.reader.scalar(value_node, label, _SETTING_KEYS[key])
                 if value is not None:
                     values[key] = value
+            elif key == "mirrors" and key in extra:
+                found[key] = (value_node, self._mirrors(value_node, label))
             elif key in extra:
                 found[key] = (value_node, self.reader.scalar(value_node, label, extra[key]))
             elif key == "insecure":
@@ -198,6 +203,19 @@ class _Builder:
             return self.overrides.dest.absolute()
         raw = "." if node is None else self.reader.scalar(node, "dest", schema.non_empty_text)
         return Path(os.path.normpath(self.source.absolute().parent / (raw or ".")))
+
+    def _mirrors(self, node: yaml.Node, where: str) -> tuple[str, ...]:
+        if not isinstance(node, yaml.SequenceNode):
+            self.reader.problems.add(node, where, "expected a list of URLs")
+            return ()
+        urls = []
+        for i, item in enumerate(node.value):
+            url = self.reader.scalar(item, f"{where}[{i}]", schema.http_url)
+            if url is not None and urlsplit(url).username is not None:
+                self.reader.problems.add(item, f"{where}[{i}]", "credentials in a mirror URL would go to another host")
+            elif url is not None:
+                urls.append(url)
+        return tuple(urls)
 
     def _ca_bundle(self, node: yaml.Node | None) -> str | None:
         """The CA file to trust: --ca-bundle (from the working directory), else the manifest's (from its own)."""
@@ -253,6 +271,7 @@ class _Builder:
             index=index,
             url=resolved.url,
             shown_url=resolved.shown_url,
+            mirrors=found.get("mirrors", (node, ()))[1] or (),
             secrets=resolved.secrets,
             name=name,
             path=dest.joinpath(*name.split("/")),

@@ -10,7 +10,7 @@ Beside the destination ``d/name`` a download in progress keeps:
 
       {"bulkdl_sidecar": 1, "source": "<manifest URL>", "url": "<URL after redirects>", "size": 1048576 | null,
        "etag": "\\"abc\\"" | null, "last_modified": "<HTTP date>" | null, "ranged": true,
-       "segments": [[0, 524288], [524288, 1048576]]}
+       "segments": [[0, 524288], [524288, 1048576]], "mirrors": ["<URL>", ...]}
 
   ``segments`` are half-open byte ranges ``[start, end)``; ``end`` is null for a single stream of unknown
   length. A sidecar that cannot be read as exactly this is discarded with its parts.
@@ -50,6 +50,7 @@ class Plan:
     last_modified: str | None
     ranged: bool
     segments: tuple[Segment, ...]
+    mirrors: tuple[str, ...] = ()  # other URLs for the same bytes that segments may also come from
 
 
 def split(size: int, max_segments: int, min_segment_size: int) -> tuple[Segment, ...]:
@@ -101,6 +102,7 @@ def save(final: Path, plan: Plan) -> None:
         "last_modified": plan.last_modified,
         "ranged": plan.ranged,
         "segments": [[s.start, s.end] for s in plan.segments],
+        "mirrors": list(plan.mirrors),
     }
     durable.write_bytes(sidecar_path(final), json.dumps(doc).encode())
 
@@ -126,6 +128,7 @@ def _from_doc(doc: dict[str, Any]) -> Plan | None:
         last_modified=_opt_str(doc["last_modified"]),
         ranged=bool(doc["ranged"]),
         segments=tuple(Segment(i, _int(a), None if b is None else _int(b)) for i, (a, b) in enumerate(segments)),
+        mirrors=tuple(_str(m) for m in doc["mirrors"]),
     )
     return plan if _contiguous(plan) else None
 

@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
 from . import net, plan
-from .credentials import CREDENTIAL_HEADERS
-from .errors import RangeNotHonoured, RemoteChanged, TransientError
+from .credentials import CREDENTIAL_HEADERS, redact_url
+from .errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
 from .manifest import Settings
 from .plan import Plan, Segment
 
@@ -84,12 +84,12 @@ class Transfer:
         self.meter = meter
         self.abort = threading.Event()  # set when one segment fails, so its siblings stop early
         self.retried: list[str] = []  # why attempts were retried, for the summary (appends are thread-safe)
+        self.dropped: dict[str, str] = {}  # sources given up on for this file, and why
+        self._lock = threading.Lock()
 
-    def open(
-        self, current: Plan | None, first: int, last: int | None = None, extra: dict[str, str] | None = None
-    ) -> tuple[net.Head, net.Body]:
-        """One request, retried; with no plan yet it is the probe and may carry conditional headers."""
-        return self.retry(lambda: self._open(current, first, last, extra or {}), lambda: 0)
+    def probe(self, source: str, extra: dict[str, str]) -> tuple[net.Head, net.Body]:
+        """The first request for a file, retried; it may carry conditional headers."""
+        return self.retry(lambda: self._open(None, 0, None, extra, source), lambda: 0)
 
     def run(self, current: Plan, probe: net.Body | None) -> None:
         """Fetch every segment; the probe's body, if any, serves the first."""
@@ -130,28 +130,52 @@ class Transfer:
         have = plan.length(part)
         if segment.length is not None and have >= segment.length:
             return
-        if body is None:
-            last = None if segment.end is None else segment.end - 1
-            head, body = self._open(current, segment.start + have, last, {})
-            if head.start < segment.start + have:  # a whole body from a server without ranges: start over
-                with open(part, "wb"):
-                    have = 0
-        with body, open(part, "ab") as out:
-            self._stream(body, out, segment, have)
+        source = self._source(current, segment)
+        try:
+            if body is None:
+                last = None if segment.end is None else segment.end - 1
+                head, body = self._open(current, segment.start + have, last, {}, source)
+                if head.start < segment.start + have:  # a whole body from a server without ranges: start over
+                    with open(part, "wb"):
+                        have = 0
+            with body, open(part, "ab") as out:
+                self._stream(body, out, segment, have)
+        except (TransientError, PermanentError, RangeNotHonoured) as exc:
+            self._drop(current, source, exc)
+
+    def _source(self, current: Plan, segment: Segment) -> str:
+        """Segments spread over the sources still in good standing; the primary first."""
+        with self._lock:
+            healthy = [s for s in (current.url, *current.mirrors) if s not in self.dropped]
+        return healthy[segment.index % len(healthy)] if healthy else current.url
+
+    def _drop(self, current: Plan, source: str, exc: FetchError) -> None:
+        """Give up on ``source`` for this file if another remains, and retry elsewhere; else fail as usual."""
+        primary = source == current.url
+        if not current.mirrors or (primary and isinstance(exc, RangeNotHonoured)):
+            raise exc  # one source only, or the whole-file fallback to one stream applies
+        with self._lock:
+            others = [s for s in (current.url, *current.mirrors) if s != source and s not in self.dropped]
+            if not others:
+                raise exc
+            self.dropped[source] = str(exc)
+        raise TransientError(f"{redact_url(source)} dropped: {exc}") from None
 
     def _open(
-        self, current: Plan | None, first: int, last: int | None, extra: dict[str, str]
+        self, current: Plan | None, first: int, last: int | None, extra: dict[str, str], url: str
     ) -> tuple[net.Head, net.Body]:
-        if current is None:
-            url, if_range = self.url, None
-        else:
-            url, if_range = current.url, net.validator(current.etag, current.last_modified)
+        # Validators belong to one server: only the primary gets If-Range; a mirror must agree on the size.
+        primary = current is not None and url == current.url
+        if_range = net.validator(current.etag, current.last_modified) if current is not None and primary else None
         headers = {**self._headers_for(url), **extra}
         head, body = net.request(
             url, headers, first=first, last=last, if_range=if_range, timeout=self.settings.timeout, tls=self.tls
         )
         try:
-            _check(current, first, head)
+            if current is not None and not primary:
+                _check_mirror(current, first, head)
+            else:
+                _check(current, first, head)
         except BaseException:
             body.close()
             raise
@@ -233,6 +257,13 @@ def _check(current: Plan | None, first: int, head: net.Head) -> None:
         raise RangeNotHonoured(f"asked for bytes {first}- and got bytes {head.start}-")
     if not head.ranged and first > 0 and (current is None or current.ranged):
         raise RangeNotHonoured("server ignored Range")
+
+
+def _check_mirror(current: Plan, first: int, head: net.Head) -> None:
+    if head.total is not None and head.total != current.size:
+        raise PermanentError(f"disagrees on the size: {head.total} bytes, not {current.size}")
+    if head.start != first or (not head.ranged and first > 0):
+        raise RangeNotHonoured(f"asked for bytes {first}- and got bytes {head.start}-")
 
 
 def _changed(current: Plan, head: net.Head) -> str | None:

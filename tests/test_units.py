@@ -118,7 +118,7 @@ def _doc(**changes: object) -> str:
         "last_modified": None,
         "ranged": True,
     }
-    return json.dumps({**doc, "segments": [[0, 4], [4, 10]], **changes})
+    return json.dumps({**doc, "segments": [[0, 4], [4, 10]], "mirrors": [], **changes})
 
 
 @pytest.mark.parametrize(
@@ -133,8 +133,19 @@ def _doc(**changes: object) -> str:
         _doc(size=-1, segments=[]),
         _doc(url=5),
         _doc(etag=["x"]),
-        json.dumps({"bulkdl_sidecar": 1, "source": "u", "url": "u", "size": 4, "ranged": True, "segments": [[0, 4]]}),
+        json.dumps(
+            {
+                "bulkdl_sidecar": 1,
+                "source": "u",
+                "url": "u",
+                "size": 4,
+                "ranged": True,
+                "segments": [[0, 4]],
+                "mirrors": [],
+            }
+        ),
         _doc(source=None),
+        _doc(mirrors=[1]),
     ],
 )
 def test_sidecar_that_cannot_be_trusted_is_ignored(tmp_path: Path, text: str) -> None:
