@@ -16,10 +16,12 @@ import threading
 import time
 import urllib.request
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
 from urllib3.exceptions import (
+    ConnectTimeoutError,
     HTTPError,
     InsecureRequestWarning,
     LocationParseError,
@@ -258,6 +260,10 @@ def _transport_error(exc: Exception) -> FetchError:
         return TransientError(f"cannot resolve host {reason.conn.host}")
     if isinstance(reason, NewConnectionError):
         return TransientError(f"cannot connect to {reason.conn.host}:{reason.conn.port}: {_strerror(reason)}")
+    if isinstance(reason, ConnectTimeoutError):  # after NewConnectionError, which is a subclass of it
+        conn: Any = reason.args[0] if reason.args else None
+        where = f" to {conn.host}:{conn.port}" if hasattr(conn, "host") and hasattr(conn, "port") else ""
+        return TransientError(f"timed out connecting{where}")
     if isinstance(reason, ReadTimeoutError | TimeoutError):
         return TransientError("timed out waiting for the server")
     if isinstance(reason, SSLError):

@@ -64,3 +64,29 @@ def test_unreachable_host_fails_cleanly(tmp_path: Path) -> None:
         == f"cannot connect to 127.0.0.1:{port}: Connection refused (gave up after 2 attempts)"
     )
     assert "Traceback" not in result.stderr + result.stdout
+
+
+def test_connect_timeout_is_retried_then_fails_cleanly(tmp_path: Path) -> None:
+    import socket
+
+    # A listener whose accept queue is full drops new SYNs: connecting hangs, as to a black-holed host.
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(0)
+    port = listener.getsockname()[1]
+    fillers = []
+    try:
+        for _ in range(4):
+            filler = socket.socket()
+            filler.setblocking(False)
+            filler.connect_ex(("127.0.0.1", port))
+            fillers.append(filler)
+        manifest = write_manifest(
+            tmp_path, [f"http://127.0.0.1:{port}/slow.bin"], defaults={"timeout": 0.5, "retries": 1}
+        )
+        result = run_cli("run", manifest, cwd=tmp_path)
+    finally:
+        for s in [*fillers, listener]:
+            s.close()
+    assert result.code == 1
+    assert result.file("slow.bin")["error"] == f"timed out connecting to 127.0.0.1:{port} (gave up after 2 attempts)"
