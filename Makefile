@@ -28,3 +28,6 @@ fmt: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .demo demo-mirror .pytest_cache .mypy_cache .ruff_cache *.egg-info
+
+bench: $(STAMP)  # needs: apt-get install nginx-light aria2 curl wget2 time
+	$(BIN)/python -m bench

@@ -141,6 +141,7 @@ class _Builder:
         self.source = source
         self.overrides = overrides
         self._netrc_lookup: credentials.Netrc | None = None
+        self._dirs: dict[str, str] = {}  # a directory some destination lies in → the first such destination
 
     def _netrc(self, node: yaml.Node) -> credentials.Netrc:
         """The netrc lookup, read once; an unusable netrc file is a problem of the manifest's run."""
@@ -292,15 +293,22 @@ class _Builder:
             return None
 
     def _claim(self, name: str, node: yaml.Node, label: str, claimed: dict[str, yaml.Node]) -> bool:
-        """Reject a destination another entry already uses, or one that is a directory of another."""
+        """Reject a destination another entry already uses, or one that is a directory of another.
+
+        ``claimed`` maps each file to its node and each directory above a file to the first such file, so
+        every check is a few dictionary look-ups, not a scan of all names.
+        """
         parents = ["/".join(name.split("/")[:i]) for i in range(1, name.count("/") + 1)]
-        clash = next((other for other in (name, *parents) if other in claimed), None)
-        clash = clash or next((other for other in claimed if other.startswith(name + "/")), None)
+        clash = next((other for other in (name, *parents) if other in claimed and other not in self._dirs), None)
+        if clash is None and name in self._dirs:
+            clash = self._dirs[name]
         if clash is not None:
             line = claimed[clash].start_mark.line + 1
             self.reader.problems.add(node, label, f"destination {name!r} clashes with {clash!r} (line {line})")
             return False
         claimed[name] = node
+        for parent in parents:
+            self._dirs.setdefault(parent, name)
         return True
 
 

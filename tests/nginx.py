@@ -45,6 +45,7 @@ http {{
         location /slow/ {{ limit_rate 16m; }}
 {errors}
     }}
+{extra}
 }}
 """
 
@@ -67,13 +68,21 @@ def _free_port() -> int:
 class NginxServer:
     kind = "nginx"
 
-    def __init__(self, tmp: Path) -> None:
+    def __init__(self, tmp: Path, capped_rate: str | None = None) -> None:
+        """With ``capped_rate`` (nginx units, "20m"), a second server on ``capped_url`` limits each connection."""
         self._tmp = tmp
         self.root = tmp / "root"
         self.root.mkdir(parents=True)
         self._port = _free_port()
         errors = "\n".join(f"        location /status{code}/ {{ return {code}; }}" for code in ERROR_STATUSES)
-        config = _CONFIG.format(tmp=tmp, root=self.root, port=self._port, log_format=_LOG_FORMAT, errors=errors)
+        extra = ""
+        if capped_rate is not None:
+            capped_port = _free_port()
+            extra = f"    server {{ listen 127.0.0.1:{capped_port}; root {self.root}; limit_rate {capped_rate}; }}"
+            self.capped_url = f"http://127.0.0.1:{capped_port}"
+        config = _CONFIG.format(
+            tmp=tmp, root=self.root, port=self._port, log_format=_LOG_FORMAT, errors=errors, extra=extra
+        )
         (tmp / "nginx.conf").write_text(config)
         self._process = subprocess.Popen(
             [_binary(), "-c", str(tmp / "nginx.conf"), "-p", str(tmp)],
