@@ -43,6 +43,7 @@ _STYLES = {
     "corrupt": "bold red",
     "missing": "bold red",
 }
+_UNCONSTRAINED = 100_000  # columns: wider than any summary line
 _PRESENT = ("downloaded", "skipped", "verified", "unverified")
 _RUN_STATUSES = ("downloaded", "skipped", "failed", "interrupted")  # always in a report, even when 0
 
@@ -190,9 +191,9 @@ _ACTION_STYLES = {"download": "green", "resume": "yellow", "check": "cyan", "ski
 def print_summary(table: Table, file: TextIO | None = None) -> None:
     console = Console(file=file or sys.stdout)
     if not console.is_terminal:
-        # No window to fit: lay the table out at its natural width so nothing is folded or cut.
-        natural = Console(width=100_000).measure(table).maximum
-        console = Console(file=file or sys.stdout, width=max(80, natural), no_color=True)
+        # No window to fit: a table that does not expand is laid out at its natural width, so in a console
+        # too wide to constrain it nothing is folded or cut (and no separate measuring pass is needed).
+        console = Console(file=file or sys.stdout, width=_UNCONSTRAINED, no_color=True)
     console.print(table)
 
 
