@@ -20,6 +20,7 @@ import signal
 import time
 from collections.abc import Callable, Iterable
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -30,12 +31,15 @@ from .manifest import Job
 from .transfer import Send, StopFlag
 
 GRACE_SECONDS = 1.5
+MAX_WORKER_DEATHS = 2  # a file whose worker died this often fails; the others are tried again
+MAX_POOL_RESTARTS = 10  # a bound even if a dying worker never got to say which file it was on
 _POLL_SECONDS = 0.1
 
 Task = tuple[Job, Condition | None]
 
 # Set in each worker process by _start_worker.
 _ticks: Any = None
+_starts: Any = None
 _stop: StopFlag | None = None
 
 
@@ -65,11 +69,11 @@ def _context() -> BaseContext:
     return multiprocessing.get_context(method)
 
 
-def _start_worker(ticks: Any, stop: StopFlag, max_connections: int) -> None:
-    global _ticks, _stop
+def _start_worker(ticks: Any, starts: Any, stop: StopFlag, max_connections: int) -> None:
+    global _ticks, _starts, _stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _ticks, _stop = ticks, _StopOrOrphaned(stop)
+    _ticks, _starts, _stop = ticks, starts, _StopOrOrphaned(stop)
     net.start(max_connections)
 
 
@@ -80,22 +84,36 @@ def _send(index: int, n: int, size: int | None) -> None:
 def _work(task: Task) -> FileResult:
     assert _stop is not None
     job, condition = task
+    _starts.put((job.index, os.getpid()))
     return fetch_file(job, condition, _stop, _send)
 
 
 class Batch:
-    """Runs tasks over ``workers`` processes until all are done or the run is interrupted."""
+    """Runs tasks over ``workers`` processes until all are done or the run is interrupted.
+
+    A worker killed from outside (the OOM killer) breaks a ProcessPoolExecutor for every task in it. The
+    batch then starts a fresh pool and resubmits every unfinished task, whose parts resume; only a file
+    whose own worker died twice fails. Which file a worker is on, it says when it starts one.
+    """
 
     def __init__(self, workers: int, max_connections: int) -> None:
         self._context = _context()
         self._ticks = self._context.Queue()
+        self._starts = self._context.Queue()  # (job index, worker pid) as each worker takes a file
         self._stop_event = self._context.Event()
         self._deadline: float | None = None  # when running workers get killed, once stopping
-        self._executor = ProcessPoolExecutor(
-            max_workers=workers,
+        self._workers, self._max_connections = workers, max_connections
+        self._running: set[int] = set()  # job indexes a worker has started and not finished
+        self._deaths: dict[int, int] = {}  # job index → pools that broke while it was running
+        self._restarts = 0
+        self._executor = self._new_executor()
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(
+            max_workers=self._workers,
             mp_context=self._context,
             initializer=_start_worker,
-            initargs=(self._ticks, self._stop_event, max_connections),
+            initargs=(self._ticks, self._starts, self._stop_event, self._max_connections),
         )
 
     @property
@@ -109,24 +127,47 @@ class Batch:
 
         Ctrl-C and SIGTERM stop the batch.
         """
-        pending = {self._executor.submit(_work, task): task[0] for task in tasks}
+        pending = {self._executor.submit(_work, task): task for task in tasks}
         while pending:
             try:
-                self._step(pending, on_tick, on_result)
+                again = self._step(pending, on_tick, on_result)
+                if again:
+                    self._restarts += 1
+                    self._executor.shutdown(wait=True, cancel_futures=True)
+                    self._executor = self._new_executor()
+                    pending |= {self._executor.submit(_work, task): task for task in again}
                 on_poll()
             except KeyboardInterrupt:
                 self.stop(at_once=self.stopping)
 
     def _step(
-        self, pending: dict[Future[FileResult], Job], on_tick: Send, on_result: Callable[[FileResult], None]
-    ) -> None:
+        self, pending: dict[Future[FileResult], Task], on_tick: Send, on_result: Callable[[FileResult], None]
+    ) -> list[Task]:
+        """Report what finished; return the tasks a broken pool took down that deserve another try."""
         done, _ = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
         self._drain(on_tick)
+        again = []
         for future in done:
-            on_result(_outcome(future, pending[future], self.stopping))
+            job = pending[future][0]
+            if self._retry_after_breakage(future, job):
+                again.append(pending.pop(future))
+                continue
+            on_result(_outcome(future, job, self.stopping, self._deaths.get(job.index, 0)))
+            self._running.discard(job.index)
             del pending[future]  # only once reported, so an interrupt in between cannot lose a result
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._kill_workers()
+        return again
+
+    def _retry_after_breakage(self, future: Future[FileResult], job: Job) -> bool:
+        if self.stopping or future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):
+            return False
+        if self._restarts >= MAX_POOL_RESTARTS:
+            return False
+        if job.index in self._running:
+            self._deaths[job.index] = self._deaths.get(job.index, 0) + 1
+            self._running.discard(job.index)
+        return self._deaths.get(job.index, 0) < MAX_WORKER_DEATHS
 
     def stop(self, at_once: bool = False) -> None:
         """Drop tasks not started, ask running ones to stop, and kill what is still running after the grace."""
@@ -146,16 +187,23 @@ class Batch:
             try:
                 index, n, size = self._ticks.get_nowait()
             except queue.Empty:
-                return
+                break
             on_tick(index, n, size)
+        while True:
+            try:
+                index, _pid = self._starts.get_nowait()
+            except queue.Empty:
+                return
+            self._running.add(index)
 
     def close(self) -> None:
         self._executor.shutdown(wait=True, cancel_futures=True)
-        self._ticks.close()
-        self._ticks.join_thread()
+        for q in (self._ticks, self._starts):
+            q.close()
+            q.join_thread()
 
 
-def _outcome(future: Future[FileResult], job: Job, stopping: bool) -> FileResult:
+def _outcome(future: Future[FileResult], job: Job, stopping: bool, deaths: int) -> FileResult:
     if future.cancelled():
         return FileResult(job.index, job.name, job.shown_url, "interrupted", None, 0, None, 0.0, "not started")
     exc = future.exception()
@@ -163,5 +211,6 @@ def _outcome(future: Future[FileResult], job: Job, stopping: bool) -> FileResult
         return future.result()
     if stopping:  # killed because it did not stop within the grace period
         return FileResult(job.index, job.name, job.shown_url, "interrupted", None, 0, None, 0.0, "stopped")
-    # The worker process itself died (OOM killer, a crash in C code).
-    return FileResult(job.index, job.name, job.shown_url, "failed", None, 0, None, 0.0, f"worker process died: {exc}")
+    # The worker process itself died (the OOM killer, a crash in C code), as often as we allow.
+    reason = f"the worker process fetching it died {deaths} times (killed by the system?); its parts are kept"
+    return FileResult(job.index, job.name, job.shown_url, "failed", None, 0, None, 0.0, reason)
