@@ -63,6 +63,7 @@ class Resource:
     content_encoding: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # more response headers
     redirect_to: str | None = None  # answer 302 with this Location
+    garble_content_range: bool = False  # send 206 with a Content-Range nobody can parse
 
     def validators(self) -> tuple[str, str]:
         etag = f'"{random.getrandbits(64):x}"' if self.new_etag_each else self.etag or etag_of(self.data)
@@ -149,7 +150,9 @@ class _Handler(BaseHTTPRequestHandler):
             start, end = min(size, start + resource.shift_range), min(size, end + resource.shift_range)
         status = 206 if span else 200
         if span:
-            headers["Content-Range"] = f"bytes {start}-{end - 1}/{size}"
+            headers["Content-Range"] = (
+                "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{size}"
+            )
         body = b"" if head_only else resource.data[start:end]
         sent = self._send(status, headers, body, end - start, turn)
         self.server.record(self, path, status, sent)

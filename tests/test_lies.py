@@ -168,3 +168,13 @@ def test_a_trickle_is_dropped_for_a_fresh_connection(builtin: FaultServer, tmp_p
     assert note.startswith("1 retry; last: too slow: ") and note.endswith("(min_speed is 65536 B/s)"), note
     retry = [r for r in builtin.requests("trickle.bin") if r.range != "bytes=0-"]
     assert len(retry) == 1 and retry[0].range.startswith("bytes=") and not retry[0].range.startswith("bytes=0-")
+
+
+def test_a_206_without_a_usable_content_range_is_retried_then_fails(builtin: FaultServer, tmp_path: Path) -> None:
+    url = builtin.add("garbled.bin", content("garbled", 5000), garble_content_range=True)
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults={"retries": 1}), cwd=tmp_path)
+    assert result.code == 1
+    assert result.file("garbled.bin")["error"] == (
+        "206 response without a usable Content-Range from 127.0.0.1 (gave up after 2 attempts)"
+    )
+    assert not (tmp_path / "mirror/garbled.bin").exists()
