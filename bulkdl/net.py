@@ -64,7 +64,8 @@ class Tls:
 
 def _client(url: str, tls: Tls) -> urllib3.PoolManager:
     """The pool for this URL's route. Normally there is one per process: direct, system CAs, verified."""
-    proxy = _proxy_for(urlsplit(url).scheme, urlsplit(url).hostname or "")
+    parts = urlsplit(url)
+    proxy = _proxy_for(parts.scheme, parts.hostname or "")
     key = (proxy, tls.ca_bundle, tls.verify)
     with _clients_lock:
         client = _clients.get(key)

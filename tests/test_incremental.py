@@ -170,3 +170,14 @@ def test_a_second_run_on_the_same_destination_exits_3(builtin: FaultServer, tmp_
         first.wait()
     builtin.change("held.bin", stall_after=None)
     assert run_cli("run", manifest, cwd=tmp_path).code == 0, "a killed run leaves no stale lock"
+
+
+def test_verify_reports_a_file_it_cannot_read(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, [builtin.add("odd.bin", b"odd")])
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    (tmp_path / "mirror/odd.bin").unlink()
+    (tmp_path / "mirror/odd.bin").mkdir()  # something is there, but no file bulkdl can hash
+    result = run_cli("verify", manifest, cwd=tmp_path)
+    assert result.code == 1
+    row = next(line for line in result.stdout.splitlines() if "odd.bin" in line)
+    assert "corrupt" in row and "cannot read: Is a directory" in row

@@ -53,6 +53,9 @@ def test_full_disk_fails_that_file_and_the_others_go_on(builtin: FaultServer, tm
     assert files["known.bin"]["error"].startswith("not enough space: needs 16.0 MiB, ")
     assert files["unknown.bin"]["error"].startswith("No space left on device"), files["unknown.bin"]
     assert "Traceback" not in output
+    # The state database shares the full disk: not recording it is said once, and the run still ends normally.
+    assert "bulkdl: could not record this run in the state (" in output
+    assert "the next run re-checks its files" in output
 
 
 def test_read_only_directory_fails_its_files_only(builtin: FaultServer, tmp_path: Path) -> None:

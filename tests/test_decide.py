@@ -1,0 +1,109 @@
+"""decide(): what a run does with each file and why, one row per branch."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from bulkdl.decide import CHECK, DOWNLOAD, RESUME, SKIP, decide
+from bulkdl.manifest import Job, Settings
+from bulkdl.state import Row
+
+SHA = "ab" * 32
+URL = "http://h/f.bin"
+JOB = Job(0, URL, URL, (), "f.bin", (), Path("/d/f.bin"), None, (("sha256", SHA),), Settings())
+ROW = Row("f.bin", URL, 100, '"e"', "Tue, 14 Nov 2023 22:13:20 GMT", SHA, (("sha256", SHA),), 100, 5_000, 0.0)
+
+
+def _stat(size: int = 100, mtime_ns: int = 5_000) -> os.stat_result:
+    # (mode, ino, dev, nlink, uid, gid, size, three int times, three float times, atime_ns, mtime_ns, ctime_ns)
+    return os.stat_result((0o100644, 0, 0, 1, 0, 0, size, 0, 0, 0, 0.0, 0.0, 0.0, 0, mtime_ns, 0))
+
+
+CASES = [
+    ("partial download", JOB, ROW, _stat(), True, False, RESUME, "a partial download is on disk"),
+    ("force", JOB, ROW, _stat(), False, True, DOWNLOAD, "--force"),
+    ("new", JOB, None, None, False, False, DOWNLOAD, "not on disk"),
+    ("deleted", JOB, ROW, None, False, False, DOWNLOAD, "deleted from disk since the last run"),
+    ("unknown local file", JOB, None, _stat(), False, False, DOWNLOAD, "on disk, but no earlier run recorded it"),
+    ("resized locally", JOB, ROW, _stat(size=99), False, False, DOWNLOAD, "changed on disk since the last run"),
+    ("touched locally", JOB, ROW, _stat(mtime_ns=6_000), False, False, DOWNLOAD, "changed on disk since the last run"),
+    ("digest proves it", JOB, ROW, _stat(), False, False, SKIP, "size, mtime and digest match the last run"),
+    (
+        "manifest digest changed",
+        replace(JOB, digests=(("sha256", "cd" * 32),)),
+        ROW,
+        _stat(),
+        False,
+        False,
+        DOWNLOAD,
+        "the manifest's digest differs from the one recorded",
+    ),
+    (
+        "manifest size changed",
+        replace(JOB, size=101),
+        ROW,
+        _stat(),
+        False,
+        False,
+        DOWNLOAD,
+        "the manifest's size differs",
+    ),
+    ("no digest: etag", replace(JOB, digests=()), ROW, _stat(), False, False, CHECK, "conditional GET (If-None-Match)"),
+    (
+        "no digest: date only",
+        replace(JOB, digests=()),
+        replace(ROW, etag=None),
+        _stat(),
+        False,
+        False,
+        CHECK,
+        "conditional GET (If-Modified-Since)",
+    ),
+    (
+        "digest of another algorithm",
+        replace(JOB, digests=(("md5", "0" * 32),)),
+        ROW,
+        _stat(),
+        False,
+        False,
+        CHECK,
+        "conditional GET (If-None-Match)",
+    ),
+    (
+        "url changed",
+        replace(JOB, digests=(), shown_url="http://g/f.bin"),
+        ROW,
+        _stat(),
+        False,
+        False,
+        DOWNLOAD,
+        "the URL changed since the last run",
+    ),
+    (
+        "no validators",
+        replace(JOB, digests=()),
+        replace(ROW, etag=None, last_modified=None),
+        _stat(),
+        False,
+        False,
+        DOWNLOAD,
+        "the server sent no ETag or Last-Modified last time",
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("job", "row", "local", "sidecar", "force", "action", "reason"), [c[1:] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_decide(
+    job: Job, row: Row | None, local: os.stat_result | None, sidecar: bool, force: bool, action: str, reason: str
+) -> None:
+    decision = decide(job, row, local, sidecar, force)
+    assert (decision.action, decision.reason.startswith(reason)) == (action, True), decision
+    assert (decision.condition is not None) == (action == CHECK)
+    if decision.condition is not None:
+        assert (decision.condition.size, decision.condition.mtime_ns) == (row.size, row.local_mtime_ns)  # type: ignore[union-attr]
