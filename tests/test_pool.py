@@ -9,26 +9,39 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from .conftest import cli_env, write_manifest
+from .conftest import cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
 
 MiB = 1024**2
 
 
-def _workers(group: int) -> list[int]:
+def _processes(session: int) -> dict[int, tuple[int, str]]:
+    """pid -> (ppid, command line) for every process of a session, read from /proc: `ps` cuts long
+    command lines at 80 columns when its output is not a terminal, and CI's checkout path is long."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):  # a process may end while we read it
+            fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            if int(fields[3]) == session:
+                found[int(entry.name)] = (int(fields[1]), (entry / "cmdline").read_bytes().decode(errors="replace"))
+    return found
+
+
+def _workers(session: int) -> list[int]:
     """bulkdl's worker processes: the children of its forkserver."""
-    rows = [line.split(None, 2) for line in subprocess.run(
-        ["ps", "-o", "pid=,ppid=,args=", "-g", str(group)], capture_output=True, text=True, check=False
-    ).stdout.splitlines()]  # fmt: skip
-    servers = {int(r[0]) for r in rows if int(r[1]) == group and "forkserver" in r[2]}
-    return [int(r[0]) for r in rows if int(r[1]) in servers]
+    processes = _processes(session)
+    servers = {pid for pid, (ppid, args) in processes.items() if ppid == session and "forkserver" in args}
+    return [pid for pid, (ppid, _) in processes.items() if ppid in servers]
 
 
-def _start(tmp_path: Path, manifest: Path) -> subprocess.Popen[str]:
+@contextlib.contextmanager
+def _bulkdl(tmp_path: Path, manifest: Path) -> Iterator[subprocess.Popen[str]]:
+    """bulkdl running in a session of its own; whatever of that session a test leaves behind is killed."""
     argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--report", str(tmp_path / "report.json")]
-    return subprocess.Popen(
+    with subprocess.Popen(
         argv,
         cwd=tmp_path,
         env=cli_env(),
@@ -36,7 +49,12 @@ def _start(tmp_path: Path, manifest: Path) -> subprocess.Popen[str]:
         stderr=subprocess.STDOUT,
         text=True,
         start_new_session=True,
-    )
+    ) as process:
+        try:
+            yield process
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
 
 
 def _wait_for_workers(process: subprocess.Popen[str], count: int) -> list[int]:
@@ -50,11 +68,11 @@ def _wait_for_workers(process: subprocess.Popen[str], count: int) -> list[int]:
 def test_a_killed_worker_costs_only_a_retry(builtin: FaultServer, tmp_path: Path) -> None:
     files = {f"w{i}.bin": content(f"w{i}", 3 * MiB) for i in range(6)}
     urls = [builtin.add(name, data, rate=4 * MiB) for name, data in files.items()]
-    process = _start(tmp_path, write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1}))
-    victim = _wait_for_workers(process, 2)[0]
-    time.sleep(0.3)  # both workers are on a file by now
-    os.kill(victim, signal.SIGKILL)
-    output, _ = process.communicate(timeout=90)
+    with _bulkdl(tmp_path, write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})) as process:
+        victim = _wait_for_workers(process, 2)[0]
+        time.sleep(0.3)  # both workers are on a file by now
+        os.kill(victim, signal.SIGKILL)
+        output, _ = process.communicate(timeout=90)
     assert process.returncode == 0, output
     for name, data in files.items():
         assert (tmp_path / "mirror" / name).read_bytes() == data
@@ -63,22 +81,42 @@ def test_a_killed_worker_costs_only_a_retry(builtin: FaultServer, tmp_path: Path
 
 def test_a_file_whose_worker_keeps_dying_fails_alone_and_clearly(builtin: FaultServer, tmp_path: Path) -> None:
     urls = [builtin.add(f"d{i}.bin", content(f"d{i}", 8 * MiB), rate=2 * MiB) for i in range(2)]
-    process = _start(tmp_path, write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1}))
     stop = threading.Event()
+    with _bulkdl(tmp_path, write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})) as process:
 
-    def keep_killing() -> None:  # every worker, again and again, as a machine out of memory might
-        while not stop.is_set() and process.poll() is None:
-            for pid in _workers(process.pid):
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
-            time.sleep(0.3)
+        def keep_killing() -> None:  # every worker, again and again, as a machine out of memory might
+            while not stop.is_set() and process.poll() is None:
+                for pid in _workers(process.pid):
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+                time.sleep(0.3)
 
-    killer = threading.Thread(target=keep_killing)
-    killer.start()
-    try:
-        output, _ = process.communicate(timeout=120)
-    finally:
-        stop.set()
-        killer.join()
+        killer = threading.Thread(target=keep_killing)
+        killer.start()
+        try:
+            output, _ = process.communicate(timeout=120)
+        finally:
+            stop.set()
+            killer.join()
     assert process.returncode == 1, output
     assert "worker process fetching it died" in output and "Traceback" not in output
+
+
+def test_workers_end_when_bulkdl_alone_is_killed(builtin: FaultServer, tmp_path: Path) -> None:
+    """`kill -9` of bulkdl's own pid (not its group), as the OOM killer does: no process may stay behind."""
+    slow = content("slow", 6 * MiB)
+    urls = [builtin.add("slow.bin", slow, rate=2 * MiB), builtin.add("quick.bin", content("quick", 64 * 1024))]
+    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})
+    with _bulkdl(tmp_path, manifest) as process:
+        _wait_for_workers(process, 2)
+        time.sleep(1)  # one worker is fetching slow.bin, the other has finished quick.bin and waits
+        process.kill()
+        process.wait(timeout=10)
+        deadline = time.monotonic() + 15
+        while left := _processes(process.pid):
+            assert time.monotonic() < deadline, f"still running after bulkdl died: {left}"
+            time.sleep(0.1)
+    mirror = tmp_path / "mirror"
+    assert not (mirror / "slow.bin").exists(), "a worker went on writing into a destination nobody locks"
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    assert (mirror / "slow.bin").read_bytes() == slow
