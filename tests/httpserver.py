@@ -92,6 +92,7 @@ class Request:
     sent: int  # body bytes actually written
     conn: int  # connection serial: equal for requests on one kept-alive connection
     headers: dict[str, str] = field(default_factory=dict)
+    logged: float = field(default_factory=time.monotonic)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -242,8 +243,9 @@ class _Handler(BaseHTTPRequestHandler):
         return sent
 
     def _empty(self, path: str, status: int, headers: dict[str, str] | None = None) -> None:
-        self._send(status, headers or {}, b"", 0)
+        # Logged before it is sent: a client that retries at once on a new connection must not be logged first.
         self.server.record(self, path, status, 0)
+        self._send(status, headers or {}, b"", 0)
 
 
 class _Server(ThreadingHTTPServer):

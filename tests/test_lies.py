@@ -129,7 +129,7 @@ def test_server_errors_are_retried(server: Server, tmp_path: Path, status: int) 
 
 
 def test_429_with_an_http_date_retry_after(builtin: FaultServer, tmp_path: Path) -> None:
-    soon = email.utils.formatdate(time.time() + 1, usegmt=True)
+    soon = email.utils.formatdate(time.time() + 2, usegmt=True)  # at least one whole second ahead
     data = content("busy", 1000)
     url = builtin.add("busy.bin", data, fail_first=1, retry_after=soon)
     builtin.change("busy.bin")
@@ -137,6 +137,7 @@ def test_429_with_an_http_date_retry_after(builtin: FaultServer, tmp_path: Path)
     assert result.code == 0 and (tmp_path / "mirror/busy.bin").read_bytes() == data
     first, second = builtin.requests("busy.bin")
     assert (first.status, second.status) == (503, 206)
+    assert second.logged - first.logged > 0.9, "the retry did not wait for the date Retry-After gave"
 
 
 @pytest.mark.timeout(60)
