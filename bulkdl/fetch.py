@@ -133,7 +133,7 @@ class _Download:
     def _saved(self) -> Plan | None:
         """The partial download an earlier run left, if it can be trusted; otherwise it is removed."""
         if not plan.sidecar_path(self.job.path).exists():
-            return None  # parts are only ever written after their sidecar, so there are none
+            return None  # a part without its sidecar is never continued: _begin clears it
         saved = plan.load(self.job.path)
         problem = self._distrust(saved)
         if problem is None:
@@ -170,7 +170,7 @@ class _Download:
             except BaseException:
                 body.close()
                 raise
-            plan.save(self.job.path, current)
+            self._begin(current)
         else:
             current = saved
             have = sum(plan.length(plan.part_path(self.job.path, s.index)) for s in saved.segments)
@@ -183,9 +183,20 @@ class _Download:
             self.notes.append(f"{exc}; downloaded as one stream")
             plan.remove(self.job.path, current)
             current = replace(current, ranged=False, segments=plan.single(current.size))
-            plan.save(self.job.path, current)
+            self._begin(current)
             self.transfer.run(current, None)
         return self._finish(current)
+
+    def _begin(self, current: Plan) -> None:
+        """Record the plan beside its parts where resuming could pay; otherwise clear what an earlier run left.
+
+        A sidecar costs a new file, and creating files is most of a small file's cost. A file no larger than
+        one minimal segment is quicker fetched again than resumed, and one without ranges cannot be resumed.
+        """
+        if current.ranged and (current.size or 0) > self.job.settings.min_segment_size:
+            plan.save(self.job.path, current)
+        else:
+            plan.remove(self.job.path, current)
 
     def _probe(self) -> tuple[net.Head, net.Body, tuple[str, ...]]:
         """The first request, to the first source that answers; the sources after it may serve segments."""

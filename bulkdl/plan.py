@@ -104,7 +104,7 @@ def save(final: Path, plan: Plan) -> None:
         "segments": [[s.start, s.end] for s in plan.segments],
         "mirrors": list(plan.mirrors),
     }
-    durable.write_bytes(sidecar_path(final), json.dumps(doc).encode())
+    durable.swap_bytes(sidecar_path(final), json.dumps(doc).encode())
 
 
 def load(final: Path) -> Plan | None:
