@@ -235,6 +235,27 @@ def test_untrustworthy_leftovers_start_over(builtin: FaultServer, tmp_path: Path
     assert note in result.file("left.bin")["notes"][0]
 
 
+def test_a_small_file_keeps_no_sidecar_and_never_continues_a_stray_part(
+    builtin: FaultServer, tmp_path: Path, background: Any
+) -> None:
+    """A file within one minimal segment is fetched again, not resumed: a part left of it is not trusted."""
+    data = content("small", 3 * MiB)
+    url = builtin.add("small.bin", data, rate=MiB)
+    manifest = write_manifest(tmp_path, [url])  # min_segment_size defaults to 4 MiB
+    final = tmp_path / "mirror/small.bin"
+    run = background(manifest, tmp_path, final, len(data))
+    run.wait_until(lambda: run.parts() > 0)
+    assert not plan.sidecar_path(final).exists()
+    run.signal_group(signal.SIGKILL)
+    run.wait()
+    plan.part_path(final, 0).write_bytes(b"stale" * 1000)  # what it holds can no longer be vouched for
+    builtin.change("small.bin", rate=None)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == data
+    assert not plan.part_path(final, 0).exists()
+
+
 def test_resume_after_url_change_starts_over(builtin: FaultServer, tmp_path: Path) -> None:
     data = content("moved", 2 * MiB)
     url = builtin.add("moved.bin", data)
