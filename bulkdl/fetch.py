@@ -14,6 +14,7 @@ import shutil
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from . import net, plan
@@ -178,7 +179,7 @@ class _Download:
             self._check_room(current, have)
         self.meter.size = current.size
         try:
-            self.transfer.run(current, body)
+            current = self.transfer.run(current, body, self._saver(current))
         except RangeNotHonoured as exc:
             self.notes.append(f"{exc}; downloaded as one stream")
             plan.remove(self.job.path, current)
@@ -193,10 +194,16 @@ class _Download:
         A sidecar costs a new file, and creating files is most of a small file's cost. A file no larger than
         one minimal segment is quicker fetched again than resumed, and one without ranges cannot be resumed.
         """
-        if current.ranged and (current.size or 0) > self.job.settings.min_segment_size:
-            plan.save(self.job.path, current)
+        if (save := self._saver(current)) is not None:
+            save(current)
         else:
             plan.remove(self.job.path, current)
+
+    def _saver(self, current: Plan) -> Callable[[Plan], None] | None:
+        """How to record this file's plan, if it is worth a sidecar (and so may be split while it runs)."""
+        if current.ranged and (current.size or 0) > self.job.settings.min_segment_size:
+            return lambda changed: plan.save(self.job.path, changed)
+        return None
 
     def _probe(self) -> tuple[net.Head, net.Body, tuple[str, ...]]:
         """The first request, to the first source that answers; the sources after it may serve segments."""

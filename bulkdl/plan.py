@@ -12,7 +12,9 @@ Beside the destination ``d/name`` a download in progress keeps:
        "etag": "\\"abc\\"" | null, "last_modified": "<HTTP date>" | null, "ranged": true,
        "segments": [[0, 524288], [524288, 1048576]], "mirrors": ["<URL>", ...]}
 
-  ``segments`` are half-open byte ranges ``[start, end)``; ``end`` is null for a single stream of unknown
+  ``segments`` are half-open byte ranges ``[start, end)``, the K-th for ``name.part<K>``: in file order until
+  a thread steals the back half of a range (board.py), which shortens that range and appends the new one.
+  ``end`` is null for a single stream of unknown
   length. A sidecar that cannot be read as exactly this is discarded with its parts.
 """
 
@@ -101,7 +103,8 @@ def save(final: Path, plan: Plan) -> None:
         "etag": plan.etag,
         "last_modified": plan.last_modified,
         "ranged": plan.ranged,
-        "segments": [[s.start, s.end] for s in plan.segments],
+        # Listed by index, so that a segment's position is its part's number; a steal appends one.
+        "segments": [[s.start, s.end] for s in sorted(plan.segments, key=lambda s: s.index)],
         "mirrors": list(plan.mirrors),
     }
     durable.swap_bytes(sidecar_path(final), json.dumps(doc).encode())
@@ -127,14 +130,19 @@ def _from_doc(doc: dict[str, Any]) -> Plan | None:
         etag=_opt_str(doc["etag"]),
         last_modified=_opt_str(doc["last_modified"]),
         ranged=bool(doc["ranged"]),
-        segments=tuple(Segment(i, _int(a), None if b is None else _int(b)) for i, (a, b) in enumerate(segments)),
+        segments=tuple(
+            sorted(
+                (Segment(i, _int(a), None if b is None else _int(b)) for i, (a, b) in enumerate(segments)),
+                key=lambda s: s.start,
+            )
+        ),
         mirrors=tuple(_str(m) for m in doc["mirrors"]),
     )
     return plan if _contiguous(plan) else None
 
 
 def _contiguous(plan: Plan) -> bool:
-    """Segments must tile [0, size) in order, so that concatenating the parts gives the file."""
+    """Segments, in file order, must tile [0, size), so that concatenating the parts gives the file."""
     position = 0
     for segment in plan.segments:
         if segment.start != position or (segment.end is not None and segment.end < segment.start):

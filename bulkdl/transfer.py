@@ -12,10 +12,12 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
 from . import net, plan
+from .board import Board
 from .credentials import CREDENTIAL_HEADERS, redact_url
 from .errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
 from .manifest import Settings
@@ -91,18 +93,23 @@ class Transfer:
         """The first request for a file, retried; it may carry conditional headers."""
         return self.retry(lambda: self._open(None, 0, None, extra, source), lambda: 0)
 
-    def run(self, current: Plan, probe: net.Body | None) -> None:
-        """Fetch every segment; the probe's body, if any, serves the first."""
-        segments = current.segments
-        if not segments:
+    def run(self, current: Plan, probe: net.Body | None, save: Callable[[Plan], None] | None = None) -> Plan:
+        """Fetch every segment; the probe's body, if any, serves the first. Return the plan as it ended.
+
+        With ``save`` (how to record a changed plan), threads that finish early steal work from the others.
+        """
+        if not current.segments:
             if probe is not None:
                 probe.close()
-            return
+            return current
+        on_change = None if save is None else (lambda segments: save(replace(current, segments=segments)))
+        board = Board(current.segments, self.settings.min_segment_size, on_change, self._empty_part)
+        first, *rest = current.segments
         errors: list[BaseException] = []
-        with ThreadPoolExecutor(max_workers=max(1, len(segments) - 1)) as threads:
-            others = [threads.submit(self._segment, current, s, None) for s in segments[1:]]
+        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as threads:
+            others = [threads.submit(self._work, current, board, s, None) for s in rest]
             try:
-                self._segment(current, segments[0], probe)
+                self._work(current, board, first, probe)
             except BaseException as exc:
                 errors.append(exc)
             errors += [e for e in (f.exception() for f in others) if e is not None]
@@ -110,13 +117,24 @@ class Transfer:
         if errors:
             # The first real failure explains the others, which were only cancelled because of it.
             raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
+        return replace(current, segments=board.segments())
 
-    def _segment(self, current: Plan, segment: Segment, probe: net.Body | None) -> None:
+    def _work(self, current: Plan, board: Board, segment: Segment, probe: net.Body | None) -> None:
+        """One thread: its own segment, then halves of whatever range has the most left, while worth it."""
+        self._segment(current, board, segment, probe)
+        while (stolen := board.steal(self.stop.wait)) is not None:
+            self._segment(current, board, stolen, None)
+
+    def _empty_part(self, segment: Segment) -> None:
+        with open(plan.part_path(self.final, segment.index), "wb"):
+            pass
+
+    def _segment(self, current: Plan, board: Board, segment: Segment, probe: net.Body | None) -> None:
         part = plan.part_path(self.final, segment.index)
         handed = [probe] if probe is not None else []  # the probe's body serves the first attempt only
         try:
             self.retry(
-                lambda: self._attempt(current, segment, part, handed.pop() if handed else None),
+                lambda: self._attempt(current, board, segment.index, part, handed.pop() if handed else None),
                 lambda: plan.length(part),
             )
         except BaseException:
@@ -126,8 +144,9 @@ class Transfer:
             for body in handed:
                 body.close()
 
-    def _attempt(self, current: Plan, segment: Segment, part: Path, body: net.Body | None) -> None:
+    def _attempt(self, current: Plan, board: Board, index: int, part: Path, body: net.Body | None) -> None:
         have = plan.length(part)
+        segment = board.start(index, have)
         if segment.length is not None and have >= segment.length:
             return
         source = self._source(current, segment)
@@ -137,9 +156,9 @@ class Transfer:
                 head, body = self._open(current, segment.start + have, last, {}, source)
                 if head.start < segment.start + have:  # a whole body from a server without ranges: start over
                     with open(part, "wb"):
-                        have = 0
+                        board.start(index, 0)
             with body, open(part, "ab") as out:
-                self._stream(body, out, segment, have)
+                self._stream(body, out, board, index)
         except (TransientError, PermanentError, RangeNotHonoured) as exc:
             self._drop(current, source, exc)
 
@@ -187,23 +206,22 @@ class Transfer:
             return self.headers
         return {k: v for k, v in self.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
 
-    def _stream(self, body: net.Body, out: BinaryIO, segment: Segment, have: int) -> None:
-        remaining = None if segment.length is None else segment.length - have
+    def _stream(self, body: net.Body, out: BinaryIO, board: Board, index: int) -> None:
         guard = _SpeedGuard(self.settings.min_speed, self.settings.stall_time)
-        while remaining is None or remaining > 0:
+        done = 0
+        while (left := board.left(index)) != 0:  # the end may move closer while we read: a steal
             if self.stop.is_set() or self.abort.is_set():
                 raise Cancelled
-            data = body.read(net.CHUNK if remaining is None else min(net.CHUNK, remaining))
+            data = body.read(net.CHUNK if left is None else min(net.CHUNK, left))
             if not data:
-                break
-            out.write(data)
-            self.meter.add(len(data))
-            guard.add(len(data))
-            if remaining is not None:
-                remaining -= len(data)
-        if remaining:
-            assert segment.length is not None
-            raise TransientError(f"connection closed after {segment.length - remaining} of {segment.length} bytes")
+                if left is None:
+                    return  # a length learned only at the end: this is the end
+                raise TransientError(f"connection closed after {done} bytes, {left} short of its range")
+            n = board.claim(index, len(data))
+            out.write(data if n == len(data) else data[:n])
+            self.meter.add(n)
+            guard.add(n)
+            done += n
 
     def retry(self, attempt: Callable[[], _T], position: Callable[[], int]) -> _T:
         """Run ``attempt`` until it succeeds; transient failures retry with backoff, the budget reset by progress."""

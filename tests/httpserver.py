@@ -64,6 +64,8 @@ class Resource:
     headers: dict[str, str] = field(default_factory=dict)  # more response headers
     redirect_to: str | None = None  # answer 302 with this Location
     garble_content_range: bool = False  # send 206 with a Content-Range nobody can parse
+    slow_at: int | None = None  # an answer starting at this offset trickles at slow_rate (one slow segment)
+    slow_rate: int = 256 * 1024
 
     def validators(self) -> tuple[str, str]:
         etag = f'"{random.getrandbits(64):x}"' if self.new_etag_each else self.etag or etag_of(self.data)
@@ -81,6 +83,9 @@ class _Turn:
     rate: int | None
     ranges: bool
 
+    def starting_at(self, offset: int) -> _Turn:
+        return replace(self, rate=self.resource.slow_rate) if offset == self.resource.slow_at else self
+
 
 @dataclass(frozen=True)
 class Request:
@@ -92,7 +97,7 @@ class Request:
     sent: int  # body bytes actually written
     conn: int  # connection serial: equal for requests on one kept-alive connection
     headers: dict[str, str] = field(default_factory=dict)
-    logged: float = field(default_factory=time.monotonic)
+    logged: float = field(default_factory=time.time)  # wall clock: tests compare it with HTTP dates
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -155,7 +160,7 @@ class _Handler(BaseHTTPRequestHandler):
                 "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{size}"
             )
         body = b"" if head_only else resource.data[start:end]
-        sent = self._send(status, headers, body, end - start, turn)
+        sent = self._send(status, headers, body, end - start, turn.starting_at(start))
         self.server.record(self, path, status, sent)
 
     def _not_modified(self, resource: Resource, etag: str) -> bool:

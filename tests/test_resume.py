@@ -256,6 +256,24 @@ def test_a_small_file_keeps_no_sidecar_and_never_continues_a_stray_part(
     assert not plan.part_path(final, 0).exists()
 
 
+def test_a_kill_after_a_steal_resumes_the_split_table(builtin: FaultServer, tmp_path: Path, background: Any) -> None:
+    data = content("split", 16 * MiB)
+    url = builtin.add("split.bin", data, slow_at=4 * MiB, slow_rate=256 * 1024)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 4, "min_segment_size": "1MiB"})
+    final = tmp_path / "mirror/split.bin"
+    run = background(manifest, tmp_path, final, len(data))
+    run.wait_until(lambda: len((plan.load(final) or plan.Plan("", "", 0, None, None, True, ())).segments) > 4)
+    run.signal_group(signal.SIGKILL)
+    run.wait()
+    table = plan.load(final)
+    assert table is not None and [s.index for s in table.segments] != sorted(s.index for s in table.segments)
+    builtin.change("split.bin", slow_at=None)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == data
+    assert result.file("split.bin")["transferred"] < len(data)
+
+
 def test_resume_after_url_change_starts_over(builtin: FaultServer, tmp_path: Path) -> None:
     data = content("moved", 2 * MiB)
     url = builtin.add("moved.bin", data)

@@ -1,0 +1,120 @@
+"""The segment table of one file while its threads fetch it; work stealing happens here.
+
+A thread whose segment is done takes the second half of the largest range still to fetch (as aria2 and pget
+split), so the last seconds of a big file keep every connection busy instead of waiting on one slow one.
+The victim learns of it at its next chunk: it may only ever write up to its segment's end as it is now, and
+a split never moves that end below what the victim has already claimed. The new segment gets a new index
+(a new part file) and is recorded in the sidecar before its first byte is written, so a kill at any moment
+leaves parts that a later run can trust.
+
+Only a range that will take a while yet is split: each split costs a request, and the cut connection drops
+whatever the server had already pushed into it. A range that has run for STEAL_AFTER seconds and, at its
+rate so far, needs more than STEAL_WORTH seconds more is a slow tail; a healthy one finishing a moment after
+its siblings is left alone.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import replace
+
+from .plan import Segment
+
+STEAL_AFTER = 0.5  # seconds a range must have run before its rate says anything
+STEAL_WORTH = 1.0  # seconds of work left that make a split worth a new request
+
+
+class Board:
+    def __init__(
+        self,
+        segments: Iterable[Segment],
+        min_steal: int,
+        on_change: Callable[[tuple[Segment, ...]], None] | None,
+        on_new: Callable[[Segment], None] = lambda segment: None,
+    ) -> None:
+        self._lock = threading.Lock()
+        self._save_lock = threading.Lock()
+        self._segments = {s.index: s for s in segments}
+        self._have = dict.fromkeys(self._segments, 0)  # bytes in each part, as its thread last said
+        self._began: dict[int, tuple[float, int]] = {}  # when each range's current attempt began, and its bytes
+        self._min_steal = min_steal
+        self._on_change = on_change
+        self._on_new = on_new
+
+    def segments(self) -> tuple[Segment, ...]:
+        """The current table, in file order."""
+        with self._lock:
+            return tuple(sorted(self._segments.values(), key=lambda s: s.start))
+
+    def start(self, index: int, have: int) -> Segment:
+        """A thread (re)starts segment ``index`` with ``have`` bytes in its part; its segment as it is now."""
+        with self._lock:
+            self._have[index] = have
+            self._began[index] = (time.monotonic(), have)
+            return self._segments[index]
+
+    def left(self, index: int) -> int | None:
+        """Bytes segment ``index`` still needs (None while the file's length is unknown)."""
+        with self._lock:
+            segment = self._segments[index]
+            return None if segment.length is None else segment.length - self._have[index]
+
+    def claim(self, index: int, n: int) -> int:
+        """How many of ``n`` newly read bytes belong to segment ``index`` (fewer once its end moved)."""
+        with self._lock:
+            segment = self._segments[index]
+            if segment.length is not None:
+                n = max(0, min(n, segment.length - self._have[index]))
+            self._have[index] += n
+            return n
+
+    def steal(self, pause: Callable[[float], bool]) -> Segment | None:
+        """Split the slowest range and return its second half, or None once none is worth splitting.
+
+        While a range is too young to judge, wait with ``pause`` (which says True when the run stops).
+        """
+        if self._on_change is None:
+            return None  # nowhere to record a new segment: a file without a sidecar is never split
+        while True:
+            with self._lock:
+                left = {i: s.length - self._have[i] for i, s in self._segments.items() if s.length is not None}
+                big = [i for i in left if left[i] // 2 >= self._min_steal]
+                eta = {i: self._eta(i, left[i]) for i in big}
+                slow = {i: t for i, t in eta.items() if t is not None and t > STEAL_WORTH}
+                if slow:
+                    thief = self._split(max(slow, key=lambda i: slow[i]), left)
+                    break
+                if None not in eta.values():
+                    return None
+            if pause(STEAL_AFTER / 5):
+                return None
+        self._on_new(thief)  # an empty part before the sidecar names it: nothing stale can be continued
+        self._record()
+        return thief
+
+    def _split(self, index: int, left: dict[int, int]) -> Segment:
+        victim = self._segments[index]
+        assert victim.end is not None
+        thief = Segment(max(self._segments) + 1, victim.end - left[index] // 2, victim.end)
+        self._segments[index] = replace(victim, end=thief.start)
+        self._segments[thief.index] = thief
+        self._have[thief.index] = 0
+        return thief
+
+    def _eta(self, index: int, left: int) -> float | None:
+        """Seconds range ``index`` needs at its rate so far; None while it is too young to say."""
+        if index not in self._began or left <= 0:
+            return None
+        began, had = self._began[index]
+        elapsed = time.monotonic() - began
+        if elapsed < STEAL_AFTER:
+            return None
+        rate = (self._have[index] - had) / elapsed
+        return float("inf") if rate <= 0 else left / rate
+
+    def _record(self) -> None:
+        assert self._on_change is not None
+        with self._save_lock:  # the newest table wins, whichever steal saves last
+            self._on_change(self.segments())
