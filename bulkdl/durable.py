@@ -30,38 +30,30 @@ def fsync_dir(directory: Path) -> None:
 
 
 @contextlib.contextmanager
-def replacing(final: Path) -> Iterator[BinaryIO]:
-    """Yield a temp file beside ``final``; on clean exit it durably replaces ``final``."""
+def replacing(final: Path, sync: bool = True) -> Iterator[BinaryIO]:
+    """Yield a temp file beside ``final``; on clean exit it replaces ``final``, durably unless ``sync`` is off.
+
+    Without ``sync`` the swap is still atomic, only not durable: for bookkeeping a power cut may lose but
+    never tear. A sidecar is such a thing (lost or empty, it only makes the next run start its file over),
+    and the two fsyncs would be a third of a small file's cost.
+    """
     tmp = temp_path(final)
     # 0o666 less the umask: a finished file gets the mode any other new file would get.
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
-            out.flush()
-            os.fsync(out.fileno())
+            if sync:
+                out.flush()
+                os.fsync(out.fileno())
         os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    fsync_dir(final.parent)
+    if sync:
+        fsync_dir(final.parent)
 
 
-def write_bytes(final: Path, data: bytes) -> None:
-    with replacing(final) as out:
+def write_bytes(final: Path, data: bytes, sync: bool = True) -> None:
+    with replacing(final, sync) as out:
         out.write(data)
-
-
-def swap_bytes(final: Path, data: bytes) -> None:
-    """Atomic but not durable: for bookkeeping that a power cut may lose, never tear.
-
-    A sidecar is such a thing: lost or empty after a crash, it only makes the next run start its file over,
-    so the two fsyncs ``write_bytes`` would spend (a third of a small file's cost) buy nothing.
-    """
-    tmp = temp_path(final)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, final)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise

@@ -182,7 +182,7 @@ class _Download:
             current = self.transfer.run(current, body, self._saver(current))
         except RangeNotHonoured as exc:
             self.notes.append(f"{exc}; downloaded as one stream")
-            plan.remove(self.job.path, current)
+            plan.remove(self.job.path, None)  # every part: steals may have added some this plan does not name
             current = replace(current, ranged=False, segments=plan.single(current.size))
             self._begin(current)
             self.transfer.run(current, None)

@@ -107,7 +107,7 @@ def save(final: Path, plan: Plan) -> None:
         "segments": [[s.start, s.end] for s in sorted(plan.segments, key=lambda s: s.index)],
         "mirrors": list(plan.mirrors),
     }
-    durable.swap_bytes(sidecar_path(final), json.dumps(doc).encode())
+    durable.write_bytes(sidecar_path(final), json.dumps(doc).encode(), sync=False)
 
 
 def load(final: Path) -> Plan | None:

@@ -127,7 +127,7 @@ class Transfer:
 
     def _empty_part(self, segment: Segment) -> None:
         with open(plan.part_path(self.final, segment.index), "wb"):
-            pass
+            pass  # created empty, or emptied
 
     def _segment(self, current: Plan, board: Board, segment: Segment, probe: net.Body | None) -> None:
         part = plan.part_path(self.final, segment.index)
@@ -155,8 +155,8 @@ class Transfer:
                 last = None if segment.end is None else segment.end - 1
                 head, body = self._open(current, segment.start + have, last, {}, source)
                 if head.start < segment.start + have:  # a whole body from a server without ranges: start over
-                    with open(part, "wb"):
-                        board.start(index, 0)
+                    self._empty_part(segment)
+                    board.start(index, 0)
             with body, open(part, "ab") as out:
                 self._stream(body, out, board, index)
         except (TransientError, PermanentError, RangeNotHonoured) as exc:

@@ -32,3 +32,18 @@ def test_one_slow_segment_is_taken_over_by_the_others(builtin: FaultServer, tmp_
     assert any(4 * MiB < s < 8 * MiB for s in starts), "nobody took over part of the slow range"
     assert result.file("tail.bin")["transferred"] == len(data), "bytes were fetched twice"
     assert not list((tmp_path / "mirror").glob("tail.bin.*")), "parts or sidecar left behind"
+
+
+def test_a_stolen_range_answered_with_the_whole_file_leaves_no_part_behind(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    data = content("turn", 16 * MiB)
+    # The probe and the three segment requests get their ranges; the first steal gets a 200 and the whole
+    # file, so the file falls back to one stream after a part of a stolen range already exists.
+    url = builtin.add("turn.bin", data, slow_at=4 * MiB, slow_rate=512 * 1024, honour_ranges=4)
+    defaults = {"segments": 4, "min_segment_size": "1MiB"}
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults=defaults), cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert (tmp_path / "mirror/turn.bin").read_bytes() == data
+    assert any("one stream" in note for note in result.file("turn.bin")["notes"])
+    assert not list((tmp_path / "mirror").glob("turn.bin.*")), "a stolen range's part was left behind"
