@@ -85,8 +85,11 @@ def _exit_when_orphaned(stop: _StopOrOrphaned) -> None:
 
 def _context() -> BaseContext:
     # Never fork a parent that may run threads; forkserver starts workers cheaply where it exists.
-    method = "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
-    return multiprocessing.get_context(method)
+    if "forkserver" not in multiprocessing.get_all_start_methods():
+        return multiprocessing.get_context("spawn")
+    context = multiprocessing.get_context("forkserver")
+    context.set_forkserver_preload(["bulkdl.forkserver"])
+    return context
 
 
 def _start_worker(ticks: Any, starts: Any, stop: StopFlag, max_connections: int) -> None:

@@ -153,6 +153,8 @@ def test_sigterm_stops_keeps_parts_and_exits_130(server: Server, tmp_path: Path,
     assert report["files"][0]["status"] == "interrupted" and report["summary"]["interrupted"] == 1
     assert "interrupted" in run.output()
     assert run.parts() > 0 and plan.sidecar_path(final).exists() and not final.exists()
+    stopped = report["files"][0]
+    assert stopped["error"] is None and stopped["transferred"] > 0, "the worker's own result, not a kill's"
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0 and final.read_bytes() == data
 
