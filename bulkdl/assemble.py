@@ -1,89 +1,230 @@
-"""Turning finished parts into the final file, or refusing to.
+"""Turning parts into the final file while they download, then checking it, or refusing to.
 
-The parts are read once, in order: each buffer feeds every requested hash and (for several parts) the
-temp file. Size and digests are checked before anything is renamed, so the final path only ever holds
-verified bytes. A file fetched as one part is hashed in place and renamed; it needs no copy.
+An Assembly follows one file from its first byte: a thread hashes the in-order prefix of the parts (every
+requested algorithm fed the same buffer), copies each part's new bytes into the assembly temp file at their
+offsets (``os.copy_file_range``: the kernel copies, no byte passes through Python) and starts their writeback
+to disk. When the last byte arrives only a tail is left, so the concatenation, the hash pass and most of the
+fsync cost nothing after the download. Size and digests are checked before anything is renamed: the final
+path only ever holds verified bytes. A file fetched as one part is hashed as it arrives and renamed into
+place; it needs no copy.
+
+The hash reads the parts, not the temp file; the copy is the kernel's, checked by its length. A part emptied
+under the follower (a stream that restarts from zero) is forgotten: its copy starts again and the hash too,
+if it had passed the part's start.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
-from collections.abc import Iterable
+import threading
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
-from typing import BinaryIO
+from types import TracebackType
 
 from . import durable
 from .errors import VerifyError
-from .plan import Plan, part_path
+from .plan import Plan, Segment, part_path
 
 BUFFER = 1024 * 1024
-
-
-def _new_hash(algorithm: str) -> hashlib._Hash:
-    return hashlib.new(algorithm)
-
-
-def _pump(sources: Iterable[Path], hashes: list[hashlib._Hash], out: BinaryIO | None) -> int:
-    """Read every source in order into all ``hashes`` (and ``out``); return the byte count."""
-    buffer = bytearray(BUFFER)
-    view = memoryview(buffer)
-    total = 0
-    for source in sources:
-        with open(source, "rb") as f:
-            while n := f.readinto(buffer):
-                chunk = view[:n]
-                for h in hashes:
-                    h.update(chunk)
-                if out is not None:
-                    out.write(chunk)
-                total += n
-    return total
+_POLL = 0.02  # seconds the follower sleeps when the parts have not grown
+_WRITEBACK_EVERY = 64 * 1024**2  # start the disk writes of this much new data at a time, not all at the fsync
 
 
 def hash_file(path: Path, algorithms: Iterable[str] = ("sha256",)) -> dict[str, str]:
     """Hex digests of the file at ``path``, one pass for all algorithms."""
-    hashes = {a: _new_hash(a) for a in algorithms}
-    _pump([path], list(hashes.values()), None)
-    return {a: h.hexdigest() for a, h in hashes.items()}
+    hashes = [hashlib.new(a) for a in algorithms]
+    buffer = bytearray(BUFFER)
+    with open(path, "rb") as f:
+        while n := f.readinto(buffer):
+            for h in hashes:
+                h.update(memoryview(buffer)[:n])
+    return {h.name: h.hexdigest() for h in hashes}
 
 
-def assemble(
-    final: Path, plan: Plan, expected_size: int | None, digests: tuple[tuple[str, str], ...]
-) -> tuple[int, dict[str, str]]:
-    """Concatenate the plan's parts into ``final`` after checking them; return its size and hex digests.
+class Assembly:
+    """One file's assembly: begun before its first byte arrives, finished (or closed) after its last."""
 
-    Raises VerifyError (the final path untouched, parts removed: they hold wrong bytes) on a mismatch.
-    """
-    hashes = {"sha256": _new_hash("sha256"), **{a: _new_hash(a) for a, _ in digests if a != "sha256"}}
-    parts = [part_path(final, s.index) for s in plan.segments]
-    if len(parts) == 1:
-        size = _pump(parts, list(hashes.values()), None)
-        _verify(size, plan, expected_size, hashes, digests)
-        with open(parts[0], "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(parts[0], final)
-        durable.fsync_dir(final.parent)
-    else:
-        with durable.replacing(final) as out:
-            size = _pump(parts, list(hashes.values()), out)
-            _verify(size, plan, expected_size, hashes, digests)
-        for part in parts:
-            part.unlink()
-    return size, {algorithm: h.hexdigest() for algorithm, h in hashes.items()}
+    def __init__(self, final: Path, algorithms: Iterable[str]) -> None:
+        self._final = final
+        self._algorithms = ("sha256", *(a for a in dict.fromkeys(algorithms) if a != "sha256"))
+        self._lock = threading.Lock()
+        self._stopping = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._fds: dict[int, int] = {}  # part index → read-only descriptor
+        self._copied: dict[int, int] = {}  # part index → bytes of it already in the temp file
+        self._temp: Path | None = None  # made once the file has several parts (or none)
+        self._temp_fd: int | None = None
+        self._buffer = bytearray(BUFFER)
+        self._unsynced = 0
+        self._hashes: dict[str, hashlib._Hash] = {}
+        self._position = 0  # bytes of the in-order prefix hashed so far
+        self._reset_hash()
+
+    def __enter__(self) -> Assembly:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
+        self.close()
+
+    def follow(self, table: Callable[[], Sequence[Segment]]) -> None:
+        """Work on the parts while they download; ``table`` gives the segments as they are now."""
+        self._stopping.clear()
+        self._thread = threading.Thread(target=self._follow, args=(table,), name="assembly", daemon=True)
+        self._thread.start()
+
+    def pause(self) -> None:
+        """Stop following (the download ended, or failed); whatever is left waits for ``finish``."""
+        self._stopping.set()
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+
+    def forget(self, segment: Segment) -> None:
+        """Segment's part was just emptied: what was taken from it no longer holds."""
+        with self._lock:
+            self._copied[segment.index] = 0
+            if self._position > segment.start:
+                self._reset_hash()
+
+    def finish(
+        self, plan: Plan, expected_size: int | None, digests: tuple[tuple[str, str], ...]
+    ) -> tuple[int, dict[str, str]]:
+        """Complete, check and install the file from ``plan``'s finished parts; return its size and hex digests.
+
+        Raises VerifyError (the final path untouched) on a mismatch.
+        """
+        self.pause()
+        while self._step(plan.segments):
+            pass
+        size = self._position
+        for wanted in (plan.size, expected_size):
+            if wanted is not None and size != wanted:
+                raise VerifyError(f"size mismatch: got {size} of {wanted} bytes")
+        got = {algorithm: h.hexdigest() for algorithm, h in self._hashes.items()}
+        for algorithm, expected in digests:
+            if got[algorithm] != expected:
+                raise VerifyError(f"{algorithm} mismatch: expected {expected}, got {got[algorithm]}")
+        if len(plan.segments) == 1:
+            first = plan.segments[0].index
+            durable.install(part_path(self._final, first), self._final, self._part(first))
+            return size, got
+        temp, out = self._target()
+        copied = sum(self._copied.get(s.index, 0) for s in plan.segments)
+        if copied != size or os.fstat(out).st_size != size:  # the kernel's copy is trusted, not past its length
+            raise VerifyError(f"size mismatch: assembled {copied} of {size} bytes")
+        durable.install(temp, self._final, out)
+        self._temp = None
+        return size, got
+
+    def close(self) -> None:
+        """Release everything; a temp file not installed is removed (the parts stay for a resume)."""
+        self.pause()
+        for fd in self._fds.values():
+            os.close(fd)
+        self._fds.clear()
+        if self._temp_fd is not None:
+            os.close(self._temp_fd)
+            self._temp_fd = None
+        if self._temp is not None:
+            self._temp.unlink(missing_ok=True)
+            self._temp = None
+
+    def _follow(self, table: Callable[[], Sequence[Segment]]) -> None:
+        try:
+            while not self._stopping.is_set():
+                if not self._step(table()):
+                    self._stopping.wait(_POLL)
+        except OSError:
+            return  # a full disk, say: ``finish`` meets it again and reports it
+
+    def _step(self, segments: Sequence[Segment]) -> int:
+        """One round over the parts: copy what is new, hash what now continues the prefix. Bytes moved."""
+        with self._lock:
+            moved = 0
+            if len(segments) != 1:
+                _, out = self._target()
+                for segment in segments:
+                    moved += self._copy(segment, out)
+            return moved + self._hash(segments)
+
+    def _copy(self, segment: Segment, out: int) -> int:
+        done = before = self._copied.get(segment.index, 0)
+        part = self._part(segment.index)
+        have = _size(part)
+        if segment.length is not None:
+            have = min(have, segment.length)  # a stolen range's end moved closer: the rest is another part's
+        while done < have and (n := _copy_range(part, out, have - done, done, segment.start + done)):
+            done += n
+        self._copied[segment.index] = done
+        self._writeback(out, done - before, 0)
+        return done - before
+
+    def _hash(self, segments: Sequence[Segment]) -> int:
+        moved = 0
+        view = memoryview(self._buffer)
+        while segment := _at(segments, self._position):
+            fd = self._part(segment.index)
+            want = BUFFER if segment.end is None else min(BUFFER, segment.end - self._position)
+            n = 0 if fd < 0 else os.preadv(fd, [view[:want]], self._position - segment.start)
+            if n <= 0:
+                break
+            for h in self._hashes.values():
+                h.update(view[:n])
+            self._position += n
+            moved += n
+        if len(segments) == 1 and moved:  # one part is the file: its hashed prefix may go to disk
+            self._writeback(self._part(segments[0].index), moved, self._position)
+        return moved
+
+    def _writeback(self, fd: int, moved: int, length: int) -> None:
+        """Every so often, start writing the file's dirty pages to disk, so the final fsync finds little to do.
+
+        POSIX_FADV_DONTNEED starts writeback of the range's dirty pages without waiting for it (Linux) and drops
+        only pages already clean: none is lost, and none is read again (the hash is past them).
+        """
+        self._unsynced += moved
+        if self._unsynced >= _WRITEBACK_EVERY and hasattr(os, "posix_fadvise"):
+            os.posix_fadvise(fd, 0, length, os.POSIX_FADV_DONTNEED)
+            self._unsynced = 0
+
+    def _part(self, index: int) -> int:
+        """A read-only descriptor of part ``index``, or -1 while it does not exist yet."""
+        if index not in self._fds:
+            try:
+                self._fds[index] = os.open(part_path(self._final, index), os.O_RDONLY)
+            except FileNotFoundError:
+                return -1
+        return self._fds[index]
+
+    def _target(self) -> tuple[Path, int]:
+        if self._temp is None or self._temp_fd is None:
+            self._temp = durable.temp_path(self._final)
+            # 0o666 less the umask: a finished file gets the mode any other new file would get.
+            self._temp_fd = os.open(self._temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
+        return self._temp, self._temp_fd
+
+    def _reset_hash(self) -> None:
+        self._hashes = {a: hashlib.new(a) for a in self._algorithms}
+        self._position = 0
 
 
-def _verify(
-    size: int,
-    plan: Plan,
-    expected_size: int | None,
-    hashes: dict[str, hashlib._Hash],
-    digests: tuple[tuple[str, str], ...],
-) -> None:
-    for wanted in (plan.size, expected_size):
-        if wanted is not None and size != wanted:
-            raise VerifyError(f"size mismatch: got {size} of {wanted} bytes")
-    for algorithm, expected in digests:
-        got = hashes[algorithm].hexdigest()
-        if got != expected:
-            raise VerifyError(f"{algorithm} mismatch: expected {expected}, got {got}")
+def _size(fd: int) -> int:
+    return 0 if fd < 0 else os.fstat(fd).st_size
+
+
+def _at(segments: Sequence[Segment], position: int) -> Segment | None:
+    """The segment holding byte ``position``, if any."""
+    for segment in segments:
+        if segment.start <= position and (segment.end is None or position < segment.end):
+            return segment
+    return None
+
+
+def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> int:
+    """Copy up to ``count`` bytes between descriptors at the given offsets; the bytes copied."""
+    try:
+        return os.copy_file_range(src, dst, count, src_offset, dst_offset)
+    except (AttributeError, OSError):  # not Linux, or a filesystem pair the kernel cannot copy between
+        data = os.pread(src, min(count, BUFFER), src_offset)
+        return os.pwrite(dst, data, dst_offset)

@@ -29,6 +29,13 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def install(path: Path, final: Path, fd: int) -> None:
+    """Make the finished file at ``path`` (open as ``fd``) durable, then atomically the content of ``final``."""
+    os.fsync(fd)
+    os.replace(path, final)
+    fsync_dir(final.parent)
+
+
 @contextlib.contextmanager
 def replacing(final: Path, sync: bool = True) -> Iterator[BinaryIO]:
     """Yield a temp file beside ``final``; on clean exit it replaces ``final``, durably unless ``sync`` is off.
@@ -43,15 +50,14 @@ def replacing(final: Path, sync: bool = True) -> Iterator[BinaryIO]:
     try:
         with os.fdopen(fd, "wb") as out:
             yield out
+            out.flush()
             if sync:
-                out.flush()
-                os.fsync(out.fileno())
-        os.replace(tmp, final)
+                install(tmp, final, out.fileno())
+            else:
+                os.replace(tmp, final)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
-    if sync:
-        fsync_dir(final.parent)
 
 
 def write_bytes(final: Path, data: bytes, sync: bool = True) -> None:

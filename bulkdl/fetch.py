@@ -18,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 from . import net, plan
-from .assemble import assemble
+from .assemble import Assembly
 from .credentials import redact_url, scrub
 from .decide import Condition
 from .errors import (
@@ -179,14 +179,29 @@ class _Download:
             self._check_room(current, have)
         self.meter.size = current.size
         try:
-            current = self.transfer.run(current, body, self._saver(current))
+            return self._fetch(current, body)
         except RangeNotHonoured as exc:
             self.notes.append(f"{exc}; downloaded as one stream")
             plan.remove(self.job.path, None)  # every part: steals may have added some this plan does not name
             current = replace(current, ranged=False, segments=plan.single(current.size))
             self._begin(current)
-            self.transfer.run(current, None)
-        return self._finish(current)
+            return self._fetch(current, None)
+
+    def _fetch(self, current: Plan, body: net.Body | None) -> _Outcome:
+        """Transfer the plan's segments, assembling as they arrive, and put the checked file in place."""
+        with Assembly(self.job.path, (a for a, _ in self.job.digests)) as assembly:
+            # A small file is over before a follower thread would have started: it is assembled at the end.
+            follows = current.size is None or current.size > self.job.settings.min_segment_size
+            current = self.transfer.run(current, body, self._saver(current), assembly if follows else None)
+            try:
+                size, digests = assembly.finish(current, self.job.size, self.job.digests)
+            except VerifyError:
+                plan.remove(self.job.path, current)  # wrong bytes: no later run may build on them
+                raise
+        plan.remove(self.job.path, current)
+        _stamp(self.job.path, current.last_modified)
+        mtime_ns = self.job.path.stat().st_mtime_ns
+        return _Outcome("downloaded", size, tuple(digests.items()), current.etag, current.last_modified, mtime_ns)
 
     def _begin(self, current: Plan) -> None:
         """Record the plan beside its parts where resuming could pay; otherwise clear what an earlier run left.
@@ -259,17 +274,6 @@ class _Download:
             else plan.single(head.total)
         )
         return Plan(self.job.url, head.url, head.total, head.etag, head.last_modified, ranged, segments)
-
-    def _finish(self, current: Plan) -> _Outcome:
-        try:
-            size, digests = assemble(self.job.path, current, self.job.size, self.job.digests)
-        except VerifyError:
-            plan.remove(self.job.path, current)  # wrong bytes: no later run may build on them
-            raise
-        plan.remove(self.job.path, current)
-        _stamp(self.job.path, current.last_modified)
-        mtime_ns = self.job.path.stat().st_mtime_ns
-        return _Outcome("downloaded", size, tuple(digests.items()), current.etag, current.last_modified, mtime_ns)
 
 
 def _stamp(path: os.PathLike[str], last_modified: str | None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
 from . import net, plan
+from .assemble import Assembly
 from .board import Board
 from .credentials import CREDENTIAL_HEADERS, redact_url
 from .errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
@@ -88,15 +89,23 @@ class Transfer:
         self.retried: list[str] = []  # why attempts were retried, for the summary (appends are thread-safe)
         self.dropped: dict[str, str] = {}  # sources given up on for this file, and why
         self._lock = threading.Lock()
+        self._assembly: Assembly | None = None  # the run's, told when a part is emptied
 
     def probe(self, source: str, extra: dict[str, str]) -> tuple[net.Head, net.Body]:
         """The first request for a file, retried; it may carry conditional headers."""
         return self.retry(lambda: self._open(None, 0, None, extra, source), lambda: 0)
 
-    def run(self, current: Plan, probe: net.Body | None, save: Callable[[Plan], None] | None = None) -> Plan:
+    def run(
+        self,
+        current: Plan,
+        probe: net.Body | None,
+        save: Callable[[Plan], None] | None = None,
+        assembly: Assembly | None = None,
+    ) -> Plan:
         """Fetch every segment; the probe's body, if any, serves the first. Return the plan as it ended.
 
         With ``save`` (how to record a changed plan), threads that finish early steal work from the others.
+        With ``assembly``, it follows the parts while they download.
         """
         if not current.segments:
             if probe is not None:
@@ -106,13 +115,21 @@ class Transfer:
         board = Board(current.segments, self.settings.min_segment_size, on_change, self._empty_part)
         first, *rest = current.segments
         errors: list[BaseException] = []
-        with ThreadPoolExecutor(max_workers=max(1, len(rest))) as threads:
-            others = [threads.submit(self._work, current, board, s, None) for s in rest]
-            try:
-                self._work(current, board, first, probe)
-            except BaseException as exc:
-                errors.append(exc)
-            errors += [e for e in (f.exception() for f in others) if e is not None]
+        self._assembly = assembly
+        if assembly is not None:
+            assembly.follow(board.segments)
+        try:
+            with ThreadPoolExecutor(max_workers=max(1, len(rest))) as threads:
+                others = [threads.submit(self._work, current, board, s, None) for s in rest]
+                try:
+                    self._work(current, board, first, probe)
+                except BaseException as exc:
+                    errors.append(exc)
+                errors += [e for e in (f.exception() for f in others) if e is not None]
+        finally:
+            self._assembly = None
+            if assembly is not None:
+                assembly.pause()
         self.abort.clear()  # every thread is done: a later attempt (a restart, a fallback) starts clean
         if errors:
             # The first real failure explains the others, which were only cancelled because of it.
@@ -128,6 +145,8 @@ class Transfer:
     def _empty_part(self, segment: Segment) -> None:
         with open(plan.part_path(self.final, segment.index), "wb"):
             pass  # created empty, or emptied
+        if self._assembly is not None:
+            self._assembly.forget(segment)
 
     def _segment(self, current: Plan, board: Board, segment: Segment, probe: net.Body | None) -> None:
         part = plan.part_path(self.final, segment.index)

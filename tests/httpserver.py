@@ -56,6 +56,7 @@ class Resource:
     shift_range: int = 0  # answer bytes=X- (X > 0) with bytes from X+shift, and say so in Content-Range
     extra_bytes: int = 0  # send this many bytes more than Content-Length promises
     new_etag_each: bool = False  # a different ETag on every response, as a file being rewritten
+    anonymous: bool = False  # send neither ETag nor Last-Modified, as many dynamic servers
     next_data: bytes | None = None  # after switch_after responses, serve this instead (a new version)
     switch_after: int = 0
     chunked: bool = False  # no Content-Length, Transfer-Encoding: chunked, no ranges
@@ -145,7 +146,8 @@ class _Handler(BaseHTTPRequestHandler):
             return self._empty(path, 304, {"ETag": etag, "Last-Modified": modified})
         span = self._span(resource, etag, modified) if turn.ranges else None
         size = len(resource.data)
-        headers = {"ETag": etag, "Last-Modified": modified, "Accept-Ranges": "bytes" if resource.ranges else "none"}
+        headers = {} if resource.anonymous else {"ETag": etag, "Last-Modified": modified}
+        headers["Accept-Ranges"] = "bytes" if resource.ranges else "none"
         headers |= resource.headers | (
             {"Content-Encoding": resource.content_encoding} if resource.content_encoding else {}
         )

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 from .conftest import run_cli, write_manifest
@@ -20,6 +21,23 @@ def test_broken_connection_resumes_from_the_byte_reached(builtin: FaultServer, t
     assert [r.range for r in requests] == ["bytes=0-", f"bytes={MiB + 17}-{3 * MiB - 1}"]
     assert requests[0].if_range is None and requests[1].if_range == etag_of(data)
     assert result.file("drop.bin")["transferred"] == len(data), "no byte fetched twice"
+
+
+def test_a_stream_that_starts_over_is_hashed_from_its_first_byte(builtin: FaultServer, tmp_path: Path) -> None:
+    # Without ranges a broken stream can only start over, and without validators nothing says the bytes it
+    # now sends are the ones before. The assembly had hashed the first ones already and must forget them,
+    # or the summary would give a digest of old prefix + new rest: bytes that are nowhere on disk.
+    old, new = content("before", 6 * MiB), content("after", 6 * MiB)
+    url = builtin.add(
+        "again.bin", old, ranges=False, anonymous=True, drop_after=3 * MiB, drops=1, rate=8 * MiB, rated=1,
+        next_data=new, switch_after=1,
+    )  # fmt: skip
+    manifest = write_manifest(tmp_path, [url], defaults={"min_segment_size": "1MiB", "retries": 2})
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert (tmp_path / "mirror/again.bin").read_bytes() == new
+    assert result.file("again.bin")["sha256"] == hashlib.sha256(new).hexdigest()
+    assert [r.sent for r in builtin.requests("again.bin")] == [3 * MiB, 6 * MiB], "dropped once, then whole"
 
 
 def test_each_segment_resumes_separately(builtin: FaultServer, tmp_path: Path) -> None:

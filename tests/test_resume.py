@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bulkdl import plan
+from bulkdl import durable, plan
 
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content
@@ -139,7 +139,7 @@ def test_kill_9_then_resume_transfers_only_the_rest(server: Server, tmp_path: Pa
     moved = sum(r.sent for r in resumed)
     assert moved < (BIG - have) + 1 * MiB, f"moved {moved} bytes for {BIG - have} missing"
     assert "resumed with" in second.output()
-    assert list(final.parent.glob("big.bin.*")) == []
+    assert list(final.parent.glob("big.bin.*")) == [] and not durable.temp_path(final).exists()
 
 
 def test_sigterm_stops_keeps_parts_and_exits_130(server: Server, tmp_path: Path, background: Any) -> None:
@@ -155,6 +155,7 @@ def test_sigterm_stops_keeps_parts_and_exits_130(server: Server, tmp_path: Path,
     assert run.parts() > 0 and plan.sidecar_path(final).exists() and not final.exists()
     stopped = report["files"][0]
     assert stopped["error"] is None and stopped["transferred"] > 0, "the worker's own result, not a kill's"
+    assert not durable.temp_path(final).exists(), "a worker that stops by itself removes its temp file"
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0 and final.read_bytes() == data
 
