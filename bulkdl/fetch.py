@@ -1,7 +1,8 @@
 """One file inside a worker process: resume or probe → plan → transfer → assemble → stamp. Never raises.
 
-The probe is the first ranged GET (``bytes=0-``): a 206 proves range support and tells the size, and its
-connection goes on reading the first segment. With a Condition from an earlier run it is also a conditional
+The probe is the first ranged GET (``bytes=0-N``, N the end of the first segment when the manifest gives the
+size, else of one minimal segment): a 206 proves range support and tells the size, and its connection goes
+on to read the rest of the first segment. With a Condition from an earlier run it is also a conditional
 GET, and a 304 ends the file there. A partial download left by an earlier run (sidecar plus parts) is
 resumed instead, each segment with If-Range, and discarded if anything about it cannot be trusted.
 """
@@ -225,7 +226,9 @@ class _Download:
         sources = (self.job.url, *self.job.mirrors)
         for i, source in enumerate(sources):
             try:
-                head, body = self.transfer.probe(source, self._conditional_headers() if i == 0 else {})
+                head, body = self.transfer.probe(
+                    source, self._conditional_headers() if i == 0 else {}, self._first_end()
+                )
             except (TransientError, PermanentError) as exc:
                 if i == len(sources) - 1:
                     raise
@@ -233,6 +236,18 @@ class _Download:
                 continue
             return head, body, sources[i + 1 :]
         raise AssertionError("unreachable: the last source raises")
+
+    def _first_end(self) -> int:
+        """The last byte the probe asks for: the first segment's when the manifest gives the size, else that of
+        one minimal segment. An open-ended probe would make the server push the whole file into a connection
+        that is dropped once the first segment is read: megabytes sent for nothing.
+        """
+        settings = self.job.settings
+        if self.job.size:
+            end = plan.split(self.job.size, settings.segments, settings.min_segment_size)[0].end
+            assert end is not None  # a known size splits into closed ranges
+            return end - 1
+        return settings.min_segment_size - 1
 
     def _check_room(self, current: Plan, have: int) -> None:
         """Refuse a file larger than max_size, or one the disk cannot hold, before writing any of it."""

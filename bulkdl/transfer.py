@@ -91,9 +91,9 @@ class Transfer:
         self._lock = threading.Lock()
         self._assembly: Assembly | None = None  # the run's, told when a part is emptied
 
-    def probe(self, source: str, extra: dict[str, str]) -> tuple[net.Head, net.Body]:
-        """The first request for a file, retried; it may carry conditional headers."""
-        return self.retry(lambda: self._open(None, 0, None, extra, source), lambda: 0)
+    def probe(self, source: str, extra: dict[str, str], last: int) -> tuple[net.Head, net.Body]:
+        """The first request for a file (bytes 0 to ``last``), retried; it may carry conditional headers."""
+        return self.retry(lambda: self._open(None, 0, last, extra, source), lambda: 0)
 
     def run(
         self,
@@ -164,22 +164,33 @@ class Transfer:
                 body.close()
 
     def _attempt(self, current: Plan, board: Board, index: int, part: Path, body: net.Body | None) -> None:
-        have = plan.length(part)
-        segment = board.start(index, have)
-        if segment.length is not None and have >= segment.length:
-            return
-        source = self._source(current, segment)
-        try:
-            if body is None:
-                last = None if segment.end is None else segment.end - 1
-                head, body = self._open(current, segment.start + have, last, {}, source)
-                if head.start < segment.start + have:  # a whole body from a server without ranges: start over
-                    self._empty_part(segment)
-                    board.start(index, 0)
-            with body, open(part, "ab") as out:
-                self._stream(body, out, board, index)
-        except (TransientError, PermanentError, RangeNotHonoured) as exc:
-            self._drop(current, source, exc)
+        """Fill the part from ``body``, then from new requests, until its segment is complete.
+
+        An answer may end short of the segment yet whole (the probe asks only for the start of the file): the
+        next request, on the same kept-alive connection, asks for the rest.
+        """
+        while True:
+            have = plan.length(part)
+            segment = board.start(index, have)
+            if segment.length is not None and have >= segment.length:
+                return
+            source = self._source(current, segment)
+            try:
+                if body is None:
+                    last = None if segment.end is None else segment.end - 1
+                    head, body = self._open(current, segment.start + have, last, {}, source)
+                    if head.start < segment.start + have:  # a whole body from a server without ranges: start over
+                        self._empty_part(segment)
+                        board.start(index, 0)
+                with body, open(part, "ab") as out:
+                    got = self._stream(body, out, board, index)
+            except (TransientError, PermanentError, RangeNotHonoured) as exc:
+                self._drop(current, source, exc)
+            if segment.end is None:
+                return  # a length learned only at the end: the body's end is the file's
+            if not got and board.left(index):
+                raise TransientError(f"answer ended {board.left(index)} bytes short of its range")
+            body = None
 
     def _source(self, current: Plan, segment: Segment) -> str:
         """Segments spread over the sources still in good standing; the primary first."""
@@ -225,7 +236,8 @@ class Transfer:
             return self.headers
         return {k: v for k, v in self.headers.items() if k.lower() not in CREDENTIAL_HEADERS}
 
-    def _stream(self, body: net.Body, out: BinaryIO, board: Board, index: int) -> None:
+    def _stream(self, body: net.Body, out: BinaryIO, board: Board, index: int) -> int:
+        """Append the body's bytes that belong to the segment; return how many. urllib3 raises on a short body."""
         guard = _SpeedGuard(self.settings.min_speed, self.settings.stall_time)
         done = 0
         while (left := board.left(index)) != 0:  # the end may move closer while we read: a steal
@@ -233,14 +245,13 @@ class Transfer:
                 raise Cancelled
             data = body.read(net.CHUNK if left is None else min(net.CHUNK, left))
             if not data:
-                if left is None:
-                    return  # a length learned only at the end: this is the end
-                raise TransientError(f"connection closed after {done} bytes, {left} short of its range")
+                break
             n = board.claim(index, len(data))
             out.write(data if n == len(data) else data[:n])
             self.meter.add(n)
             guard.add(n)
             done += n
+        return done
 
     def retry(self, attempt: Callable[[], _T], position: Callable[[], int]) -> _T:
         """Run ``attempt`` until it succeeds; transient failures retry with backoff, the budget reset by progress."""

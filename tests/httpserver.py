@@ -53,6 +53,7 @@ class Resource:
     stall_after: int | None = None  # send this many body bytes, then hang (a server that promised more)
     stalls: int = 1_000_000  # how many requests the stall applies to (counts down)
     honour_ranges: int | None = None  # answer this many requests' Range, then send 200 and the whole body
+    max_range: int | None = None  # answer a range with at most this many bytes, as CDNs that cap ranges
     shift_range: int = 0  # answer bytes=X- (X > 0) with bytes from X+shift, and say so in Content-Range
     extra_bytes: int = 0  # send this many bytes more than Content-Length promises
     new_etag_each: bool = False  # a different ETag on every response, as a file being rewritten
@@ -194,6 +195,8 @@ class _Handler(BaseHTTPRequestHandler):
             return (max(0, size - int(match.group(2))), size)
         start = int(match.group(1))
         end = min(size, int(match.group(2)) + 1) if match.group(2) else size
+        if resource.max_range is not None:
+            end = min(end, start + resource.max_range)
         return "unsatisfiable" if start >= size else (start, end)
 
     def _send(self, status: int, headers: dict[str, str], body: bytes, length: int, turn: _Turn | None = None) -> int:

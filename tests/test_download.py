@@ -8,6 +8,8 @@ import re
 import stat
 from pathlib import Path
 
+import pytest
+
 from .conftest import Server, run_cli, write_manifest
 from .httpserver import content
 
@@ -42,23 +44,28 @@ def test_one_small_file(server: Server, tmp_path: Path) -> None:
         "error": None,
         "notes": [],
     }
-    assert [(r.range, r.status) for r in server.requests("small.bin")] == [("bytes=0-", 206)]
+    # The probe asks for one minimal segment (4 MiB by default), which holds the whole file: one request.
+    assert [(r.range, r.status) for r in server.requests("small.bin")] == [(f"bytes=0-{4 * MiB - 1}", 206)]
     assert _leftovers(tmp_path) == []
 
 
-def test_large_file_is_split_into_segments(server: Server, tmp_path: Path) -> None:
+@pytest.mark.parametrize("known_size", [False, True])
+def test_large_file_is_split_into_segments(server: Server, tmp_path: Path, known_size: bool) -> None:
     data = content("large", 8 * MiB + 123)
     url = server.add("large.bin", data)
-    manifest = write_manifest(
-        tmp_path, [{"url": url, "sha256": _sha(data)}], defaults={"segments": 4, "min_segment_size": "1MiB"}
-    )
+    entry = {"url": url, "sha256": _sha(data)} | ({"size": len(data)} if known_size else {})
+    manifest = write_manifest(tmp_path, [entry], defaults={"segments": 4, "min_segment_size": "1MiB"})
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0, result.stderr
     assert (tmp_path / "mirror/large.bin").read_bytes() == data
     requests = server.requests("large.bin")
-    # The probe asks for everything and keeps reading segment 0; three bounded ranges fetch the rest.
-    assert sorted(r.range or "" for r in requests)[0] == "bytes=0-"
-    assert len(requests) == 4 and all(r.status == 206 for r in requests)
+    # Segments of 2097183, 2097183, 2097183 and 2097182 bytes. The probe is bounded, so no byte is ever sent
+    # for nothing: with the size in the manifest it is segment 0 exactly; without, one minimal segment, and
+    # segment 0's thread asks for the rest of it on the same connection.
+    first = [f"bytes=0-{2097182}"] if known_size else [f"bytes=0-{MiB - 1}", f"bytes={MiB}-2097182"]
+    rest = ["bytes=2097183-4194365", "bytes=4194366-6291548", "bytes=6291549-8388730"]
+    assert sorted((r.range or "" for r in requests), key=lambda r: int(r[6:].split("-")[0])) == first + rest
+    assert all(r.status == 206 for r in requests) and sum(r.sent for r in requests) == len(data)
     assert _leftovers(tmp_path) == []
 
 
@@ -68,9 +75,9 @@ def test_segment_ranges_tile_the_file(server: Server, tmp_path: Path) -> None:
     url = server.add("tiles.bin", data)
     manifest = write_manifest(tmp_path, [url], defaults={"segments": 4, "min_segment_size": "1MiB"})
     assert run_cli("run", manifest, cwd=tmp_path).code == 0
-    bounds = [(2621441, 5242881), (5242882, 7864322), (7864323, 10485762)]
-    asked = sorted(r.range for r in server.requests("tiles.bin") if r.range != "bytes=0-")
-    assert asked == [f"bytes={a}-{b}" for a, b in bounds]
+    bounds = [(0, MiB - 1), (MiB, 2621440), (2621441, 5242881), (5242882, 7864322), (7864323, 10485762)]
+    asked = sorted((r.range or "" for r in server.requests("tiles.bin")), key=lambda r: int(r[6:].split("-")[0]))
+    assert asked == [f"bytes={a}-{b}" for a, b in bounds]  # the probe, the rest of segment 0, segments 1-3
     assert (tmp_path / "mirror/tiles.bin").read_bytes() == data
 
 

@@ -18,7 +18,7 @@ def test_broken_connection_resumes_from_the_byte_reached(builtin: FaultServer, t
     assert result.code == 0, result.stderr
     assert (tmp_path / "mirror/drop.bin").read_bytes() == data
     requests = builtin.requests("drop.bin")
-    assert [r.range for r in requests] == ["bytes=0-", f"bytes={MiB + 17}-{3 * MiB - 1}"]
+    assert [r.range for r in requests] == [f"bytes=0-{4 * MiB - 1}", f"bytes={MiB + 17}-{3 * MiB - 1}"]
     assert requests[0].if_range is None and requests[1].if_range == etag_of(data)
     assert result.file("drop.bin")["transferred"] == len(data), "no byte fetched twice"
 
@@ -38,6 +38,18 @@ def test_a_stream_that_starts_over_is_hashed_from_its_first_byte(builtin: FaultS
     assert (tmp_path / "mirror/again.bin").read_bytes() == new
     assert result.file("again.bin")["sha256"] == hashlib.sha256(new).hexdigest()
     assert [r.sent for r in builtin.requests("again.bin")] == [3 * MiB, 6 * MiB], "dropped once, then whole"
+
+
+def test_ranges_answered_in_pieces_are_asked_for_the_rest(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("pieces", 5 * MiB + 9)
+    url = builtin.add("pieces.bin", data, max_range=700_000)  # a whole, valid 206, only shorter than asked
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 2, "min_segment_size": "1MiB"})
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert (tmp_path / "mirror/pieces.bin").read_bytes() == data
+    requests = builtin.requests("pieces.bin")
+    assert len(requests) == 8 and sum(r.sent for r in requests) == len(data), "each piece asked for once"
+    assert not any("retr" in note for note in result.file("pieces.bin")["notes"]), "a short answer is no failure"
 
 
 def test_each_segment_resumes_separately(builtin: FaultServer, tmp_path: Path) -> None:

@@ -38,9 +38,9 @@ def test_a_stolen_range_answered_with_the_whole_file_leaves_no_part_behind(
     builtin: FaultServer, tmp_path: Path
 ) -> None:
     data = content("turn", 16 * MiB)
-    # The probe and the three segment requests get their ranges; the first steal gets a 200 and the whole
+    # The probe, the rest of segment 0 and segments 1-3 get their ranges; the first steal gets a 200 and the whole
     # file, so the file falls back to one stream after a part of a stolen range already exists.
-    url = builtin.add("turn.bin", data, slow_at=4 * MiB, slow_rate=512 * 1024, honour_ranges=4)
+    url = builtin.add("turn.bin", data, slow_at=4 * MiB, slow_rate=512 * 1024, honour_ranges=5)
     defaults = {"segments": 4, "min_segment_size": "1MiB"}
     result = run_cli("run", write_manifest(tmp_path, [url], defaults=defaults), cwd=tmp_path)
     assert result.code == 0, result.stdout
