@@ -17,6 +17,7 @@ from typing import TextIO
 
 from rich import box
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import (
     BarColumn,
     DownloadColumn,
@@ -111,7 +112,7 @@ class ProgressView:
         if self._progress is None or index in self._finished:
             return
         if index not in self._files:
-            self._files[index] = self._progress.add_task(self._names[index], total=size)
+            self._files[index] = self._progress.add_task(escape(self._names[index]), total=size)
             if size is not None:
                 self._sizes[index] = size
                 self._progress.update(self._overall, total=sum(self._sizes.values()))
@@ -152,12 +153,13 @@ def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> 
         for note in r.notes:
             detail.append(f"\nnote: {note}", style="yellow")
         size = format_size(r.size) if r.size is not None else "-"
+        # Text, not str, for every cell: rich would read a name's "[...]" as markup (and parse each cell).
         table.add_row(
-            r.name,
+            Text(r.name),
             Text(r.status, style=_STYLES[r.status]),
-            size,
-            _duration(r.elapsed),
-            _rate(r.transferred, r.elapsed),
+            Text(size),
+            Text(_duration(r.elapsed)),
+            Text(_rate(r.transferred, r.elapsed)),
             detail,
         )
     table.add_section()
@@ -181,7 +183,7 @@ def plan_table(rows: Iterable[tuple[str, str, str]], title: str) -> Table:
     table.add_column("Action")
     table.add_column("Why", overflow="fold")
     for name, action, reason in rows:
-        table.add_row(name, Text(action, style=_ACTION_STYLES.get(action, "")), reason)
+        table.add_row(Text(name), Text(action, style=_ACTION_STYLES.get(action, "")), Text(reason))
     return table
 
 

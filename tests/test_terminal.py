@@ -60,3 +60,19 @@ def test_progress_only_on_a_terminal_and_when_wanted(
     assert code == 0, output
     assert ("all files" in output) is drawn, output
     assert "total" in output and "3 downloaded" in output  # the summary is always printed
+
+
+def test_names_that_look_like_markup_are_shown_as_they_are(builtin: FaultServer, tmp_path: Path) -> None:
+    # rich reads "[...]" in a plain string as markup: "[/]" raised MarkupError (a traceback where the summary
+    # should be) and "[bold]" vanished from the name it was part of, in the progress view and the tables.
+    names = ["odd[/]name.bin", "x[bold]y.bin"]
+    entries = [
+        {"url": builtin.add(f"m{i}.bin", content(f"m{i}", 2_000_000)), "path": name} for i, name in enumerate(names)
+    ]
+    manifest = write_manifest(tmp_path, entries, workers=1, defaults={"segments": 1})
+    code, planned = _run_in_pty(["run", str(manifest), "--dry-run"], tmp_path)
+    assert code == 0 and all(name in planned for name in names), planned
+    builtin.change("m0.bin", delay=0.6)  # so that the progress view draws its bars, names included
+    code, output = _run_in_pty(["run", str(manifest)], tmp_path)
+    assert code == 0 and "Traceback" not in output, output
+    assert "all files" in output and all(name in output for name in names), output
