@@ -22,7 +22,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable, Iterable
-from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any
@@ -131,6 +131,10 @@ class Batch:
         self._running: set[int] = set()  # job indexes a worker has started and not finished
         self._deaths: dict[int, int] = {}  # job index → pools that broke while it was running
         self._restarts = 0
+        # Futures append themselves here when done, so a step costs what finished, not what is pending:
+        # concurrent.futures.wait() locks every pending future on every call, quadratic over a big batch.
+        self._finished: list[Future[FileResult]] = []
+        self._finishing = threading.Event()
         self._executor = self._new_executor()
 
     def _new_executor(self) -> ProcessPoolExecutor:
@@ -152,7 +156,7 @@ class Batch:
 
         Ctrl-C and SIGTERM stop the batch.
         """
-        pending = {self._executor.submit(_work, task): task for task in tasks}
+        pending = {self._submit(task): task for task in tasks}
         while pending:
             try:
                 again = self._step(pending, on_tick, on_result)
@@ -160,19 +164,32 @@ class Batch:
                     self._restarts += 1
                     self._executor.shutdown(wait=True, cancel_futures=True)
                     self._executor = self._new_executor()
-                    pending |= {self._executor.submit(_work, task): task for task in again}
+                    pending |= {self._submit(task): task for task in again}
                 on_poll()
             except KeyboardInterrupt:
                 self.stop(at_once=self.stopping)
+
+    def _submit(self, task: Task) -> Future[FileResult]:
+        future = self._executor.submit(_work, task)
+        future.add_done_callback(self._on_done)
+        return future
+
+    def _on_done(self, future: Future[FileResult]) -> None:
+        self._finished.append(future)
+        self._finishing.set()
 
     def _step(
         self, pending: dict[Future[FileResult], Task], on_tick: Send, on_result: Callable[[FileResult], None]
     ) -> list[Task]:
         """Report what finished; return the tasks a broken pool took down that deserve another try."""
-        done, _ = wait(pending, timeout=_POLL_SECONDS, return_when=FIRST_COMPLETED)
+        self._finishing.wait(_POLL_SECONDS)
+        self._finishing.clear()
+        done = self._finished[:]  # dropped from the list only once handled: an interrupt loses nothing
         self._drain(on_tick)
         again = []
         for future in done:
+            if future not in pending:
+                continue  # handled by a step an interrupt cut short
             job = pending[future][0]
             if self._retry_after_breakage(future, job):
                 again.append(pending.pop(future))
@@ -180,6 +197,7 @@ class Batch:
             on_result(_outcome(future, job, self.stopping, self._deaths.get(job.index, 0)))
             self._running.discard(job.index)
             del pending[future]  # only once reported, so an interrupt in between cannot lose a result
+        del self._finished[: len(done)]  # callbacks only ever append
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._kill_workers()
         return again
