@@ -26,7 +26,9 @@ def _run_with_mount(tmp_path: Path, manifest: Path, mountpoint: Path, options: s
         pytest.fail("unshare (util-linux) is needed to mount a private tmpfs")
     mountpoint.mkdir(parents=True, exist_ok=True)
     report = tmp_path / "report.json"
-    script = 'mount -t tmpfs -o "$1" tmpfs "$2" && shift 2 && exec "$@"'
+    # The tmpfs vanishes with the namespace: what bulkdl left on it is listed before, on a line of its own.
+    script = 'mount -t tmpfs -o "$1" tmpfs "$2" && dir="$2" && shift 2 && { "$@"; code=$?; '
+    script += 'echo "left:" $(ls -A "$dir"); exit $code; }'
     argv = ["unshare", "--user", "--map-root-user", "--mount", "sh", "-c", script, "sh", options, str(mountpoint)]
     argv += [sys.executable, "-m", "bulkdl", "run", str(manifest), "--report", str(report)]
     env = cli_env()
@@ -56,6 +58,24 @@ def test_full_disk_fails_that_file_and_the_others_go_on(builtin: FaultServer, tm
     # The state database shares the full disk: not recording it is said once, and the run still ends normally.
     assert "bulkdl: could not record this run in the state (" in output
     assert "the next run re-checks its files" in output
+
+
+def test_a_disk_that_fills_while_parts_are_assembled(builtin: FaultServer, tmp_path: Path) -> None:
+    # Each file alone fits with its assembly copy (6 of 10 MiB), the two together do not: the disk fills
+    # under a part or under the copy a file's assembly makes while it downloads. Either way: one line, no
+    # traceback from any thread, no temp file left, and a file that did complete is whole.
+    files = {f"both{i}.bin": content(f"both{i}", 3 * MiB) for i in range(2)}
+    slow = {"rate": 4 * MiB}  # so that the two run at the same time
+    entries = [
+        {"url": builtin.add(name, data, **slow), "path": name, "size": len(data)} for name, data in files.items()
+    ]
+    manifest = write_manifest(tmp_path, entries, workers=2, defaults={"segments": 2, "min_segment_size": "1MiB"})
+    code, results, output = _run_with_mount(tmp_path, manifest, tmp_path / "mirror", "size=10m")
+    assert code == 1 and "Traceback" not in output, output
+    failed = [r for r in results.values() if r["status"] == "failed"]
+    assert failed and all(r["error"].startswith("No space left on device") for r in failed), results
+    [left] = [line for line in output.splitlines() if line.startswith("left:")]
+    assert ".bulkdl-tmp" not in left and ".part" in left, left  # a failed file keeps its parts, not its temp
 
 
 def test_read_only_directory_fails_its_files_only(builtin: FaultServer, tmp_path: Path) -> None:
