@@ -196,6 +196,8 @@ def print_summary(table: Table, file: TextIO | None = None) -> None:
         # No window to fit: a table that does not expand is laid out at its natural width, so in a console
         # too wide to constrain it nothing is folded or cut (and no separate measuring pass is needed).
         console = Console(file=file or sys.stdout, width=_UNCONSTRAINED, no_color=True)
+        for column in table.columns:
+            column.no_wrap = True  # nothing can need wrapping at that width: skip rich's line breaking per cell
     console.print(table)
 
 
