@@ -32,9 +32,10 @@ from .errors import (
     VerifyError,
 )
 from .manifest import Job
+from .meter import Meter, Send
 from .plan import Plan
 from .sizes import format_size
-from .transfer import Cancelled, Meter, Send, StopFlag, Transfer
+from .transfer import Cancelled, StopFlag, Transfer
 
 
 @dataclass(frozen=True, slots=True)

@@ -16,21 +16,18 @@ from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO, Protocol, TypeVar
 
-from . import net, plan
+from . import accept, net, plan
 from .assemble import Assembly
 from .board import Board
 from .credentials import CREDENTIAL_HEADERS, redact_url
-from .errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
+from .errors import FetchError, PermanentError, RangeNotHonoured, TransientError
 from .manifest import Settings
+from .meter import Meter
 from .plan import Plan, Segment
 
 _T = TypeVar("_T")
 _BACKOFF_BASE = 0.5
 _BACKOFF_CAP = 30.0
-_TICK_SECONDS = 0.1
-
-# A progress tick: (job index, bytes since the last tick, file size if known).
-Send = Callable[[int, int, int | None], None]
 
 
 class StopFlag(Protocol):
@@ -41,37 +38,6 @@ class StopFlag(Protocol):
 
 class Cancelled(Exception):
     """The run is stopping, or a sibling segment failed: the part stays as it is, resumable."""
-
-
-class Meter:
-    """Counts one file's received bytes; passes them on at most every 0.1 s (threads share it)."""
-
-    def __init__(self, index: int, send: Send | None) -> None:
-        self._index = index
-        self._send = send
-        self._lock = threading.Lock()
-        self._unsent = 0
-        self._last = time.monotonic()
-        self.total = 0
-        self.size: int | None = None  # the file's size once known
-
-    def add(self, n: int) -> None:
-        with self._lock:
-            self.total += n
-            self._unsent += n
-            now = time.monotonic()
-            if now - self._last >= _TICK_SECONDS:
-                self._flush(now)
-
-    def flush(self) -> None:
-        with self._lock:
-            self._flush(time.monotonic())
-
-    def _flush(self, now: float) -> None:
-        if self._send is not None and self._unsent:
-            self._send(self._index, self._unsent, self.size)
-        self._unsent = 0
-        self._last = now
 
 
 class Transfer:
@@ -222,9 +188,9 @@ class Transfer:
         )
         try:
             if current is not None and not primary:
-                _check_mirror(current, first, head)
+                accept.check_mirror(current, first, head)
             else:
-                _check(current, first, head)
+                accept.check(current, first, head)
         except BaseException:
             body.close()
             raise
@@ -295,33 +261,6 @@ class _SpeedGuard:
         if speed < self._min_speed:
             raise TransientError(f"too slow: {speed:.0f} B/s over {elapsed:.0f} s (min_speed is {self._min_speed} B/s)")
         self._start, self._bytes = time.monotonic(), 0
-
-
-def _check(current: Plan | None, first: int, head: net.Head) -> None:
-    """Accept a response only if its bytes belong exactly where the part continues."""
-    if current is not None and (changed := _changed(current, head)):
-        raise RemoteChanged(changed)
-    if head.ranged and head.start != first:
-        raise RangeNotHonoured(f"asked for bytes {first}- and got bytes {head.start}-")
-    if not head.ranged and first > 0 and (current is None or current.ranged):
-        raise RangeNotHonoured("server ignored Range")
-
-
-def _check_mirror(current: Plan, first: int, head: net.Head) -> None:
-    if head.total is not None and head.total != current.size:
-        raise PermanentError(f"disagrees on the size: {head.total} bytes, not {current.size}")
-    if head.start != first or (not head.ranged and first > 0):
-        raise RangeNotHonoured(f"asked for bytes {first}- and got bytes {head.start}-")
-
-
-def _changed(current: Plan, head: net.Head) -> str | None:
-    if head.total is not None and current.size is not None and head.total != current.size:
-        return f"size changed from {current.size} to {head.total} bytes"
-    if current.etag and head.etag and head.etag != current.etag:
-        return f"ETag changed from {current.etag} to {head.etag}"
-    if current.last_modified and head.last_modified and head.last_modified != current.last_modified:
-        return f"Last-Modified changed from {current.last_modified} to {head.last_modified}"
-    return None
 
 
 def _backoff(failures: int, retry_after: float | None, cap: float) -> float:
