@@ -6,7 +6,7 @@ offsets (``os.copy_file_range``: the kernel copies, no byte passes through Pytho
 to disk. When the last byte arrives only a tail is left, so the concatenation, the hash pass and most of the
 fsync cost nothing after the download. Size and digests are checked before anything is renamed: the final
 path only ever holds verified bytes. A file fetched as one part is hashed as it arrives and renamed into
-place; it needs no copy.
+place; it needs no copy. The directory's fsync is left to the run, which batches it (state.State.commit).
 
 The hash reads the parts, not the temp file; the copy is the kernel's, checked by its length. A part emptied
 under the follower (a stream that restarts from zero) is forgotten: its copy starts again and the hash too,
@@ -107,13 +107,13 @@ class Assembly:
                 raise VerifyError(f"{algorithm} mismatch: expected {expected}, got {got[algorithm]}")
         if len(plan.segments) == 1:
             first = plan.segments[0].index
-            durable.install(part_path(self._final, first), self._final, self._part(first))
+            durable.install(part_path(self._final, first), self._final, self._part(first), sync_dir=False)
             return size, got
         temp, out = self._target()
         copied = sum(self._copied.get(s.index, 0) for s in plan.segments)
         if copied != size or os.fstat(out).st_size != size:  # the kernel's copy is trusted, not past its length
             raise VerifyError(f"size mismatch: assembled {copied} of {size} bytes")
-        durable.install(temp, self._final, out)
+        durable.install(temp, self._final, out, sync_dir=False)
         self._temp = None
         return size, got
 

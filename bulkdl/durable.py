@@ -29,11 +29,16 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
-def install(path: Path, final: Path, fd: int) -> None:
-    """Make the finished file at ``path`` (open as ``fd``) durable, then atomically the content of ``final``."""
+def install(path: Path, final: Path, fd: int, sync_dir: bool = True) -> None:
+    """Make the finished file at ``path`` (open as ``fd``) durable, then atomically the content of ``final``.
+
+    Without ``sync_dir`` the caller promises to fsync ``final``'s directory before anything relies on the
+    rename having survived a power cut (a run's downloads: see state.State.commit).
+    """
     os.fsync(fd)
     os.replace(path, final)
-    fsync_dir(final.parent)
+    if sync_dir:
+        fsync_dir(final.parent)
 
 
 @contextlib.contextmanager
