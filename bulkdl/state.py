@@ -119,9 +119,7 @@ class State:
         for directory in directories:
             try:
                 durable.fsync_dir(directory)
-            except FileNotFoundError:
-                continue  # removed meanwhile: no rename of ours left in it to keep
-            except OSError as exc:  # a failing disk: record nothing that may not have reached it
+            except OSError as exc:  # a failing disk, or a directory removed under us: record nothing more
                 self.problem = self.problem or f"could not sync {directory}: {exc.strerror or exc}"
         self._write(None, ())
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
@@ -12,6 +14,7 @@ from bulkdl import plan
 from bulkdl.paths import check_relpath, name_from_url
 from bulkdl.plan import Plan, Segment
 from bulkdl.sizes import format_size, parse_size
+from bulkdl.state import Row, State, read_rows
 
 MiB = 1024**2
 
@@ -220,3 +223,23 @@ def test_name_from_url(url: str, expected: str) -> None:
 def test_name_from_url_rejects(url: str) -> None:
     with pytest.raises(ValueError):
         name_from_url(url)
+
+
+def _row(path: str) -> Row:
+    return Row(path, "http://x/" + path, 3, None, None, "ab" * 32, (("sha256", "ab" * 32),), 3, 1, 0.0)
+
+
+def test_state_commits_a_row_only_once_its_directory_is_synced(tmp_path: Path) -> None:
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "gone").mkdir()
+    with State(tmp_path) as state:
+        state.put(_row("kept/a.bin"))
+        state.commit()
+        with contextlib.closing(sqlite3.connect(tmp_path / ".bulkdl/state.db")) as other:  # sees commits only
+            assert [r[0] for r in other.execute("SELECT path FROM files")] == ["kept/a.bin"]
+        assert state.problem is None
+        state.put(_row("gone/b.bin"))
+        (tmp_path / "gone").rmdir()  # removed under the run: its rename can no longer be made durable
+        state.commit()
+        assert state.problem is not None and state.problem.startswith(f"could not sync {tmp_path / 'gone'}: ")
+    assert set(read_rows(tmp_path)) == {"kept/a.bin"}, "a row whose directory was never synced was recorded"
