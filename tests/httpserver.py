@@ -54,6 +54,7 @@ class Resource:
     stalls: int = 1_000_000  # how many requests the stall applies to (counts down)
     honour_ranges: int | None = None  # answer this many requests' Range, then send 200 and the whole body
     max_range: int | None = None  # answer a range with at most this many bytes, as CDNs that cap ranges
+    hollow_after: int | None = None  # a range starting past this offset: its Content-Range, but no body at all
     shift_range: int = 0  # answer bytes=X- (X > 0) with bytes from X+shift, and say so in Content-Range
     extra_bytes: int = 0  # send this many bytes more than Content-Length promises
     new_etag_each: bool = False  # a different ETag on every response, as a file being rewritten
@@ -154,14 +155,14 @@ class _Handler(BaseHTTPRequestHandler):
         )
         if span == "unsatisfiable":
             return self._empty(path, 416, {"Content-Range": f"bytes */{size}"})
-        start, end = span if span else (0, size)
-        if span and start > 0 and resource.shift_range:
-            start, end = min(size, start + resource.shift_range), min(size, end + resource.shift_range)
+        start, end = (0, size) if span is None else _lie_about(resource, span, size)
         status = 206 if span else 200
         if span:
             headers["Content-Range"] = (
                 "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{size}"
             )
+        if span and resource.hollow_after is not None and start > resource.hollow_after:
+            end = start  # Content-Length: 0 under a Content-Range that promises the whole span
         body = b"" if head_only else resource.data[start:end]
         sent = self._send(status, headers, body, end - start, turn.starting_at(start))
         self.server.record(self, path, status, sent)
@@ -372,3 +373,11 @@ class FaultServer:
         self._server.shutdown()
         self._server.server_close()
         self._thread.join(timeout=5)
+
+
+def _lie_about(resource: Resource, span: tuple[int, int], size: int) -> tuple[int, int]:
+    """The span actually sent for a range: shifted when the resource lies about where its bytes start."""
+    start, end = span
+    if start > 0 and resource.shift_range:
+        return min(size, start + resource.shift_range), min(size, end + resource.shift_range)
+    return start, end

@@ -52,6 +52,17 @@ def test_ranges_answered_in_pieces_are_asked_for_the_rest(builtin: FaultServer, 
     assert not any("retr" in note for note in result.file("pieces.bin")["notes"]), "a short answer is no failure"
 
 
+def test_answers_without_a_body_fail_instead_of_asking_for_ever(builtin: FaultServer, tmp_path: Path) -> None:
+    # A 206 for the right range whose body is empty: each attempt moves nothing, so it counts as a failure
+    # (one that the retry budget bounds) rather than a short answer to ask the rest of, again and again.
+    url = builtin.add("hollow.bin", content("hollow", 3 * MiB), hollow_after=0)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 2, "min_segment_size": "1MiB", "retries": 2})
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 1, result.stdout
+    assert result.file("hollow.bin")["error"].endswith("bytes short of its range (gave up after 3 attempts)")
+    assert len(builtin.requests("hollow.bin")) <= 1 + 2 * 3, "the probe and at most three attempts per segment"
+
+
 def test_each_segment_resumes_separately(builtin: FaultServer, tmp_path: Path) -> None:
     data = content("drops", 4 * MiB)
     url = builtin.add("drops.bin", data, drop_after=300_000, drops=3)
