@@ -222,9 +222,12 @@ def _at(segments: Sequence[Segment], position: int) -> Segment | None:
 
 
 def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> int:
-    """Copy up to ``count`` bytes between descriptors at the given offsets; the bytes copied."""
-    try:
+    """Copy up to ``count`` bytes between descriptors at the given offsets; the bytes copied.
+
+    Parts and temp file share a directory, so on Linux (5.3+ copies within any one file system) the kernel
+    does it; elsewhere the bytes pass through a buffer. A failure is the file system's to report.
+    """
+    if hasattr(os, "copy_file_range"):
         return os.copy_file_range(src, dst, count, src_offset, dst_offset)
-    except (AttributeError, OSError):  # not Linux, or a filesystem pair the kernel cannot copy between
-        data = os.pread(src, min(count, BUFFER), src_offset)
-        return os.pwrite(dst, data, dst_offset)
+    data = os.pread(src, min(count, BUFFER), src_offset)
+    return os.pwrite(dst, data, dst_offset)

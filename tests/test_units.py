@@ -5,12 +5,14 @@ from __future__ import annotations
 import contextlib
 import itertools
 import json
+import os
 import sqlite3
 from pathlib import Path
 
 import pytest
 
 from bulkdl import plan
+from bulkdl.assemble import _copy_range
 from bulkdl.paths import check_relpath, name_from_url
 from bulkdl.plan import Plan, Segment
 from bulkdl.sizes import format_size, parse_size
@@ -243,3 +245,20 @@ def test_state_commits_a_row_only_once_its_directory_is_synced(tmp_path: Path) -
         state.commit()
         assert state.problem is not None and state.problem.startswith(f"could not sync {tmp_path / 'gone'}: ")
     assert set(read_rows(tmp_path)) == {"kept/a.bin"}, "a row whose directory was never synced was recorded"
+
+
+@pytest.mark.parametrize("kernel", [True, False])
+def test_copy_range_places_bytes_at_their_offsets(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, kernel: bool
+) -> None:
+    # Without os.copy_file_range (not Linux) the same copy goes through a buffer.
+    if not kernel:
+        monkeypatch.delattr(os, "copy_file_range")
+    source, target = tmp_path / "part", tmp_path / "temp"
+    source.write_bytes(bytes(range(256)) * 4096)  # 1 MiB
+    with open(source, "rb") as src, open(target, "w+b") as dst:
+        done = 0
+        while done < 300_000:
+            done += _copy_range(src.fileno(), dst.fileno(), 300_000 - done, 1000 + done, 5000 + done)
+    assert target.read_bytes()[5000:] == source.read_bytes()[1000:301_000]
+    assert target.read_bytes()[:5000] == bytes(5000), "nothing before the offset"
