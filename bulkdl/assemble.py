@@ -22,9 +22,9 @@ from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from types import TracebackType
 
-from . import durable
 from .errors import VerifyError
-from .plan import Plan, Segment, part_path
+from .parts import Parts
+from .plan import Plan, Segment
 
 BUFFER = 1024 * 1024
 _POLL = 0.02  # seconds the follower sleeps when the parts have not grown
@@ -45,21 +45,19 @@ def hash_file(path: Path, algorithms: Iterable[str] = ("sha256",)) -> dict[str, 
 class Assembly:
     """One file's assembly: begun before its first byte arrives, finished (or closed) after its last."""
 
-    def __init__(self, final: Path, algorithms: Iterable[str]) -> None:
-        self._final = final
+    def __init__(self, parts: Parts, algorithms: Iterable[str]) -> None:
+        self._parts = parts
         self._algorithms = ("sha256", *(a for a in dict.fromkeys(algorithms) if a != "sha256"))
         self._lock = threading.Lock()
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
-        self._fds: dict[int, int] = {}  # part index → read-only descriptor
         self._copied: dict[int, int] = {}  # part index → bytes of it already in the temp file
-        self._temp: Path | None = None  # made once the file has several parts (or none)
-        self._temp_fd: int | None = None
         self._buffer = bytearray(BUFFER)
         self._unsynced = 0
         self._hashes: dict[str, hashlib._Hash] = {}
         self._position = 0  # bytes of the in-order prefix hashed so far
         self._reset_hash()
+        parts.on_empty(self.forget)
 
     def __enter__(self) -> Assembly:
         return self
@@ -105,30 +103,17 @@ class Assembly:
         for algorithm, expected in digests:
             if got[algorithm] != expected:
                 raise VerifyError(f"{algorithm} mismatch: expected {expected}, got {got[algorithm]}")
-        if len(plan.segments) == 1:
-            first = plan.segments[0].index
-            durable.install(part_path(self._final, first), self._final, self._part(first), sync_dir=False)
-            return size, got
-        temp, out = self._target()
-        copied = sum(self._copied.get(s.index, 0) for s in plan.segments)
-        if copied != size or os.fstat(out).st_size != size:  # the kernel's copy is trusted, not past its length
-            raise VerifyError(f"size mismatch: assembled {copied} of {size} bytes")
-        durable.install(temp, self._final, out, sync_dir=False)
-        self._temp = None
+        if len(plan.segments) != 1:
+            out = self._parts.temp()
+            copied = sum(self._copied.get(s.index, 0) for s in plan.segments)
+            if copied != size or os.fstat(out).st_size != size:  # the kernel's copy is trusted, not past its length
+                raise VerifyError(f"size mismatch: assembled {copied} of {size} bytes")
+        self._parts.install(plan.segments)
         return size, got
 
     def close(self) -> None:
-        """Release everything; a temp file not installed is removed (the parts stay for a resume)."""
+        """Stop following; the parts' owner removes a temp that was not installed."""
         self.pause()
-        for fd in self._fds.values():
-            os.close(fd)
-        self._fds.clear()
-        if self._temp_fd is not None:
-            os.close(self._temp_fd)
-            self._temp_fd = None
-        if self._temp is not None:
-            self._temp.unlink(missing_ok=True)
-            self._temp = None
 
     def _follow(self, table: Callable[[], Sequence[Segment]]) -> None:
         try:
@@ -143,15 +128,15 @@ class Assembly:
         with self._lock:
             moved = 0
             if len(segments) != 1:
-                _, out = self._target()
+                out = self._parts.temp()
                 for segment in segments:
                     moved += self._copy(segment, out)
             return moved + self._hash(segments)
 
     def _copy(self, segment: Segment, out: int) -> int:
         done = before = self._copied.get(segment.index, 0)
-        part = self._part(segment.index)
-        have = _size(part)
+        part = self._parts.fd(segment.index)
+        have = self._parts.length(segment.index)
         if segment.length is not None:
             have = min(have, segment.length)  # a stolen range's end moved closer: the rest is another part's
         while done < have and (n := _copy_range(part, out, have - done, done, segment.start + done)):
@@ -164,9 +149,9 @@ class Assembly:
         moved = 0
         view = memoryview(self._buffer)
         while segment := _at(segments, self._position):
-            fd = self._part(segment.index)
-            want = BUFFER if segment.end is None else min(BUFFER, segment.end - self._position)
-            n = 0 if fd < 0 else os.preadv(fd, [view[:want]], self._position - segment.start)
+            offset = self._position - segment.start
+            want = min(BUFFER, self._parts.length(segment.index) - offset)
+            n = os.preadv(self._parts.fd(segment.index), [view[:want]], offset) if want > 0 else 0
             if n <= 0:
                 break
             for h in self._hashes.values():
@@ -174,7 +159,7 @@ class Assembly:
             self._position += n
             moved += n
         if len(segments) == 1 and moved:  # one part is the file: its hashed prefix may go to disk
-            self._writeback(self._part(segments[0].index), moved, self._position)
+            self._writeback(self._parts.fd(segments[0].index), moved, self._position)
         return moved
 
     def _writeback(self, fd: int, moved: int, length: int) -> None:
@@ -188,29 +173,9 @@ class Assembly:
             os.posix_fadvise(fd, 0, length, os.POSIX_FADV_DONTNEED)
             self._unsynced = 0
 
-    def _part(self, index: int) -> int:
-        """A read-only descriptor of part ``index``, or -1 while it does not exist yet."""
-        if index not in self._fds:
-            try:
-                self._fds[index] = os.open(part_path(self._final, index), os.O_RDONLY)
-            except FileNotFoundError:
-                return -1
-        return self._fds[index]
-
-    def _target(self) -> tuple[Path, int]:
-        if self._temp is None or self._temp_fd is None:
-            self._temp = durable.temp_path(self._final)
-            # 0o666 less the umask: a finished file gets the mode any other new file would get.
-            self._temp_fd = os.open(self._temp, os.O_RDWR | os.O_CREAT | os.O_TRUNC, 0o666)
-        return self._temp, self._temp_fd
-
     def _reset_hash(self) -> None:
         self._hashes = {a: hashlib.new(a) for a in self._algorithms}
         self._position = 0
-
-
-def _size(fd: int) -> int:
-    return 0 if fd < 0 else os.fstat(fd).st_size
 
 
 def _at(segments: Sequence[Segment], position: int) -> Segment | None:

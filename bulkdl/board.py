@@ -4,8 +4,8 @@ A thread whose segment is done takes the second half of the largest range still 
 split), so the last seconds of a big file keep every connection busy instead of waiting on one slow one.
 The victim learns of it at its next chunk: it may only ever write up to its segment's end as it is now, and
 a split never moves that end below what the victim has already claimed. The new segment gets a new index
-(a new part file) and is recorded in the sidecar before its first byte is written, so a kill at any moment
-leaves parts that a later run can trust.
+(a new part file) and is recorded in the sidecar before the split is visible to any thread, so a kill at any
+moment leaves parts that a later run can trust, and a sidecar that cannot be saved leaves the table as it was.
 
 Only a range that will take a while yet is split: each split costs a request, and the cut connection drops
 whatever the server had already pushed into it. A range that has run for STEAL_AFTER seconds and, at its
@@ -31,17 +31,15 @@ class Board:
         self,
         segments: Iterable[Segment],
         min_steal: int,
-        on_change: Callable[[tuple[Segment, ...]], None] | None,
-        on_new: Callable[[Segment], None] = lambda segment: None,
+        on_split: Callable[[Segment, tuple[Segment, ...]], None] | None,
     ) -> None:
+        """``on_split(new, table)`` records a split before it takes effect; None: never split."""
         self._lock = threading.Lock()
-        self._save_lock = threading.Lock()
         self._segments = {s.index: s for s in segments}
         self._have = dict.fromkeys(self._segments, 0)  # bytes in each part, as its thread last said
         self._began: dict[int, tuple[float, int]] = {}  # when each range's current attempt began, and its bytes
         self._min_steal = min_steal
-        self._on_change = on_change
-        self._on_new = on_new
+        self._on_split = on_split
 
     def segments(self) -> tuple[Segment, ...]:
         """The current table, in file order."""
@@ -73,9 +71,9 @@ class Board:
     def steal(self, pause: Callable[[float], bool]) -> Segment | None:
         """Split the slowest range and return its second half, or None once none is worth splitting.
 
-        While a range is too young to judge, wait with ``pause`` (which says True when the run stops).
+        While a range is too young to judge, wait with ``pause`` (which says True when the file stops).
         """
-        if self._on_change is None:
+        if self._on_split is None:
             return None  # nowhere to record a new segment: a file without a sidecar is never split
         while True:
             with self._lock:
@@ -84,22 +82,25 @@ class Board:
                 eta = {i: self._eta(i, left[i]) for i in big}
                 slow = {i: t for i, t in eta.items() if t is not None and t > STEAL_WORTH}
                 if slow:
-                    thief = self._split(max(slow, key=lambda i: slow[i]), left)
-                    break
+                    return self._split(max(slow, key=lambda i: slow[i]), left)
                 if None not in eta.values():
                     return None
             if pause(STEAL_AFTER / 5):
                 return None
-        self._on_new(thief)  # an empty part before the sidecar names it: nothing stale can be continued
-        self._record()
-        return thief
 
-    def _split(self, index: int, left: dict[int, int]) -> Segment:
+    def _split(self, index: int, left: dict[int, int]) -> Segment | None:
+        """Cut range ``index`` in two, recorded first; None (and no change) when it cannot be recorded."""
+        assert self._on_split is not None
         victim = self._segments[index]
         assert victim.end is not None
         thief = Segment(max(self._segments) + 1, victim.end - left[index] // 2, victim.end)
-        self._segments[index] = replace(victim, end=thief.start)
-        self._segments[thief.index] = thief
+        table = {**self._segments, index: replace(victim, end=thief.start), thief.index: thief}
+        try:
+            self._on_split(thief, tuple(sorted(table.values(), key=lambda s: s.start)))
+        except OSError:
+            self._on_split = None  # a disk that cannot take a sidecar now: the ranges finish as they are
+            return None
+        self._segments = table
         self._have[thief.index] = 0
         return thief
 
@@ -113,8 +114,3 @@ class Board:
             return None
         rate = (self._have[index] - had) / elapsed
         return float("inf") if rate <= 0 else left / rate
-
-    def _record(self) -> None:
-        assert self._on_change is not None
-        with self._save_lock:  # the newest table wins, whichever steal saves last
-            self._on_change(self.segments())

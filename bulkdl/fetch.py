@@ -1,41 +1,31 @@
 """One file inside a worker process: resume or probe → plan → transfer → assemble → stamp. Never raises.
 
-The probe is the first ranged GET (``bytes=0-N``, N the end of the first segment when the manifest gives the
-size, else of one minimal segment): a 206 proves range support and tells the size, and its connection goes
-on to read the rest of the first segment. With a Condition from an earlier run it is also a conditional
-GET, and a 304 ends the file there. A partial download left by an earlier run (sidecar plus parts) is
-resumed instead, each segment with If-Range, and discarded if anything about it cannot be trusted.
+A partial download left by an earlier run (sidecar plus parts) is resumed, each segment with If-Range
+against the manifest's URL (a redirect's target may have been signed, and expired since), and discarded if
+anything about it cannot be trusted (parts.Parts.adopt). Otherwise the probe (probe.py) decides the plan.
 """
 
 from __future__ import annotations
 
 import email.utils
 import os
-import shutil
 import sys
 import time
 import traceback
-from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from . import net, plan
-from .assemble import Assembly
+from . import net, probe, room
+from .assemble import Assembly, hash_file
 from .credentials import redact_url, scrub
 from .decide import Condition
-from .errors import (
-    FetchError,
-    LocalError,
-    PermanentError,
-    RangeNotHonoured,
-    RemoteChanged,
-    TransientError,
-    VerifyError,
-)
+from .errors import FetchError, LocalError, RangeNotHonoured, RemoteChanged, VerifyError
 from .manifest import Job
 from .meter import Meter, Send
-from .plan import Plan
+from .parts import Parts
+from .plan import Plan, single
+from .retry import Cancelled, StopFlag
 from .sizes import format_size
-from .transfer import Cancelled, StopFlag, Transfer
+from .transfer import Handoff, Transfer
 
 
 @dataclass(frozen=True, slots=True)
@@ -84,6 +74,8 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
     except Exception as exc:  # a bug: the batch goes on, the user gets the traceback on stderr
         traceback.print_exc(file=sys.stderr)
         error = f"internal error: {type(exc).__name__}: {exc}"
+    finally:
+        download.parts.close()
     meter.flush()
     for source, reason in download.transfer.dropped.items():
         download.notes.append(f"{redact_url(source)} dropped for this file: {reason}")
@@ -117,187 +109,110 @@ class _Download:
         self.notes: list[str] = []
         if job.settings.insecure:
             self.notes.append("insecure: TLS certificates were not verified for this file")
-        self.transfer = Transfer(job.url, job.path, job.settings, stop, meter)
+        self.parts = Parts(job.path)
+        self.transfer = Transfer(job.url, job.settings, stop, meter, self.parts)
 
     def run(self) -> _Outcome:
         self.job.path.parent.mkdir(parents=True, exist_ok=True)
-        saved = self._saved()
+        saved, problem = self.parts.adopt(self.job.url, self.job.size)
+        if problem is not None:
+            self.notes.append(f"discarded a partial download: {problem}")
         try:
             return self._attempt(saved)
         except RemoteChanged as exc:
             when = "since the partial download" if saved else "during download"
             self.notes.append(f"remote file changed {when} ({exc}); started over")
-        plan.remove(self.job.path, None)
+        self.parts.discard()
         try:
             return self._attempt(None)
         except RemoteChanged as exc:
             raise RemoteChanged(f"remote file changed during download ({exc})") from None
 
-    def _saved(self) -> Plan | None:
-        """The partial download an earlier run left, if it can be trusted; otherwise it is removed."""
-        if not plan.sidecar_path(self.job.path).exists():
-            return None  # a part without its sidecar is never continued: _begin clears it
-        saved = plan.load(self.job.path)
-        problem = self._distrust(saved)
-        if problem is None:
-            return saved
-        self.notes.append(f"discarded a partial download: {problem}")
-        plan.remove(self.job.path, None)
-        return None
-
-    def _distrust(self, saved: Plan | None) -> str | None:
-        if saved is None:
-            return "its sidecar could not be read"
-        if saved.source != self.job.url:
-            return "the URL in the manifest changed"
-        if not (saved.etag or saved.last_modified):
-            return "the server gave no ETag or Last-Modified to resume against"
-        if self.job.size is not None and saved.size not in (None, self.job.size):
-            return "its size differs from the manifest's"
-        for segment in saved.segments:
-            length = plan.length(plan.part_path(self.job.path, segment.index))
-            if segment.length is not None and length > segment.length:
-                return f"part {segment.index} is longer than its segment"
-        return None
-
     def _attempt(self, saved: Plan | None) -> _Outcome:
-        body = None
-        if saved is None:
-            head, body, mirrors = self._probe()
-            if head.status == 304:
-                body.close()
-                return self._not_modified(head)
-            try:
-                current = replace(self._plan(head), mirrors=mirrors)
-                self._check_room(current, 0)
-            except BaseException:
-                body.close()
-                raise
-            self._begin(current)
-        else:
-            current = saved
-            have = sum(plan.length(plan.part_path(self.job.path, s.index)) for s in saved.segments)
+        if saved is not None:
+            have = sum(self.parts.length(s.index) for s in saved.segments)
             self.notes.append(f"resumed with {format_size(have)} already on disk")
-            self._check_room(current, have)
+            room.check(self.job.path.parent, saved.size, have, len(saved.segments), self.job.settings.max_size)
+            # Resumes ask the manifest's URL again: where it redirected last time may have been signed, and expired.
+            return self._fetch(replace(saved, url=saved.source), None)
+        handoff, mirrors = probe.first(self.job, self.transfer, self.condition, self.notes)
+        with handoff:  # closed on every way out of here unless a segment thread took it
+            if handoff.head.status == 304:
+                return self._not_modified(handoff.head)
+            current, usable = probe.plan_for(self.job, handoff.head, self.notes)
+            current = replace(current, mirrors=mirrors)
+            room.check(self.job.path.parent, current.size, 0, len(current.segments), self.job.settings.max_size)
+            self.parts.start(current, record=self._worth_a_sidecar(current))
+            return self._fetch(current, handoff if usable else None)
+
+    def _fetch(self, current: Plan, handoff: Handoff | None) -> _Outcome:
         self.meter.size = current.size
         try:
-            return self._fetch(current, body)
+            return self._assemble(current, handoff)
         except RangeNotHonoured as exc:
             self.notes.append(f"{exc}; downloaded as one stream")
-            plan.remove(self.job.path, None)  # every part: steals may have added some this plan does not name
-            current = replace(current, ranged=False, segments=plan.single(current.size))
-            self._begin(current)
-            return self._fetch(current, None)
+            current = replace(current, ranged=False, segments=single(current.size))
+            self.parts.start(current, record=False)
+            return self._assemble(current, None)
 
-    def _fetch(self, current: Plan, body: net.Body | None) -> _Outcome:
+    def _assemble(self, current: Plan, handoff: Handoff | None) -> _Outcome:
         """Transfer the plan's segments, assembling as they arrive, and put the checked file in place."""
-        with Assembly(self.job.path, (a for a, _ in self.job.digests)) as assembly:
+        with Assembly(self.parts, (a for a, _ in self.job.digests)) as assembly:
             # A small file is over before a follower thread would have started: it is assembled at the end.
             follows = current.size is None or current.size > self.job.settings.min_segment_size
-            current = self.transfer.run(current, body, self._saver(current), assembly if follows else None)
+            current = self.transfer.run(current, handoff, assembly if follows else None)
             try:
                 size, digests = assembly.finish(current, self.job.size, self.job.digests)
             except VerifyError:
-                plan.remove(self.job.path, current)  # wrong bytes: no later run may build on them
+                self.parts.discard()  # wrong bytes: no later run may build on them
                 raise
-        plan.remove(self.job.path, current)
-        _stamp(self.job.path, current.last_modified)
+        note = _stamp(self.job.path, current.last_modified)
+        if note:
+            self.notes.append(note)
         mtime_ns = self.job.path.stat().st_mtime_ns
         return _Outcome("downloaded", size, tuple(digests.items()), current.etag, current.last_modified, mtime_ns)
 
-    def _begin(self, current: Plan) -> None:
-        """Record the plan beside its parts where resuming could pay; otherwise clear what an earlier run left.
-
-        A sidecar costs a new file, and creating files is most of a small file's cost. A file no larger than
-        one minimal segment is quicker fetched again than resumed, and one without ranges cannot be resumed.
-        """
-        if (save := self._saver(current)) is not None:
-            save(current)
-        else:
-            plan.remove(self.job.path, current)
-
-    def _saver(self, current: Plan) -> Callable[[Plan], None] | None:
-        """How to record this file's plan, if it is worth a sidecar (and so may be split while it runs)."""
-        if current.ranged and (current.size or 0) > self.job.settings.min_segment_size:
-            return lambda changed: plan.save(self.job.path, changed)
-        return None
-
-    def _probe(self) -> tuple[net.Head, net.Body, tuple[str, ...]]:
-        """The first request, to the first source that answers; the sources after it may serve segments."""
-        sources = (self.job.url, *self.job.mirrors)
-        for i, source in enumerate(sources):
-            try:
-                head, body = self.transfer.probe(
-                    source, self._conditional_headers() if i == 0 else {}, self._first_end()
-                )
-            except (TransientError, PermanentError) as exc:
-                if i == len(sources) - 1:
-                    raise
-                self.notes.append(f"{redact_url(source)} failed ({exc}); trying the next mirror")
-                continue
-            return head, body, sources[i + 1 :]
-        raise AssertionError("unreachable: the last source raises")
-
-    def _first_end(self) -> int:
-        """The last byte the probe asks for: the first segment's when the manifest gives the size, else that of
-        one minimal segment. An open-ended probe would make the server push the whole file into a connection
-        that is dropped once the first segment is read: megabytes sent for nothing.
-        """
-        settings = self.job.settings
-        if self.job.size:
-            end = plan.split(self.job.size, settings.segments, settings.min_segment_size)[0].end
-            assert end is not None  # a known size splits into closed ranges
-            return end - 1
-        return settings.min_segment_size - 1
-
-    def _check_room(self, current: Plan, have: int) -> None:
-        """Refuse a file larger than max_size, or one the disk cannot hold, before writing any of it."""
-        size = current.size
-        if size is None:
-            return  # learned only at the end: the writes themselves will say if the disk fills
-        limit = self.job.settings.max_size
-        if limit is not None and size > limit:
-            raise PermanentError(f"too large: the server offers {format_size(size)}, max_size is {format_size(limit)}")
-        # Several parts are concatenated into a new file, so for a moment they and the copy coexist.
-        needed = size - have + (size if len(current.segments) > 1 else 0)
-        free = shutil.disk_usage(self.job.path.parent).free
-        if needed > free:
-            raise LocalError(f"not enough space: needs {format_size(needed)}, {format_size(free)} free")
-
-    def _conditional_headers(self) -> dict[str, str]:
-        c = self.condition
-        if c is None:
-            return {}
-        return {"If-None-Match": c.etag} if c.etag else {"If-Modified-Since": c.last_modified or ""}
+    def _worth_a_sidecar(self, current: Plan) -> bool:
+        """A sidecar costs a new file, and creating files is most of a small file's cost. A file no larger
+        than one minimal segment is quicker fetched again than resumed, and one without ranges cannot be."""
+        return current.ranged and (current.size or 0) > self.job.settings.min_segment_size
 
     def _not_modified(self, head: net.Head) -> _Outcome:
+        """The server says the copy on disk is current. A digest the manifest names but no run recorded
+        (added to the manifest since) is checked against that copy now: a 304 vouches for sameness, not for it."""
         c = self.condition
         assert c is not None
         self.notes.append("not modified on the server (304)")
+        digests = dict(c.digests)
+        unchecked = [a for a, _ in self.job.digests if a not in digests]
+        if unchecked:
+            try:
+                digests |= hash_file(self.job.path, unchecked)
+            except OSError as exc:
+                raise LocalError(f"cannot read the copy on disk to check its digest: {exc.strerror}") from None
+            for algorithm, expected in self.job.digests:
+                if digests[algorithm] != expected:
+                    raise VerifyError(
+                        f"{algorithm} mismatch: the manifest says {expected}, the copy on disk (current on the "
+                        f"server: 304) has {digests[algorithm]}; kept as it is"
+                    )
         etag, modified = head.etag or c.etag, head.last_modified or c.last_modified
-        return _Outcome("skipped", c.size, c.digests, etag, modified, c.mtime_ns)
-
-    def _plan(self, head: net.Head) -> Plan:
-        if head.content_encoding and head.content_encoding.lower() != "identity":
-            self.notes.append(f"server sent Content-Encoding: {head.content_encoding}; stored as received")
-        if self.job.size is not None and head.total is not None and head.total != self.job.size:
-            raise VerifyError(f"size mismatch: manifest says {self.job.size} bytes, server has {head.total}")
-        ranged = head.ranged and head.total is not None
-        settings = self.job.settings
-        segments = (
-            plan.split(head.total, settings.segments, settings.min_segment_size)
-            if ranged and head.total is not None
-            else plan.single(head.total)
-        )
-        return Plan(self.job.url, head.url, head.total, head.etag, head.last_modified, ranged, segments)
+        return _Outcome("skipped", c.size, tuple(digests.items()), etag, modified, c.mtime_ns)
 
 
-def _stamp(path: os.PathLike[str], last_modified: str | None) -> None:
-    """Give the file the server's Last-Modified as its mtime, as ``wget -N`` and ``curl -R`` do."""
+# st_mtime_ns must fit a signed 64-bit integer (the state stores it): dates from 2262 on cannot be an mtime.
+_MAX_MTIME_NS = 2**63 - 1
+
+
+def _stamp(path: os.PathLike[str], last_modified: str | None) -> str | None:
+    """Give the file the server's Last-Modified as its mtime, as ``wget -N`` and ``curl -R`` do; a note if not."""
     if not last_modified:
-        return
+        return None
     try:
-        when = email.utils.parsedate_to_datetime(last_modified)
-    except (TypeError, ValueError):
-        return
-    os.utime(path, ns=(time.time_ns(), int(when.timestamp()) * 1_000_000_000))
+        when = int(email.utils.parsedate_to_datetime(last_modified).timestamp())
+    except (TypeError, ValueError, OverflowError):
+        return None
+    if not -_MAX_MTIME_NS <= when * 1_000_000_000 <= _MAX_MTIME_NS:
+        return f"server's Last-Modified ({last_modified}) cannot be a file time; mtime left at the download's"
+    os.utime(path, ns=(time.time_ns(), when * 1_000_000_000))
+    return None

@@ -1,6 +1,6 @@
-"""Where a file's bytes come from and where they go while it downloads.
+"""Where a file's bytes come from: pure segment arithmetic and the sidecar's format. No file system here.
 
-Pure segment arithmetic, the names of the partial files, and the sidecar that lets a later run trust them.
+parts.py owns the files themselves; this module only says what they mean.
 
 Beside the destination ``d/name`` a download in progress keeps:
 
@@ -20,14 +20,9 @@ Beside the destination ``d/name`` a download in progress keeps:
 
 from __future__ import annotations
 
-import glob
 import json
-import re
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
-
-from . import durable
 
 SIDECAR_VERSION = 1
 
@@ -78,23 +73,8 @@ def single(size: int | None) -> tuple[Segment, ...]:
     return (Segment(0, 0, size),) if size != 0 else ()
 
 
-def part_path(final: Path, index: int) -> Path:
-    return final.with_name(f"{final.name}.part{index}")
-
-
-def length(path: Path) -> int:
-    """Bytes in a part file so far: its segment's progress (0 before it exists)."""
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
-
-
-def sidecar_path(final: Path) -> Path:
-    return final.with_name(f"{final.name}.bulkdl")
-
-
-def save(final: Path, plan: Plan) -> None:
+def encode(plan: Plan) -> bytes:
+    """The sidecar's bytes for ``plan``."""
     doc = {
         "bulkdl_sidecar": SIDECAR_VERSION,
         "source": plan.source,
@@ -107,15 +87,14 @@ def save(final: Path, plan: Plan) -> None:
         "segments": [[s.start, s.end] for s in sorted(plan.segments, key=lambda s: s.index)],
         "mirrors": list(plan.mirrors),
     }
-    durable.write_bytes(sidecar_path(final), json.dumps(doc).encode(), sync=False)
+    return json.dumps(doc).encode()
 
 
-def load(final: Path) -> Plan | None:
-    """The sidecar's plan, or None when there is none or it cannot be trusted."""
+def decode(data: bytes) -> Plan | None:
+    """The plan a sidecar holds, or None when it cannot be trusted to be exactly one bulkdl wrote."""
     try:
-        doc = json.loads(sidecar_path(final).read_bytes())
-        return _from_doc(doc)
-    except (OSError, ValueError, TypeError, KeyError):
+        return _from_doc(json.loads(data))
+    except (ValueError, TypeError, KeyError):
         return None
 
 
@@ -167,13 +146,19 @@ def _opt_str(value: Any) -> str | None:
     return None if value is None else _str(value)
 
 
-def remove(final: Path, plan: Plan | None) -> None:
-    """Delete the sidecar and the part files: the plan's, or every ``name.part<K>`` when it is unknown."""
-    if plan is not None:
-        parts = [part_path(final, s.index) for s in plan.segments]
-    else:
-        pattern = re.compile(re.escape(final.name) + r"\.part\d+")
-        parts = [p for p in final.parent.glob(f"{glob.escape(final.name)}.part*") if pattern.fullmatch(p.name)]
-    for part in parts:
-        part.unlink(missing_ok=True)
-    sidecar_path(final).unlink(missing_ok=True)
+def doubt(saved: Plan, source: str, size: int | None, lengths: dict[int, int]) -> str | None:
+    """Why the partial download ``saved`` (its parts ``lengths`` long) may not be continued, or None.
+
+    Parts are continued only for the manifest URL they came from, only against validators that let the
+    server say whether the file is still the same, and never past their segment.
+    """
+    if saved.source != source:
+        return "the URL in the manifest changed"
+    if not (saved.etag or saved.last_modified):
+        return "the server gave no ETag or Last-Modified to resume against"
+    if size is not None and saved.size not in (None, size):
+        return "its size differs from the manifest's"
+    for segment in saved.segments:
+        if segment.length is not None and lengths.get(segment.index, 0) > segment.length:
+            return f"part {segment.index} is longer than its segment"
+    return None

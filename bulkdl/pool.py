@@ -32,7 +32,7 @@ from .decide import Condition
 from .fetch import FileResult, fetch_file
 from .manifest import Job
 from .meter import Send
-from .transfer import StopFlag
+from .retry import StopFlag
 
 GRACE_SECONDS = 1.5
 MAX_WORKER_DEATHS = 2  # a file whose worker died this often fails; the others are tried again

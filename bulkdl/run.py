@@ -11,7 +11,7 @@ import os
 import time
 from collections.abc import Sequence
 
-from . import plan
+from . import parts
 from .decide import SKIP, Decision, decide
 from .fetch import FileResult
 from .manifest import Job, Manifest
@@ -22,7 +22,7 @@ from .state import Row, State
 
 def decide_all(loaded: Manifest, rows: dict[str, Row], force: bool) -> list[Decision]:
     return [
-        decide(job, rows.get(job.name), _stat(job), plan.sidecar_path(job.path).exists(), force) for job in loaded.jobs
+        decide(job, rows.get(job.name), _stat(job), parts.sidecar_path(job.path).exists(), force) for job in loaded.jobs
     ]
 
 

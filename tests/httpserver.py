@@ -67,6 +67,8 @@ class Resource:
     headers: dict[str, str] = field(default_factory=dict)  # more response headers
     redirect_to: str | None = None  # answer 302 with this Location
     garble_content_range: bool = False  # send 206 with a Content-Range nobody can parse
+    unknown_total: bool = False  # Content-Range "bytes a-b/*": the complete length unstated (RFC 9110 §14.4)
+    fail_at: dict[int, tuple[int, str | None]] = field(default_factory=dict)  # range start → (status, Retry-After)
     slow_at: int | None = None  # an answer starting at this offset trickles at slow_rate (one slow segment)
     slow_rate: int = 256 * 1024
 
@@ -156,10 +158,14 @@ class _Handler(BaseHTTPRequestHandler):
         if span == "unsatisfiable":
             return self._empty(path, 416, {"Content-Range": f"bytes */{size}"})
         start, end = (0, size) if span is None else _lie_about(resource, span, size)
+        if span and start in resource.fail_at:
+            failure, retry_after = resource.fail_at[start]
+            return self._empty(path, failure, {"Retry-After": retry_after} if retry_after else {})
         status = 206 if span else 200
         if span:
+            total = "*" if resource.unknown_total else str(size)
             headers["Content-Range"] = (
-                "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{size}"
+                "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{total}"
             )
         if span and resource.hollow_after is not None and start > resource.hollow_after:
             end = start  # Content-Length: 0 under a Content-Range that promises the whole span

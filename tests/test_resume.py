@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from bulkdl import durable, plan
+from bulkdl import durable, parts, plan
 
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content
@@ -25,6 +25,18 @@ from .httpserver import FaultServer, content
 MiB = 1024**2
 BIG = 200 * MiB
 _BIG_DATA: dict[str, bytes] = {}
+
+
+def saved(final: Path) -> plan.Plan | None:
+    """The plan in the sidecar beside ``final``, as a later run would read it."""
+    try:
+        return plan.decode(parts.sidecar_path(final).read_bytes())
+    except FileNotFoundError:
+        return None
+
+
+def save(final: Path, what: plan.Plan) -> None:
+    parts.sidecar_path(final).write_bytes(plan.encode(what))
 
 
 def big(name: str) -> bytes:
@@ -127,7 +139,7 @@ def test_kill_9_then_resume_transfers_only_the_rest(server: Server, tmp_path: Pa
     first.wait()
     have = first.parts()
     assert have < BIG and not final.exists(), "killed mid-way"
-    assert plan.sidecar_path(final).exists()
+    assert parts.sidecar_path(final).exists()
 
     mark = watermark(server)
     second = background(manifest, tmp_path, final, BIG)
@@ -152,7 +164,7 @@ def test_sigterm_stops_keeps_parts_and_exits_130(server: Server, tmp_path: Path,
     report = json.loads((tmp_path / "report.json").read_text())
     assert report["files"][0]["status"] == "interrupted" and report["summary"]["interrupted"] == 1
     assert "interrupted" in run.output()
-    assert run.parts() > 0 and plan.sidecar_path(final).exists() and not final.exists()
+    assert run.parts() > 0 and parts.sidecar_path(final).exists() and not final.exists()
     stopped = report["files"][0]
     assert stopped["error"] is None and stopped["transferred"] > 0, "the worker's own result, not a kill's"
     assert not durable.temp_path(final).exists(), "a worker that stops by itself removes its temp file"
@@ -217,8 +229,8 @@ def test_stop_does_not_wait_for_a_stalled_server(builtin: FaultServer, tmp_path:
 @pytest.mark.parametrize(
     ("damage", "note"),
     [
-        (lambda final: plan.sidecar_path(final).write_text("{not json"), "its sidecar could not be read"),
-        (lambda final: plan.part_path(final, 0).write_bytes(b"x" * (3 * MiB)), "part 0 is longer than its segment"),
+        (lambda final: parts.sidecar_path(final).write_text("{not json"), "its sidecar could not be read"),
+        (lambda final: parts.part_path(final, 0).write_bytes(b"x" * (3 * MiB)), "part 0 is longer than its segment"),
     ],
     ids=["corrupt-sidecar", "part-too-long"],
 )
@@ -229,8 +241,8 @@ def test_untrustworthy_leftovers_start_over(builtin: FaultServer, tmp_path: Path
     final = tmp_path / "mirror/left.bin"
     final.parent.mkdir()
     halves = plan.split(len(data), 2, MiB)
-    plan.save(final, plan.Plan(url, url, len(data), '"old"', None, True, halves))
-    plan.part_path(final, 1).write_bytes(b"y" * 1000)
+    save(final, plan.Plan(url, url, len(data), '"old"', None, True, halves))
+    parts.part_path(final, 1).write_bytes(b"y" * 1000)
     damage(final)
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0, result.stdout
@@ -248,15 +260,15 @@ def test_a_small_file_keeps_no_sidecar_and_never_continues_a_stray_part(
     final = tmp_path / "mirror/small.bin"
     run = background(manifest, tmp_path, final, len(data))
     run.wait_until(lambda: run.parts() > 0)
-    assert not plan.sidecar_path(final).exists()
+    assert not parts.sidecar_path(final).exists()
     run.signal_group(signal.SIGKILL)
     run.wait()
-    plan.part_path(final, 0).write_bytes(b"stale" * 1000)  # what it holds can no longer be vouched for
+    parts.part_path(final, 0).write_bytes(b"stale" * 1000)  # what it holds can no longer be vouched for
     builtin.change("small.bin", rate=None)
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0, result.stdout
     assert final.read_bytes() == data
-    assert not plan.part_path(final, 0).exists()
+    assert not parts.part_path(final, 0).exists()
 
 
 def test_a_kill_after_a_steal_resumes_the_split_table(builtin: FaultServer, tmp_path: Path, background: Any) -> None:
@@ -265,10 +277,10 @@ def test_a_kill_after_a_steal_resumes_the_split_table(builtin: FaultServer, tmp_
     manifest = write_manifest(tmp_path, [url], defaults={"segments": 4, "min_segment_size": "1MiB"})
     final = tmp_path / "mirror/split.bin"
     run = background(manifest, tmp_path, final, len(data))
-    run.wait_until(lambda: len((plan.load(final) or plan.Plan("", "", 0, None, None, True, ())).segments) > 4)
+    run.wait_until(lambda: len((saved(final) or plan.Plan("", "", 0, None, None, True, ())).segments) > 4)
     run.signal_group(signal.SIGKILL)
     run.wait()
-    table = plan.load(final)
+    table = saved(final)
     assert table is not None and [s.index for s in table.segments] != sorted(s.index for s in table.segments)
     builtin.change("split.bin", slow_at=None)
     result = run_cli("run", manifest, cwd=tmp_path)
@@ -282,11 +294,11 @@ def test_resume_after_url_change_starts_over(builtin: FaultServer, tmp_path: Pat
     url = builtin.add("moved.bin", data)
     final = tmp_path / "mirror/moved.bin"
     final.parent.mkdir()
-    plan.save(
+    save(
         final,
         plan.Plan("http://127.0.0.1:9/elsewhere.bin", url, len(data), '"e"', None, True, plan.split(len(data), 1, MiB)),
     )
-    plan.part_path(final, 0).write_bytes(b"z" * 100)
+    parts.part_path(final, 0).write_bytes(b"z" * 100)
     result = run_cli("run", write_manifest(tmp_path, [{"url": url, "path": "moved.bin"}]), cwd=tmp_path)
     assert result.code == 0 and final.read_bytes() == data
     assert "the URL in the manifest changed" in result.file("moved.bin")["notes"][0]

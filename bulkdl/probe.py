@@ -1,0 +1,77 @@
+"""The first request for a file, and the plan its answer allows.
+
+The probe is a ranged GET (``bytes=0-N``, N the end of the first segment when the manifest gives the size,
+else of one minimal segment): a 206 proves range support and tells the size, and its connection goes on to
+read the rest of the first segment. With a Condition from an earlier run it is also a conditional GET, and
+a 304 ends the file there. When the primary fails, the mirrors are asked in turn.
+"""
+
+from __future__ import annotations
+
+from . import net, plan
+from .credentials import redact_url
+from .decide import Condition
+from .errors import PermanentError, TransientError, VerifyError
+from .manifest import Job
+from .plan import Plan
+from .transfer import Handoff, Transfer
+
+
+def first(
+    job: Job, transfer: Transfer, condition: Condition | None, notes: list[str]
+) -> tuple[Handoff, tuple[str, ...]]:
+    """The probe's answer, from the first source that gives one; the sources after it may serve segments."""
+    sources = (job.url, *job.mirrors)
+    for i, source in enumerate(sources):
+        try:
+            head, body = transfer.probe(source, conditional_headers(condition) if i == 0 else {}, _last(job))
+        except (TransientError, PermanentError) as exc:
+            if i == len(sources) - 1:
+                raise
+            notes.append(f"{redact_url(source)} failed ({exc}); trying the next mirror")
+            continue
+        return Handoff(head, body), sources[i + 1 :]
+    raise AssertionError("unreachable: the last source raises")
+
+
+def _last(job: Job) -> int:
+    """The last byte the probe asks for: the first segment's when the manifest gives the size, else that of
+    one minimal segment. An open-ended probe would make the server push the whole file into a connection
+    that is dropped once the first segment is read: megabytes sent for nothing.
+    """
+    settings = job.settings
+    if job.size:
+        end = plan.split(job.size, settings.segments, settings.min_segment_size)[0].end
+        assert end is not None  # a known size splits into closed ranges
+        return end - 1
+    return settings.min_segment_size - 1
+
+
+def conditional_headers(condition: Condition | None) -> dict[str, str]:
+    if condition is None:
+        return {}
+    if condition.etag:
+        return {"If-None-Match": condition.etag}
+    return {"If-Modified-Since": condition.last_modified or ""}
+
+
+def plan_for(job: Job, head: net.Head, notes: list[str]) -> tuple[Plan, bool]:
+    """The plan the probe's answer allows, and whether its body can serve the plan's first segment."""
+    if head.content_encoding and head.content_encoding.lower() != "identity":
+        notes.append(f"server sent Content-Encoding: {head.content_encoding}; stored as received")
+    if job.size is not None and head.total is not None and head.total != job.size:
+        raise VerifyError(f"size mismatch: manifest says {job.size} bytes, server has {head.total}")
+    settings = job.settings
+    if head.ranged and head.total is None:
+        # "bytes 0-N/*": a range of a file whose length the server does not state (RFC 9110 §14.4). The
+        # probe's answer ends at N, which says nothing of the file's end: ask again for all of it, as one
+        # stream that ends where the file does.
+        notes.append("server did not state the file's length (Content-Range: .../*); fetched as one stream")
+        return Plan(job.url, head.url, None, head.etag, head.last_modified, False, plan.single(None)), False
+    ranged = head.ranged and head.total is not None
+    segments = (
+        plan.split(head.total, settings.segments, settings.min_segment_size)
+        if ranged and head.total is not None
+        else plan.single(head.total)
+    )
+    return Plan(job.url, head.url, head.total, head.etag, head.last_modified, ranged, segments), True
