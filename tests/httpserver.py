@@ -162,11 +162,7 @@ class _Handler(BaseHTTPRequestHandler):
             failure, retry_after = resource.fail_at[start]
             return self._empty(path, failure, {"Retry-After": retry_after} if retry_after else {})
         status = 206 if span else 200
-        if span:
-            total = "*" if resource.unknown_total else str(size)
-            headers["Content-Range"] = (
-                "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{total}"
-            )
+        headers |= _content_range(resource, start, end, size) if span else {}
         if span and resource.hollow_after is not None and start > resource.hollow_after:
             end = start  # Content-Length: 0 under a Content-Range that promises the whole span
         body = b"" if head_only else resource.data[start:end]
@@ -387,3 +383,8 @@ def _lie_about(resource: Resource, span: tuple[int, int], size: int) -> tuple[in
     if start > 0 and resource.shift_range:
         return min(size, start + resource.shift_range), min(size, end + resource.shift_range)
     return start, end
+
+
+def _content_range(resource: Resource, start: int, end: int, size: int) -> dict[str, str]:
+    total = "*" if resource.unknown_total else str(size)
+    return {"Content-Range": "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{total}"}
