@@ -62,16 +62,17 @@ class Parts:
 
         Whatever cannot be continued is removed here, before anything new is written.
         """
+        reason = "its sidecar could not be read"
         try:
             data = sidecar_path(self.final).read_bytes()
         except FileNotFoundError:
             return None, None
         except OSError as exc:
-            data, reason = b"", f"its sidecar could not be read ({exc.strerror})"
+            data, reason = b"", f"{reason} ({exc.strerror})"
         saved = plan.decode(data)
         if saved is None:
             self._remove(None)
-            return None, "its sidecar could not be read" if data else reason
+            return None, reason
         lengths = {s.index: _length(part_path(self.final, s.index)) for s in saved.segments}
         problem = plan.doubt(saved, source, size, lengths)
         if problem is not None:
@@ -174,10 +175,10 @@ class Parts:
             self._temp = None
             left = [s.index for s in segments]
         self._close()
-        if self._recorded:  # a file without a sidecar had one part, now in place: nothing is left to remove
+        if self._recorded:  # without a sidecar there is none to remove: a small file costs no needless unlink
             sidecar_path(self.final).unlink(missing_ok=True)
-            for index in left:
-                part_path(self.final, index).unlink(missing_ok=True)
+        for index in left:
+            part_path(self.final, index).unlink(missing_ok=True)
         self._plan, self._recorded, self._segments = None, False, {}
 
     def discard(self) -> None:

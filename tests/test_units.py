@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import itertools
-import json
 import os
 import sqlite3
 from pathlib import Path
@@ -14,7 +13,6 @@ import pytest
 from bulkdl import plan
 from bulkdl.assemble import _copy_range
 from bulkdl.paths import check_relpath, name_from_url
-from bulkdl.plan import Plan, Segment
 from bulkdl.sizes import format_size, parse_size
 from bulkdl.state import Row, State, read_rows
 
@@ -91,83 +89,6 @@ def test_split_tiles_the_file(size: int, segments: int) -> None:
     assert all(a.end == b.start for a, b in itertools.pairwise(got))
     lengths = [s.length or 0 for s in got]
     assert max(lengths) - min(lengths) <= 1
-
-
-def _plan(**changes: object) -> Plan:
-    base = Plan(
-        "http://h/f",
-        "http://h/f",
-        10,
-        '"e"',
-        "Tue, 14 Nov 2023 22:13:20 GMT",
-        True,
-        (Segment(0, 0, 4), Segment(1, 4, 10)),
-    )
-    return Plan(**{**{f: getattr(base, f) for f in Plan.__dataclass_fields__}, **changes})  # type: ignore[arg-type]
-
-
-def test_sidecar_round_trip(tmp_path: Path) -> None:
-    final = tmp_path / "f.bin"
-    for original in (_plan(), _plan(size=None, ranged=False, segments=(Segment(0, 0, None),), etag=None)):
-        plan.save(final, original)
-        assert plan.load(final) == original
-
-
-def _doc(**changes: object) -> str:
-    doc = {
-        "bulkdl_sidecar": 1,
-        "source": "u",
-        "url": "u",
-        "size": 10,
-        "etag": None,
-        "last_modified": None,
-        "ranged": True,
-    }
-    return json.dumps({**doc, "segments": [[0, 4], [4, 10]], "mirrors": [], **changes})
-
-
-@pytest.mark.parametrize(
-    "text",
-    [
-        "",
-        "not json",
-        "[]",
-        _doc(bulkdl_sidecar=2),
-        _doc(segments=[[0, 4], [5, 10]]),  # a gap
-        _doc(segments=[[0, 4]]),  # does not reach the end
-        _doc(size=-1, segments=[]),
-        _doc(url=5),
-        _doc(etag=["x"]),
-        json.dumps(
-            {
-                "bulkdl_sidecar": 1,
-                "source": "u",
-                "url": "u",
-                "size": 4,
-                "ranged": True,
-                "segments": [[0, 4]],
-                "mirrors": [],
-            }
-        ),
-        _doc(source=None),
-        _doc(mirrors=[1]),
-    ],
-)
-def test_sidecar_that_cannot_be_trusted_is_ignored(tmp_path: Path, text: str) -> None:
-    final = tmp_path / "f.bin"
-    plan.sidecar_path(final).write_text(text)
-    assert plan.load(final) is None
-
-
-def test_remove_without_plan_deletes_only_our_parts(tmp_path: Path) -> None:
-    final = tmp_path / "f.bin"
-    ours = [plan.part_path(final, i) for i in (0, 1, 12)] + [plan.sidecar_path(final)]
-    theirs = [tmp_path / "f.bin.partial", tmp_path / "f.bin.part1.keep", tmp_path / "g.bin.part0", final]
-    for p in ours + theirs:
-        p.write_bytes(b"x")
-    plan.remove(final, None)
-    assert [p for p in ours if p.exists()] == []
-    assert all(p.exists() for p in theirs)
 
 
 @pytest.mark.parametrize(
