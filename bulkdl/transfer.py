@@ -17,7 +17,7 @@ from . import accept, net
 from .assemble import Assembly
 from .board import Board
 from .credentials import CREDENTIAL_HEADERS, redact_url
-from .errors import FetchError, PermanentError, RangeNotHonoured, TransientError
+from .errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
 from .manifest import Settings
 from .meter import Meter
 from .parts import Parts
@@ -61,6 +61,7 @@ class Transfer:
         self.parts = parts
         self.retried: list[str] = []  # why attempts were retried, for the summary (appends are thread-safe)
         self.dropped: dict[str, str] = {}  # sources given up on for this file, and why
+        self._mirrors: dict[str, Plan] = {}  # each mirror's plan as its first answer described it
         self._lock = threading.Lock()
 
     def probe(self, source: str, extra: dict[str, str], last: int) -> tuple[net.Head, net.Body]:
@@ -78,9 +79,9 @@ class Transfer:
         if not current.segments:
             return current
         halt = Halt(self.stop)
-        board = Board(
-            current.segments, self.settings.min_segment_size, self.parts.split if self.parts.recorded else None
-        )
+        self._mirrors.clear()  # a new plan (a restart, a fallback) learns each mirror's version again
+        split = self.parts.split if self.parts.recorded else None  # a split is recorded before it is used
+        board = Board(current.segments, self.settings.min_segment_size, split)
         first, *rest = current.segments
         errors: list[BaseException] = []
         if assembly is not None:
@@ -180,16 +181,24 @@ class Transfer:
     def _open(
         self, current: Plan | None, first: int, last: int | None, extra: dict[str, str], url: str
     ) -> tuple[net.Head, net.Body]:
-        # Validators belong to one server: only the primary gets If-Range; a mirror must agree on the size.
-        primary = current is not None and url == current.url
-        if_range = net.validator(current.etag, current.last_modified) if current is not None and primary else None
+        # Validators belong to one server: the primary is asked If-Range with the plan's, each mirror with
+        # its own from its first answer, so that no source can switch versions under its earlier bytes.
+        seen = None if current is None else current if url == current.url else self._mirrors.get(url)
+        if_range = None if seen is None else net.validator(seen.etag, seen.last_modified)
         headers = {**self._headers_for(url), **extra}
         head, body = net.request(
             url, headers, first=first, last=last, if_range=if_range, timeout=self.settings.timeout, tls=self.tls
         )
         try:
-            if current is not None and not primary:
+            if current is not None and url != current.url:
                 accept.check_mirror(current, first, head)
+                # Two answers of one mirror disagree: whichever came first, some of its bytes may be in the
+                # parts already. The file starts over without that mirror.
+                known = replace(current, etag=head.etag, last_modified=head.last_modified)
+                if change := accept.changed(self._mirrors.setdefault(url, known), head):
+                    with self._lock:
+                        self.dropped[url] = f"it changed during the download ({change})"
+                    raise RemoteChanged(f"mirror {redact_url(url)} changed: {change}")
             else:
                 accept.check(current, first, head)
         except BaseException:
