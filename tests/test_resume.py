@@ -331,3 +331,34 @@ def test_files_finished_before_a_kill_are_remembered(builtin: FaultServer, tmp_p
     assert [result.file(name)["status"] for name in small] == ["skipped"] * len(small)
     rechecked = [r for r in builtin.requests() if r.conn > mark and r.path[1:] in small]
     assert len(rechecked) == len(small) and {r.status for r in rechecked} == {304}
+
+
+def test_kill_9_at_any_moment_leaves_the_old_file_or_the_new_never_a_mix(
+    server: Server, tmp_path: Path, background: Any
+) -> None:
+    # An installed v1, v2 upstream; the run is killed early, midway, and once every byte has arrived (the
+    # assembly's tail, its fsync, the rename). After each kill the final path holds all of v1 or all of v2.
+    size = 64 * MiB
+    old, new = content("generation-1", size), content("generation-2", size)
+    url = server.add("gen.bin", old)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 8, "min_segment_size": "4MiB"})
+    final = tmp_path / "mirror/gen.bin"
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0 and final.read_bytes() == old
+    server.update("gen.bin", new)
+    server.add("gen.bin", new, slow=True)  # the same URL, now served at 16 MiB/s per connection
+    for share in (0.2, 0.6, 1.0):
+        run = background(manifest, tmp_path, final, size)
+        run.wait_until(lambda run=run, share=share: run.parts() >= size * share or _starts_with(final, new[:16]))
+        run.signal_group(signal.SIGKILL)
+        run.wait()
+        assert run.bad_samples == [], "the final path was never a partial file"
+        assert final.read_bytes() in (old, new), f"killed at {share:.0%}: a mix"
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == new
+    assert sorted(p.name for p in final.parent.iterdir()) == [".bulkdl", "gen.bin"], "nothing left beside it"
+
+
+def _starts_with(path: Path, prefix: bytes) -> bool:
+    with open(path, "rb") as f:
+        return f.read(len(prefix)) == prefix
