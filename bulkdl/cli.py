@@ -135,11 +135,7 @@ def _run(args: argparse.Namespace) -> int:
             rows = state.rows()
             decisions = decide_all(loaded, rows, args.force)
             results = download(loaded, decisions, rows, state, show_progress)
-        if state.problem is not None:
-            print(
-                f"bulkdl: could not record this run in the state ({state.problem}); the next run re-checks its files",
-                file=sys.stderr,
-            )
+        _say_what_was_not_recorded(state)
     finally:
         signal.signal(signal.SIGTERM, previous)
     return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")
@@ -156,6 +152,20 @@ def _destination(dest: Path) -> Iterator[State]:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BulkdlError(f"cannot use the destination {dest}: {reason}") from None
         yield state
+
+
+def _say_what_was_not_recorded(state: State) -> None:
+    if state.problem is not None:
+        print(
+            f"bulkdl: could not record this run in the state ({state.problem}); the next run re-checks its files",
+            file=sys.stderr,
+        )
+    if state.unrecorded:
+        first, *others = state.unrecorded
+        more, them = (f" and {len(others)} more files", "them") if others else ("", "it")
+        print(
+            f"bulkdl: could not record {first}{more} in the state; the next run downloads {them} again", file=sys.stderr
+        )
 
 
 def _verify(args: argparse.Namespace) -> int:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +32,7 @@ CREATE TABLE IF NOT EXISTS files (
 )
 """
 _COMMIT_SECONDS = 0.5
+_INT64 = range(-(2**63), 2**63)  # what an SQLite INTEGER holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -94,15 +96,24 @@ class State:
         self._dest = dest
         self._renamed_in: set[Path] = set()  # directories of rows not yet committed
         self.problem: str | None = None  # why the state stopped being recorded, if it did
+        self.unrecorded: list[str] = []  # "path (why)" for each row that could not be stored; the others were
 
     def rows(self) -> dict[str, Row]:
         return {r[0]: _row(r) for r in self._db.execute(_SELECT)}
 
     def put(self, row: Row) -> None:
-        self._renamed_in.add(self._dest.joinpath(*row.path.split("/")).parent)
         values = tuple(
             json.dumps(dict(row.digests)) if f == "digests" else getattr(row, f) for f in Row.__dataclass_fields__
         )
+        problem = _unstorable(zip(Row.__dataclass_fields__, values, strict=True))
+        if problem is not None:
+            # One file's odd value (a server dating its file after 2262 gives an mtime in ns past 2**63) costs
+            # that file its row, never the run or the other rows. Its old row goes too: it describes a file
+            # that is no longer there, so the next run downloads this one again.
+            self.unrecorded.append(f"{row.path} ({problem})")
+            self._write("DELETE FROM files WHERE path = ?", (row.path,))
+            return
+        self._renamed_in.add(self._dest.joinpath(*row.path.split("/")).parent)
         self._write(f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(values))})", values)
 
     def checked(self, path: str) -> None:
@@ -133,7 +144,7 @@ class State:
                 self._db.commit()
             else:
                 self._db.execute(sql, values)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError, ValueError) as exc:  # the last two: a value _unstorable missed
             self.problem = str(exc)
 
     def close(self) -> None:
@@ -145,3 +156,16 @@ class State:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _unstorable(fields: Iterable[tuple[str, Any]]) -> str | None:
+    """Why SQLite would refuse one of these values, if it would (it raises OverflowError or ValueError)."""
+    for name, value in fields:
+        if isinstance(value, int) and value not in _INT64:
+            return f"{name} {value} does not fit in a 64-bit integer"
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                return f"{name} is not valid text: {exc.reason}"
+    return None
