@@ -125,13 +125,17 @@ class State:
             self._last_commit = time.monotonic()
 
     def commit(self) -> None:
-        """Make the renames of the rows so far durable, then the rows themselves."""
-        directories, self._renamed_in = self._renamed_in, set()
-        for directory in directories:
+        """Make the renames of the rows so far durable, then the rows themselves.
+
+        A directory leaves the set only once synced: an interrupt (Ctrl-C lands anywhere) in the middle of
+        this loop leaves the rest for the next commit, which must not record rows whose renames it skipped.
+        """
+        for directory in list(self._renamed_in):
             try:
                 durable.fsync_dir(directory)
             except OSError as exc:  # a failing disk, or a directory removed under us: record nothing more
                 self.problem = self.problem or f"could not sync {directory}: {exc.strerror or exc}"
+            self._renamed_in.discard(directory)
         self._write(None, ())
 
     def _write(self, sql: str | None, values: tuple[Any, ...]) -> None:

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
+
+from bulkdl import durable
 from bulkdl.state import Row, State, read_rows
 
 from .conftest import run_cli, write_manifest
@@ -40,3 +43,27 @@ def test_a_last_modified_after_2262_never_ends_the_run(builtin: FaultServer, tmp
         assert "total" in result.stdout, "the summary is printed"
     assert (tmp_path / "mirror/future.bin").read_bytes() == data
     assert "now.bin" in read_rows(tmp_path / "mirror"), "the other file's row is recorded"
+
+
+def test_an_interrupted_commit_leaves_the_unsynced_directories_for_the_next(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name in ("a", "b", "c"):
+        (tmp_path / name).mkdir()
+    synced: list[Path] = []
+
+    def interrupted(directory: Path) -> None:  # Ctrl-C arrives while the first directory is being synced
+        monkeypatch.setattr(durable, "fsync_dir", synced.append)
+        raise KeyboardInterrupt
+
+    with State(tmp_path) as state:
+        for name in ("a", "b", "c"):
+            state.put(_row(f"{name}/f.bin"))
+        monkeypatch.setattr(durable, "fsync_dir", interrupted)
+        with pytest.raises(KeyboardInterrupt):
+            state.commit()
+        state.commit()
+        assert sorted(synced) == [tmp_path / "a", tmp_path / "b", tmp_path / "c"], "a rename was never synced"
+        synced.clear()
+        state.commit()
+        assert synced == [], "what was synced is not synced again"
