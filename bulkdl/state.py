@@ -63,9 +63,13 @@ def read_rows(dest: Path) -> dict[str, Row]:
     path = dest / ".bulkdl" / "state.db"
     if not path.exists():
         return {}
-    # immutable: even a read-only open of a WAL database creates -wal and -shm files. A finished run
-    # checkpoints its WAL into the main file when it closes, so that file alone holds every row.
-    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+    # A finished run checkpoints its WAL into the main file and removes it, so that file alone holds every
+    # row; immutable reads it and creates nothing (even a read-only open of a WAL database creates -wal and
+    # -shm files). A -wal left beside it means a run is going on or was killed before its checkpoint: its
+    # rows are in there, and only a reader that takes part in the WAL sees them (or sees the table at all).
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
+    db = sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
     try:
         return {r[0]: _row(r) for r in db.execute(_SELECT)}
     finally:

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -181,3 +184,39 @@ def test_verify_reports_a_file_it_cannot_read(builtin: FaultServer, tmp_path: Pa
     assert result.code == 1
     row = next(line for line in result.stdout.splitlines() if "odd.bin" in line)
     assert "corrupt" in row and "cannot read: Is a directory" in row
+
+
+def test_verify_and_dry_run_read_the_rows_a_killed_run_left_in_the_wal(builtin: FaultServer, tmp_path: Path) -> None:
+    quick = content("quick", 3000)
+    urls = [builtin.add("quick.bin", quick), builtin.add("hang.bin", content("hang", 4 * MiB), stall_after=MiB)]
+    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"timeout": 60})
+    db = tmp_path / "mirror/.bulkdl/state.db"
+
+    def recorded() -> bool:  # read as verify now does, without taking part in the run's writes
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as reader,
+        ):
+            return reader.execute("SELECT count(*) FROM files").fetchone()[0] == 1
+        return False
+
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest)]
+    with subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(), start_new_session=True
+    ) as first:
+        try:
+            deadline = time.monotonic() + 30
+            while not (db.with_name("state.db-wal").exists() and recorded()):
+                assert time.monotonic() < deadline and first.poll() is None
+                time.sleep(0.05)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert db.with_name("state.db-wal").stat().st_size > 0, "the row is in the WAL, not yet in state.db"
+
+    verified = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert "Traceback" not in verified.stderr, verified.stderr
+    statuses = {f["path"]: f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
+    assert statuses == {"quick.bin": "verified", "hang.bin": "missing"}, "verified against the state's digest"
+    planned = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
+    quick_row = next(line for line in planned.stdout.splitlines() if "quick.bin" in line)
+    assert quick_row.split()[1:3] == ["check", "conditional"], planned.stdout

@@ -67,3 +67,22 @@ def test_an_interrupted_commit_leaves_the_unsynced_directories_for_the_next(
         synced.clear()
         state.commit()
         assert synced == [], "what was synced is not synced again"
+
+
+def test_read_rows_sees_rows_still_in_the_wal(tmp_path: Path) -> None:
+    state = State(tmp_path)  # open, as a run that is killed before it checkpoints
+    try:
+        state.put(_row("in-wal.bin"))
+        state.commit()
+        assert (tmp_path / ".bulkdl/state.db-wal").stat().st_size > 0
+        assert set(read_rows(tmp_path)) == {"in-wal.bin"}
+    finally:
+        state.close()
+
+
+def test_read_rows_of_a_checkpointed_state_creates_nothing(tmp_path: Path) -> None:
+    with State(tmp_path) as state:
+        state.put(_row("a.bin"))
+    before = sorted(p.name for p in (tmp_path / ".bulkdl").iterdir())
+    assert set(read_rows(tmp_path)) == {"a.bin"}
+    assert sorted(p.name for p in (tmp_path / ".bulkdl").iterdir()) == before == ["state.db"]
