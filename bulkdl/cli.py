@@ -25,7 +25,7 @@ from .lock import DestinationLock, Locked
 from .manifest import Manifest, Overrides
 from .report import Totals, plan_table, print_summary, summary_table, write_json
 from .run import decide_all, download
-from .state import State, read_rows
+from .state import Row, State, UnreadableState, read_rows
 from .verify import verify
 
 EXIT_OK = 0
@@ -123,7 +123,7 @@ def _run(args: argparse.Namespace) -> int:
     overrides = Overrides(dest=args.dest, workers=args.workers, segments=args.segments, ca_bundle=args.ca_bundle)
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:
-        decisions = decide_all(loaded, read_rows(loaded.dest), args.force)
+        decisions = decide_all(loaded, _recorded(loaded.dest), args.force)
         lines = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))
         print_summary(plan_table(lines, f"bulkdl --dry-run: {len(loaded.jobs)} files → {loaded.dest}"))
         return EXIT_OK
@@ -151,7 +151,18 @@ def _destination(dest: Path) -> Iterator[State]:
         except (OSError, sqlite3.Error) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BulkdlError(f"cannot use the destination {dest}: {reason}") from None
+        if state.set_aside is not None:
+            print(f"bulkdl: {state.set_aside}", file=sys.stderr)
         yield state
+
+
+def _recorded(dest: Path) -> dict[str, Row]:
+    """The state's rows for a read-only command; one that cannot be read is said once and read as empty."""
+    try:
+        return read_rows(dest)
+    except UnreadableState as exc:
+        print(f"bulkdl: {exc}", file=sys.stderr)
+        return {}
 
 
 def _say_what_was_not_recorded(state: State) -> None:
@@ -171,7 +182,7 @@ def _say_what_was_not_recorded(state: State) -> None:
 def _verify(args: argparse.Namespace) -> int:
     loaded = manifest.load(args.manifest, Overrides(dest=args.dest, workers=args.workers))
     started = time.monotonic()
-    results = verify(loaded.jobs, read_rows(loaded.dest), loaded.workers)
+    results = verify(loaded.jobs, _recorded(loaded.dest), loaded.workers)
     return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl verify")
 
 

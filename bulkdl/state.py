@@ -7,7 +7,10 @@ the file on disk still has that size and mtime.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
 import sqlite3
 import time
 from collections.abc import Iterable
@@ -16,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from . import durable
+from .errors import BulkdlError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -58,6 +62,10 @@ def _row(r: tuple[Any, ...]) -> Row:
 _SELECT = f"SELECT {', '.join(Row.__dataclass_fields__)} FROM files"
 
 
+class UnreadableState(BulkdlError):
+    """The state cannot be read (corrupt, most likely); a read-only command goes on without it."""
+
+
 def read_rows(dest: Path) -> dict[str, Row]:
     """The rows, read-only: for --dry-run and verify, which must not create or change anything."""
     path = dest / ".bulkdl" / "state.db"
@@ -69,11 +77,11 @@ def read_rows(dest: Path) -> dict[str, Row]:
     # rows are in there, and only a reader that takes part in the WAL sees them (or sees the table at all).
     wal = path.with_name(path.name + "-wal")
     mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
-    db = sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)
     try:
-        return {r[0]: _row(r) for r in db.execute(_SELECT)}
-    finally:
-        db.close()
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)) as db:
+            return {r[0]: _row(r) for r in db.execute(_SELECT)}
+    except sqlite3.Error as exc:  # corrupt, or not ours: a reader may not move it aside, only say so
+        raise UnreadableState(f"cannot read the state {path} ({exc}); treating it as empty") from None
 
 
 class State:
@@ -91,11 +99,20 @@ class State:
     def __init__(self, dest: Path) -> None:
         path = dest / ".bulkdl" / "state.db"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps the database consistent; a lost tail costs a re-check
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self.set_aside: str | None = None  # what became of a corrupt state, to tell the user once
+        try:
+            self._db = _open(path)
+        except sqlite3.DatabaseError as exc:
+            # Only corruption (SQLITE_CORRUPT, SQLITE_NOTADB) is a bare DatabaseError; a locked, unreadable or
+            # full database is an OperationalError and stays the caller's error.
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            # The state is a record, not the mirror: losing it costs one run the checks a first run makes
+            # (files on disk are downloaded again and replaced only once verified), so keep it for a post
+            # mortem and start afresh rather than refuse every run from now on.
+            aside = _move_aside(path)
+            self.set_aside = f"the state {path} is corrupt ({exc}); moved it to {aside.name}, starting afresh"
+            self._db = _open(path)
         self._last_commit = time.monotonic()
         self._dest = dest
         self._renamed_in: set[Path] = set()  # directories of rows not yet committed
@@ -103,7 +120,11 @@ class State:
         self.unrecorded: list[str] = []  # "path (why)" for each row that could not be stored; the others were
 
     def rows(self) -> dict[str, Row]:
-        return {r[0]: _row(r) for r in self._db.execute(_SELECT)}
+        try:
+            return {r[0]: _row(r) for r in self._db.execute(_SELECT)}
+        except sqlite3.Error as exc:  # damage quick_check missed: decide as a first run would, record nothing
+            self.problem = self.problem or str(exc)
+            return {}
 
     def put(self, row: Row) -> None:
         values = tuple(
@@ -164,6 +185,39 @@ class State:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect, check the database's structure, and make sure it has the table; closed again on any error."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps the database consistent; a lost tail costs a re-check
+        # A damaged page can hide until a write needs it; quick_check reads every page once (milliseconds
+        # for thousands of rows) so that corruption is found here, where it can still be set aside.
+        found = [line for (line,) in db.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            raise sqlite3.DatabaseError(" ".join(found[0].split()))  # one line: it spans several
+        db.execute(_SCHEMA)
+        db.commit()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a corrupt database, with its -wal and -shm, to ``state.db.corrupt-<UTC time>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for n in itertools.count(1):
+        if not aside.exists():
+            break
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("-wal", "-shm", ""):  # the main file last: while it is there, so is what belongs to it
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
 
 
 def _unstorable(fields: Iterable[tuple[str, Any]]) -> str | None:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import re
 from pathlib import Path
 
 import pytest
@@ -86,3 +89,68 @@ def test_read_rows_of_a_checkpointed_state_creates_nothing(tmp_path: Path) -> No
     before = sorted(p.name for p in (tmp_path / ".bulkdl").iterdir())
     assert set(read_rows(tmp_path)) == {"a.bin"}
     assert sorted(p.name for p in (tmp_path / ".bulkdl").iterdir()) == before == ["state.db"]
+
+
+def _damage(db: Path, how: str) -> bytes:
+    """Corrupt a state database as a disk or a careless hand might; return what is left in its place."""
+    for suffix in ("-wal", "-shm"):
+        db.with_name(db.name + suffix).unlink(missing_ok=True)
+    data = db.read_bytes()
+    assert len(data) > 3 * 4096, "the database spans several pages"
+    damaged = {
+        "garbage": b"this is not a database\n" * 200,
+        "truncated": data[: len(data) // 2],
+        "damaged page": data[:8192] + b"\xa5" * 4096 + data[12288:],  # the size is right, a page is not
+    }[how]
+    db.write_bytes(damaged)
+    return damaged
+
+
+def _mirror(builtin: FaultServer, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    files = {f"s{i:02d}.bin": content(f"state{i}", 100 + i) for i in range(60)}
+    entries = [{"url": builtin.add(n, d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in files.items()]
+    manifest = write_manifest(tmp_path, entries, workers=2)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    return manifest, files
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated", "damaged page"])
+def test_a_corrupt_state_is_set_aside_and_the_run_goes_on(builtin: FaultServer, tmp_path: Path, how: str) -> None:
+    manifest, files = _mirror(builtin, tmp_path)
+    mirror = tmp_path / "mirror"
+    (mirror / "mine.txt").write_text("a file of the user's, in no manifest")
+    damaged = _damage(mirror / ".bulkdl/state.db", how)
+
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    [line] = result.stderr.splitlines()
+    [aside] = (mirror / ".bulkdl").glob("state.db.corrupt-*")
+    assert re.fullmatch(r"state\.db\.corrupt-\d{8}T\d{6}Z", aside.name), aside.name
+    assert line.startswith(f"bulkdl: the state {mirror / '.bulkdl/state.db'} is corrupt (")
+    assert line.endswith(f"); moved it to {aside.name}, starting afresh")
+    assert aside.read_bytes() == damaged, "kept as it was found, for a post mortem"
+    assert all((mirror / name).read_bytes() == data for name, data in files.items())
+    assert (mirror / "mine.txt").read_text() == "a file of the user's, in no manifest"
+    assert set(read_rows(mirror)) == set(files), "the new state records the run"
+    again = run_cli("run", manifest, cwd=tmp_path)
+    assert again.code == 0 and again.stderr == "" and again.report is not None
+    assert again.report["summary"]["skipped"] == len(files)
+
+
+@pytest.mark.parametrize("how", ["garbage", "truncated"])
+def test_verify_and_dry_run_read_a_corrupt_state_as_empty_and_leave_it(
+    builtin: FaultServer, tmp_path: Path, how: str
+) -> None:
+    manifest, files = _mirror(builtin, tmp_path)
+    db = tmp_path / "mirror/.bulkdl/state.db"
+    damaged = _damage(db, how)
+    verified = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    planned = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
+    for result in verified, planned:
+        assert result.code == 0, result.stderr
+        [line] = result.stderr.splitlines()
+        assert line.startswith(f"bulkdl: cannot read the state {db} (") and line.endswith("); treating it as empty")
+    statuses = [f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]]
+    assert statuses == ["verified"] * len(files), "the manifest's digests still verify every file"
+    assert planned.stdout.count("on disk, but no earlier run recorded it") == len(files)
+    assert sorted(p.name for p in db.parent.iterdir()) == ["lock", "state.db"] and db.read_bytes() == damaged
