@@ -90,8 +90,9 @@ def test_verify_catches_bit_rot_and_missing_files(server: Server, tmp_path: Path
     manifest = write_manifest(tmp_path, entries)
     assert run_cli("run", manifest, cwd=tmp_path).code == 0
     mark = watermark(server)
-    clean = run_cli("verify", manifest, cwd=tmp_path)
-    assert clean.code == 0 and clean.stdout.count("verified") >= 4, clean.stdout
+    clean = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert clean.code == 0, clean.stdout
+    assert _verified(tmp_path) == {name: "verified" for name in files}
 
     rotten = tmp_path / "mirror/v2.bin"
     before = rotten.stat()
@@ -102,13 +103,19 @@ def test_verify_catches_bit_rot_and_missing_files(server: Server, tmp_path: Path
     (tmp_path / "mirror/v3.bin").unlink()
     result = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
     assert result.code == 1
-    lines = result.stdout.splitlines()
-    assert any("v2.bin" in line and "corrupt" in line and "sha256 mismatch: state says" in line for line in lines), (
-        result.stdout
-    )
-    assert any("v3.bin" in line and "missing" in line for line in lines)
-    assert any("v0.bin" in line and "verified" in line for line in lines)
+    assert _verified(tmp_path) == {"v0.bin": "verified", "v1.bin": "verified", "v2.bin": "corrupt", "v3.bin": "missing"}
+    report = json.loads((tmp_path / "verify.json").read_text())
+    errors = {f["path"]: f["error"] for f in report["files"]}
+    assert errors["v2.bin"].startswith("sha256 mismatch: state says ") and errors["v3.bin"] == "not on disk"
+    assert errors["v0.bin"] is errors["v1.bin"] is None
+    rotten_line = next(line for line in result.stdout.splitlines() if "v2.bin" in line)
+    assert rotten_line.split()[1] == "corrupt", result.stdout
     assert [r for r in server.requests() if r.conn > mark] == [], "verify uses no network"
+
+
+def _verified(tmp_path: Path) -> dict[str, str]:
+    """Each file's status in the report ``verify --report verify.json`` wrote."""
+    return {f["path"]: f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
 
 
 def test_dry_run_says_what_and_why_and_touches_nothing(builtin: FaultServer, tmp_path: Path) -> None:
