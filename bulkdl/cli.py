@@ -24,9 +24,9 @@ from .fetch import FileResult
 from .lock import DestinationLock, Locked
 from .manifest import Manifest, Overrides
 from .report import Totals, plan_table, print_summary, summary_table, write_json
-from .run import decide_all, download
+from .run import decide_all, download, redownload
 from .state import Row, State, UnreadableState, read_rows
-from .verify import verify
+from .verify import CORRUPT, MISSING, verify
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -87,6 +87,10 @@ def build_parser() -> argparse.ArgumentParser:
     verify_.add_argument("--dest", type=Path)
     verify_.add_argument("--workers", type=_count(1, 256))
     verify_.add_argument("--report", type=Path, metavar="FILE.json")
+    verify_.add_argument(
+        "--repair", action="store_true", help="then download the corrupt and missing files again (uses the network)"
+    )
+    verify_.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="for --repair: trust these CAs")
     verify_.set_defaults(handler=_verify)
     return parser
 
@@ -129,16 +133,22 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     started = time.monotonic()
+    with _stoppable(), _destination(loaded.dest) as state:
+        rows = state.rows()
+        decisions = decide_all(loaded, rows, args.force)
+        results = download(loaded, decisions, rows, state, show_progress)
+    _say_what_was_not_recorded(state)
+    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGTERM winds a download down exactly like Ctrl-C: parts kept, summary printed, exit 130."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with _destination(loaded.dest) as state:
-            rows = state.rows()
-            decisions = decide_all(loaded, rows, args.force)
-            results = download(loaded, decisions, rows, state, show_progress)
-        _say_what_was_not_recorded(state)
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")
 
 
 @contextlib.contextmanager
@@ -180,10 +190,39 @@ def _say_what_was_not_recorded(state: State) -> None:
 
 
 def _verify(args: argparse.Namespace) -> int:
-    loaded = manifest.load(args.manifest, Overrides(dest=args.dest, workers=args.workers))
+    overrides = Overrides(dest=args.dest, workers=args.workers, ca_bundle=args.ca_bundle)
+    loaded = manifest.load(args.manifest, overrides)
     started = time.monotonic()
-    results = verify(loaded.jobs, _recorded(loaded.dest), loaded.workers)
-    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl verify")
+    rows = _recorded(loaded.dest)
+    results = verify(loaded.jobs, rows, loaded.workers)
+    found = [r for r in results if r.status in (CORRUPT, MISSING)]
+    if found:
+        results = _act_on(loaded, results, found, rows, args.repair)
+    title = "bulkdl verify --repair" if args.repair else "bulkdl verify"
+    return _finish(loaded, results, time.monotonic() - started, args.report, title)
+
+
+def _act_on(
+    loaded: Manifest, results: list[FileResult], found: list[FileResult], rows: dict[str, Row], repair: bool
+) -> list[FileResult]:
+    """Forget the state's rows of the files verify found broken, so that the next run fetches them (it would
+    skip them: their size and mtime still match); with ``repair``, fetch them now."""
+    stale = [rows[r.name] for r in found if r.name in rows]
+    if not (stale or repair):
+        return results  # nothing to write: no lock to take
+    try:
+        with _stoppable(), _destination(loaded.dest) as state:
+            for row in stale:
+                state.forget(row)
+            state.commit()
+            fixed = redownload(loaded, found, state, sys.stdout.isatty()) if repair else []
+        _say_what_was_not_recorded(state)
+    except BulkdlError as exc:  # another run holds the destination, or it cannot be written: still report
+        left = "nothing was repaired and the state" if repair else "the state"
+        print(f"bulkdl: {exc}; {left} was left as it is", file=sys.stderr)
+        return results
+    by_index = {r.index: r for r in fixed}
+    return [by_index.get(r.index, r) for r in results]
 
 
 def _finish(loaded: Manifest, results: Sequence[FileResult], elapsed: float, report: Path | None, title: str) -> int:
@@ -199,5 +238,4 @@ def _finish(loaded: Manifest, results: Sequence[FileResult], elapsed: float, rep
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM winds down exactly like Ctrl-C: parts kept, summary printed, exit 130.
     raise KeyboardInterrupt

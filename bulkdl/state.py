@@ -141,6 +141,13 @@ class State:
         self._renamed_in.add(self._dest.joinpath(*row.path.split("/")).parent)
         self._write(f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(values))})", values)
 
+    def forget(self, row: Row) -> None:
+        """Drop ``row``, so that the next run fetches its file; a row a run has rewritten since is kept."""
+        self._write(
+            "DELETE FROM files WHERE path = ? AND sha256 = ? AND local_size = ? AND local_mtime_ns = ?",
+            (row.path, row.sha256, row.local_size, row.local_mtime_ns),
+        )
+
     def checked(self, path: str) -> None:
         self._write("UPDATE files SET checked_at = ? WHERE path = ?", (time.time(), path))
 

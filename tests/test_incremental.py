@@ -17,6 +17,9 @@ from typing import Any
 
 import pytest
 
+from bulkdl.lock import DestinationLock
+from bulkdl.state import read_rows
+
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content
 
@@ -227,3 +230,76 @@ def test_verify_and_dry_run_read_the_rows_a_killed_run_left_in_the_wal(builtin: 
     planned = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
     quick_row = next(line for line in planned.stdout.splitlines() if "quick.bin" in line)
     assert quick_row.split()[1:3] == ["check", "conditional"], planned.stdout
+
+
+def _rot(path: Path) -> None:
+    """Other bytes, same size, mtime put back: as a failing disk leaves a file, and only hashing can tell."""
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 10)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _damaged_mirror(builtin: FaultServer, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A mirror where verify finds: a.bin (digest in the manifest) and b.bin (none) rotten, c.bin gone, d.bin fine."""
+    files = {name: content(name, 3000) for name in ("a.bin", "b.bin", "c.bin", "d.bin")}
+    entries: list[Any] = [
+        {"url": builtin.add("a.bin", files["a.bin"]), "sha256": hashlib.sha256(files["a.bin"]).hexdigest()}
+    ]
+    entries += [builtin.add(name, files[name]) for name in ("b.bin", "c.bin", "d.bin")]
+    manifest = write_manifest(tmp_path, entries)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    _rot(tmp_path / "mirror/a.bin")
+    _rot(tmp_path / "mirror/b.bin")
+    (tmp_path / "mirror/c.bin").unlink()
+    return manifest, files
+
+
+FOUND = {"a.bin": "corrupt", "b.bin": "corrupt", "c.bin": "missing", "d.bin": "verified"}
+
+
+def test_after_verify_finds_corruption_the_next_run_fetches_it(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest, files = _damaged_mirror(builtin, tmp_path)
+    found = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert found.code == 1 and found.stderr == "", found.stderr
+    assert _verified(tmp_path) == FOUND
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0
+    statuses = {f["path"]: f["status"] for f in result.report["files"]}  # type: ignore[index]
+    assert statuses == {"a.bin": "downloaded", "b.bin": "downloaded", "c.bin": "downloaded", "d.bin": "skipped"}
+    assert all((tmp_path / "mirror" / name).read_bytes() == data for name, data in files.items())
+
+
+def test_verify_repair_fixes_what_it_found_in_one_command(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest, files = _damaged_mirror(builtin, tmp_path)
+    repaired = run_cli("verify", manifest, "--repair", "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert repaired.code == 0, repaired.stdout + repaired.stderr
+    assert _verified(tmp_path) == {
+        "a.bin": "downloaded",
+        "b.bin": "downloaded",
+        "c.bin": "downloaded",
+        "d.bin": "verified",
+    }
+    notes = {f["path"]: f["notes"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
+    assert notes["a.bin"][0].startswith("repaired: verify found it corrupt (sha256 mismatch: manifest says ")
+    assert notes["c.bin"][0] == "repaired: verify found it missing (not on disk)"
+    assert all((tmp_path / "mirror" / name).read_bytes() == data for name, data in files.items())
+    again = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert again.code == 0 and _verified(tmp_path) == dict.fromkeys(files, "verified")
+
+
+@pytest.mark.parametrize("repair", [False, True], ids=["verify", "verify-repair"])
+def test_verify_while_a_run_holds_the_destination_still_reports(
+    builtin: FaultServer, tmp_path: Path, repair: bool
+) -> None:
+    manifest, _ = _damaged_mirror(builtin, tmp_path)
+    rows_before = read_rows(tmp_path / "mirror")
+    flags = ["--repair"] if repair else []
+    with DestinationLock(tmp_path / "mirror"):
+        result = run_cli("verify", manifest, *flags, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert result.code == 1 and _verified(tmp_path) == FOUND
+    held = f"bulkdl: another bulkdl run holds {tmp_path / 'mirror'} (pid {os.getpid()}); "
+    left = "nothing was repaired and the state" if repair else "the state"
+    assert result.stderr.splitlines() == [held + left + " was left as it is"]
+    assert read_rows(tmp_path / "mirror") == rows_before
