@@ -23,7 +23,7 @@ from .errors import BulkdlError, ManifestError, UsageError
 from .fetch import FileResult
 from .lock import DestinationLock, Locked
 from .manifest import Manifest, Overrides
-from .report import Totals, plan_table, print_summary, summary_table, write_json
+from .report import Totals, check_writable, plan_table, print_summary, summary_table, write_json
 from .run import decide_all, download, redownload
 from .state import Row, State, UnreadableState, read_rows
 from .verify import CORRUPT, MISSING, verify
@@ -131,6 +131,7 @@ def _run(args: argparse.Namespace) -> int:
         lines = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))
         print_summary(plan_table(lines, f"bulkdl --dry-run: {len(loaded.jobs)} files → {loaded.dest}"))
         return EXIT_OK
+    _check_report(args.report)
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     started = time.monotonic()
     with _stoppable(), _destination(loaded.dest) as state:
@@ -192,6 +193,7 @@ def _say_what_was_not_recorded(state: State) -> None:
 def _verify(args: argparse.Namespace) -> int:
     overrides = Overrides(dest=args.dest, workers=args.workers, ca_bundle=args.ca_bundle)
     loaded = manifest.load(args.manifest, overrides)
+    _check_report(args.report)
     started = time.monotonic()
     rows = _recorded(loaded.dest)
     results = verify(loaded.jobs, rows, loaded.workers)
@@ -229,12 +231,27 @@ def _finish(loaded: Manifest, results: Sequence[FileResult], elapsed: float, rep
     ordered = sorted(results, key=lambda r: r.index)
     totals = Totals.of(ordered, elapsed)
     print_summary(summary_table(ordered, totals, f"{title}: {len(ordered)} files → {loaded.dest}"))
+    written = True
     if report is not None:
-        write_json(report, ordered, totals)
+        try:
+            write_json(report, ordered, totals)
+        except OSError as exc:  # a disk that filled, a directory removed since the check: the files are done
+            print(f"bulkdl: could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
+            written = False
     if totals.count("interrupted"):
         return EXIT_INTERRUPTED
     bad = totals.count("failed") + totals.count("corrupt") + totals.count("missing")
-    return EXIT_FAILED if bad else EXIT_OK
+    return EXIT_FAILED if bad or not written else EXIT_OK
+
+
+def _check_report(report: Path | None) -> None:
+    """Find a --report that cannot be written before anything is downloaded or hashed, not after."""
+    if report is None:
+        return
+    try:
+        check_writable(report)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report {report}: {exc.strerror or exc}") from None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
