@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import signal
 import sqlite3
 import sys
@@ -96,6 +97,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _print_whatever_the_encoding()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
@@ -117,6 +119,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _print_whatever_the_encoding() -> None:
+    """A stdout that cannot encode a name (cron with LANG=C, PYTHONIOENCODING=latin-1) must never cost the
+    run its summary: what it cannot encode is written as a backslash escape."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _to() -> str:
+    """The arrow of a summary's title, as the encoding of stdout allows."""
+    try:
+        "→".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "->"
+    return "→"
+
+
 def _check(args: argparse.Namespace) -> int:
     loaded = manifest.load(args.manifest, Overrides(dest=args.dest))
     print(f"{args.manifest}: {len(loaded.jobs)} files into {loaded.dest}, valid")
@@ -129,7 +148,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.dry_run:
         decisions = decide_all(loaded, _recorded(loaded.dest), args.force)
         lines = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))
-        print_summary(plan_table(lines, f"bulkdl --dry-run: {len(loaded.jobs)} files → {loaded.dest}"))
+        print_summary(plan_table(lines, f"bulkdl --dry-run: {len(loaded.jobs)} files {_to()} {loaded.dest}"))
         return EXIT_OK
     _check_report(args.report)
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
@@ -230,7 +249,7 @@ def _act_on(
 def _finish(loaded: Manifest, results: Sequence[FileResult], elapsed: float, report: Path | None, title: str) -> int:
     ordered = sorted(results, key=lambda r: r.index)
     totals = Totals.of(ordered, elapsed)
-    print_summary(summary_table(ordered, totals, f"{title}: {len(ordered)} files → {loaded.dest}"))
+    print_summary(summary_table(ordered, totals, f"{title}: {len(ordered)} files {_to()} {loaded.dest}"))
     written = True
     if report is not None:
         try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import re
 import shutil
 import subprocess
 import sys
@@ -110,3 +111,20 @@ def test_a_report_that_cannot_be_written_at_the_end_is_one_line(builtin: FaultSe
 def _bulkdl(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:
     argv = [sys.executable, "-m", "bulkdl", *map(str, args)]
     return subprocess.run(argv, cwd=cwd, env=cli_env(), capture_output=True, text=True, timeout=60)
+
+
+@pytest.mark.parametrize(("encoding", "shown"), [("latin-1", "café.bin"), ("ascii", "caf\\xe9.bin")])
+def test_a_stdout_that_is_not_utf8_gets_the_whole_summary(
+    builtin: FaultServer, tmp_path: Path, encoding: str, shown: str
+) -> None:
+    manifest = write_manifest(tmp_path, [{"url": builtin.add("c.bin", content("c", 3000)), "path": "café.bin"}])
+    for command in (["run"], ["run", "--dry-run"], ["verify"]):
+        argv = [sys.executable, "-m", "bulkdl", *command, str(manifest)]
+        done = subprocess.run(
+            argv, cwd=tmp_path, env=cli_env(PYTHONIOENCODING=encoding), capture_output=True, timeout=60
+        )
+        stdout, stderr = done.stdout.decode(encoding), done.stderr.decode(encoding)  # strict: all of it encodable
+        assert done.returncode == 0 and "Traceback" not in stderr, stderr
+        assert stdout.startswith("bulkdl") and " 1 files -> " in stdout.splitlines()[0], stdout
+        assert any(re.match(rf"\W*{re.escape(shown)}[ |]", row) for row in stdout.splitlines()), stdout  # its own cell
+    assert (tmp_path / "mirror/café.bin").read_bytes() == content("c", 3000)
