@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import io
 import signal
 import sqlite3
 import sys
@@ -23,10 +24,10 @@ from .errors import BulkdlError, ManifestError, UsageError
 from .fetch import FileResult
 from .lock import DestinationLock, Locked
 from .manifest import Manifest, Overrides
-from .report import Totals, plan_table, print_summary, summary_table, write_json
-from .run import decide_all, download
-from .state import State, read_rows
-from .verify import verify
+from .report import Totals, check_writable, plan_table, print_summary, summary_table, write_json
+from .run import decide_all, download, redownload
+from .state import Row, State, UnreadableState, read_rows
+from .verify import CORRUPT, MISSING, verify
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -87,11 +88,16 @@ def build_parser() -> argparse.ArgumentParser:
     verify_.add_argument("--dest", type=Path)
     verify_.add_argument("--workers", type=_count(1, 256))
     verify_.add_argument("--report", type=Path, metavar="FILE.json")
+    verify_.add_argument(
+        "--repair", action="store_true", help="then download the corrupt and missing files again (uses the network)"
+    )
+    verify_.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="for --repair: trust these CAs")
     verify_.set_defaults(handler=_verify)
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    _print_whatever_the_encoding()
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
@@ -113,6 +119,23 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_INTERNAL
 
 
+def _print_whatever_the_encoding() -> None:
+    """A stdout that cannot encode a name (cron with LANG=C, PYTHONIOENCODING=latin-1) must never cost the
+    run its summary: what it cannot encode is written as a backslash escape."""
+    for stream in (sys.stdout, sys.stderr):
+        if isinstance(stream, io.TextIOWrapper):
+            stream.reconfigure(errors="backslashreplace")
+
+
+def _to() -> str:
+    """The arrow of a summary's title, as the encoding of stdout allows."""
+    try:
+        "→".encode(sys.stdout.encoding or "ascii")
+    except (UnicodeEncodeError, LookupError):
+        return "->"
+    return "→"
+
+
 def _check(args: argparse.Namespace) -> int:
     loaded = manifest.load(args.manifest, Overrides(dest=args.dest))
     print(f"{args.manifest}: {len(loaded.jobs)} files into {loaded.dest}, valid")
@@ -123,26 +146,29 @@ def _run(args: argparse.Namespace) -> int:
     overrides = Overrides(dest=args.dest, workers=args.workers, segments=args.segments, ca_bundle=args.ca_bundle)
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:
-        decisions = decide_all(loaded, read_rows(loaded.dest), args.force)
+        decisions = decide_all(loaded, _recorded(loaded.dest), args.force)
         lines = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))
-        print_summary(plan_table(lines, f"bulkdl --dry-run: {len(loaded.jobs)} files → {loaded.dest}"))
+        print_summary(plan_table(lines, f"bulkdl --dry-run: {len(loaded.jobs)} files {_to()} {loaded.dest}"))
         return EXIT_OK
+    _check_report(args.report)
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     started = time.monotonic()
+    with _stoppable(), _destination(loaded.dest) as state:
+        rows = state.rows()
+        decisions = decide_all(loaded, rows, args.force)
+        results = download(loaded, decisions, rows, state, show_progress)
+    _say_what_was_not_recorded(state)
+    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")
+
+
+@contextlib.contextmanager
+def _stoppable() -> Iterator[None]:
+    """SIGTERM winds a download down exactly like Ctrl-C: parts kept, summary printed, exit 130."""
     previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
-        with _destination(loaded.dest) as state:
-            rows = state.rows()
-            decisions = decide_all(loaded, rows, args.force)
-            results = download(loaded, decisions, rows, state, show_progress)
-        if state.problem is not None:
-            print(
-                f"bulkdl: could not record this run in the state ({state.problem}); the next run re-checks its files",
-                file=sys.stderr,
-            )
+        yield
     finally:
         signal.signal(signal.SIGTERM, previous)
-    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")
 
 
 @contextlib.contextmanager
@@ -155,28 +181,97 @@ def _destination(dest: Path) -> Iterator[State]:
         except (OSError, sqlite3.Error) as exc:
             reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
             raise BulkdlError(f"cannot use the destination {dest}: {reason}") from None
+        if state.set_aside is not None:
+            print(f"bulkdl: {state.set_aside}", file=sys.stderr)
         yield state
 
 
+def _recorded(dest: Path) -> dict[str, Row]:
+    """The state's rows for a read-only command; one that cannot be read is said once and read as empty."""
+    try:
+        return read_rows(dest)
+    except UnreadableState as exc:
+        print(f"bulkdl: {exc}", file=sys.stderr)
+        return {}
+
+
+def _say_what_was_not_recorded(state: State) -> None:
+    if state.problem is not None:
+        print(
+            f"bulkdl: could not record this run in the state ({state.problem}); the next run re-checks its files",
+            file=sys.stderr,
+        )
+    if state.unrecorded:
+        first, *others = state.unrecorded
+        more, them = (f" and {len(others)} more files", "them") if others else ("", "it")
+        print(
+            f"bulkdl: could not record {first}{more} in the state; the next run downloads {them} again", file=sys.stderr
+        )
+
+
 def _verify(args: argparse.Namespace) -> int:
-    loaded = manifest.load(args.manifest, Overrides(dest=args.dest, workers=args.workers))
+    overrides = Overrides(dest=args.dest, workers=args.workers, ca_bundle=args.ca_bundle)
+    loaded = manifest.load(args.manifest, overrides)
+    _check_report(args.report)
     started = time.monotonic()
-    results = verify(loaded.jobs, read_rows(loaded.dest), loaded.workers)
-    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl verify")
+    rows = _recorded(loaded.dest)
+    results = verify(loaded.jobs, rows, loaded.workers)
+    found = [r for r in results if r.status in (CORRUPT, MISSING)]
+    if found:
+        results = _act_on(loaded, results, found, rows, args.repair)
+    title = "bulkdl verify --repair" if args.repair else "bulkdl verify"
+    return _finish(loaded, results, time.monotonic() - started, args.report, title)
+
+
+def _act_on(
+    loaded: Manifest, results: list[FileResult], found: list[FileResult], rows: dict[str, Row], repair: bool
+) -> list[FileResult]:
+    """Forget the state's rows of the files verify found broken, so that the next run fetches them (it would
+    skip them: their size and mtime still match); with ``repair``, fetch them now."""
+    stale = [rows[r.name] for r in found if r.name in rows]
+    if not (stale or repair):
+        return results  # nothing to write: no lock to take
+    try:
+        with _stoppable(), _destination(loaded.dest) as state:
+            for row in stale:
+                state.forget(row)
+            state.commit()
+            fixed = redownload(loaded, found, state, sys.stdout.isatty()) if repair else []
+        _say_what_was_not_recorded(state)
+    except BulkdlError as exc:  # another run holds the destination, or it cannot be written: still report
+        left = "nothing was repaired and the state" if repair else "the state"
+        print(f"bulkdl: {exc}; {left} was left as it is", file=sys.stderr)
+        return results
+    by_index = {r.index: r for r in fixed}
+    return [by_index.get(r.index, r) for r in results]
 
 
 def _finish(loaded: Manifest, results: Sequence[FileResult], elapsed: float, report: Path | None, title: str) -> int:
     ordered = sorted(results, key=lambda r: r.index)
     totals = Totals.of(ordered, elapsed)
-    print_summary(summary_table(ordered, totals, f"{title}: {len(ordered)} files → {loaded.dest}"))
+    print_summary(summary_table(ordered, totals, f"{title}: {len(ordered)} files {_to()} {loaded.dest}"))
+    written = True
     if report is not None:
-        write_json(report, ordered, totals)
+        try:
+            write_json(report, ordered, totals)
+        except OSError as exc:  # a disk that filled, a directory removed since the check: the files are done
+            print(f"bulkdl: could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
+            written = False
     if totals.count("interrupted"):
         return EXIT_INTERRUPTED
     bad = totals.count("failed") + totals.count("corrupt") + totals.count("missing")
-    return EXIT_FAILED if bad else EXIT_OK
+    return EXIT_FAILED if bad or not written else EXIT_OK
+
+
+def _check_report(report: Path | None) -> None:
+    """Find a --report that cannot be written before anything is downloaded or hashed, not after."""
+    if report is None:
+        return
+    try:
+        check_writable(report)
+    except OSError as exc:
+        raise UsageError(f"cannot write the report {report}: {exc.strerror or exc}") from None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:
-    # SIGTERM winds down exactly like Ctrl-C: parts kept, summary printed, exit 130.
     raise KeyboardInterrupt

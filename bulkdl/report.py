@@ -7,7 +7,9 @@ one line and can be grepped.
 
 from __future__ import annotations
 
+import errno
 import json
+import os
 import sys
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -201,6 +203,17 @@ def print_summary(table: Table, file: TextIO | None = None) -> None:
     console.print(table)
 
 
+def check_writable(path: Path) -> None:
+    """Raise the OSError that writing the JSON report at ``path`` would meet, by going as far as write_json
+    goes (its directory, its temp file) without leaving anything but the directory."""
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
+    _make_directory(path.parent)
+    probe = durable.temp_path(path)
+    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o666))
+    probe.unlink()
+
+
 def write_json(path: Path, results: Sequence[FileResult], totals: Totals) -> None:
     doc = {
         "files": [
@@ -224,8 +237,15 @@ def write_json(path: Path, results: Sequence[FileResult], totals: Totals) -> Non
             "elapsed_s": round(totals.elapsed, 3),
         },
     }
-    path.parent.mkdir(parents=True, exist_ok=True)
+    _make_directory(path.parent)
     durable.write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
+
+
+def _make_directory(directory: Path) -> None:
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except FileExistsError:  # mkdir's word for a file in the way, which is no reason a user can act on
+        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)) from None
 
 
 def _duration(seconds: float) -> str:

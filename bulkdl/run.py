@@ -10,9 +10,10 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from . import parts
-from .decide import SKIP, Decision, decide
+from .decide import DOWNLOAD, SKIP, Decision, decide
 from .fetch import FileResult
 from .manifest import Job, Manifest
 from .pool import Batch
@@ -61,6 +62,22 @@ def download(
     finally:
         batch.close()
     return list(results.values())
+
+
+def redownload(loaded: Manifest, found: Sequence[FileResult], state: State, show_progress: bool) -> list[FileResult]:
+    """``verify --repair``: download every file verify ``found`` corrupt or missing, at once and whatever the
+    state says; each result says what verify had found."""
+    jobs = {job.index: job for job in loaded.jobs}
+    broken = replace(loaded, jobs=tuple(jobs[r.index] for r in found))
+    decisions = [Decision(DOWNLOAD, f"verify found it {r.status}") for r in found]
+    results = {r.index: r for r in download(broken, decisions, {}, state, show_progress)}
+    repaired = []
+    for before in found:
+        after = results[before.index]
+        what = f"{before.status} ({before.error})" if before.error else before.status
+        note = f"repaired: verify found it {what}" if after.status == "downloaded" else f"verify found it {what}"
+        repaired.append(replace(after, notes=(note, *after.notes)))
+    return repaired
 
 
 def _unchanged(job: Job, row: Row, decision: Decision) -> FileResult:

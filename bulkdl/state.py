@@ -7,14 +7,19 @@ the file on disk still has that size and mtime.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import json
+import os
 import sqlite3
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from . import durable
+from .errors import BulkdlError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (
@@ -31,6 +36,7 @@ CREATE TABLE IF NOT EXISTS files (
 )
 """
 _COMMIT_SECONDS = 0.5
+_INT64 = range(-(2**63), 2**63)  # what an SQLite INTEGER holds
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,18 +62,26 @@ def _row(r: tuple[Any, ...]) -> Row:
 _SELECT = f"SELECT {', '.join(Row.__dataclass_fields__)} FROM files"
 
 
+class UnreadableState(BulkdlError):
+    """The state cannot be read (corrupt, most likely); a read-only command goes on without it."""
+
+
 def read_rows(dest: Path) -> dict[str, Row]:
     """The rows, read-only: for --dry-run and verify, which must not create or change anything."""
     path = dest / ".bulkdl" / "state.db"
     if not path.exists():
         return {}
-    # immutable: even a read-only open of a WAL database creates -wal and -shm files. A finished run
-    # checkpoints its WAL into the main file when it closes, so that file alone holds every row.
-    db = sqlite3.connect(f"{path.absolute().as_uri()}?mode=ro&immutable=1", uri=True)
+    # A finished run checkpoints its WAL into the main file and removes it, so that file alone holds every
+    # row; immutable reads it and creates nothing (even a read-only open of a WAL database creates -wal and
+    # -shm files). A -wal left beside it means a run is going on or was killed before its checkpoint: its
+    # rows are in there, and only a reader that takes part in the WAL sees them (or sees the table at all).
+    wal = path.with_name(path.name + "-wal")
+    mode = "mode=ro" if wal.exists() else "mode=ro&immutable=1"
     try:
-        return {r[0]: _row(r) for r in db.execute(_SELECT)}
-    finally:
-        db.close()
+        with contextlib.closing(sqlite3.connect(f"{path.absolute().as_uri()}?{mode}", uri=True)) as db:
+            return {r[0]: _row(r) for r in db.execute(_SELECT)}
+    except sqlite3.Error as exc:  # corrupt, or not ours: a reader may not move it aside, only say so
+        raise UnreadableState(f"cannot read the state {path} ({exc}); treating it as empty") from None
 
 
 class State:
@@ -85,25 +99,54 @@ class State:
     def __init__(self, dest: Path) -> None:
         path = dest / ".bulkdl" / "state.db"
         path.parent.mkdir(parents=True, exist_ok=True)
-        self._db = sqlite3.connect(path)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps the database consistent; a lost tail costs a re-check
-        self._db.execute(_SCHEMA)
-        self._db.commit()
+        self.set_aside: str | None = None  # what became of a corrupt state, to tell the user once
+        try:
+            self._db = _open(path)
+        except sqlite3.DatabaseError as exc:
+            # Only corruption (SQLITE_CORRUPT, SQLITE_NOTADB) is a bare DatabaseError; a locked, unreadable or
+            # full database is an OperationalError and stays the caller's error.
+            if type(exc) is not sqlite3.DatabaseError:
+                raise
+            # The state is a record, not the mirror: losing it costs one run the checks a first run makes
+            # (files on disk are downloaded again and replaced only once verified), so keep it for a post
+            # mortem and start afresh rather than refuse every run from now on.
+            aside = _move_aside(path)
+            self.set_aside = f"the state {path} is corrupt ({exc}); moved it to {aside.name}, starting afresh"
+            self._db = _open(path)
         self._last_commit = time.monotonic()
         self._dest = dest
         self._renamed_in: set[Path] = set()  # directories of rows not yet committed
         self.problem: str | None = None  # why the state stopped being recorded, if it did
+        self.unrecorded: list[str] = []  # "path (why)" for each row that could not be stored; the others were
 
     def rows(self) -> dict[str, Row]:
-        return {r[0]: _row(r) for r in self._db.execute(_SELECT)}
+        try:
+            return {r[0]: _row(r) for r in self._db.execute(_SELECT)}
+        except sqlite3.Error as exc:  # damage quick_check missed: decide as a first run would, record nothing
+            self.problem = self.problem or str(exc)
+            return {}
 
     def put(self, row: Row) -> None:
-        self._renamed_in.add(self._dest.joinpath(*row.path.split("/")).parent)
         values = tuple(
             json.dumps(dict(row.digests)) if f == "digests" else getattr(row, f) for f in Row.__dataclass_fields__
         )
+        problem = _unstorable(zip(Row.__dataclass_fields__, values, strict=True))
+        if problem is not None:
+            # One file's odd value (a server dating its file after 2262 gives an mtime in ns past 2**63) costs
+            # that file its row, never the run or the other rows. Its old row goes too: it describes a file
+            # that is no longer there, so the next run downloads this one again.
+            self.unrecorded.append(f"{row.path} ({problem})")
+            self._write("DELETE FROM files WHERE path = ?", (row.path,))
+            return
+        self._renamed_in.add(self._dest.joinpath(*row.path.split("/")).parent)
         self._write(f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(values))})", values)
+
+    def forget(self, row: Row) -> None:
+        """Drop ``row``, so that the next run fetches its file; a row a run has rewritten since is kept."""
+        self._write(
+            "DELETE FROM files WHERE path = ? AND sha256 = ? AND local_size = ? AND local_mtime_ns = ?",
+            (row.path, row.sha256, row.local_size, row.local_mtime_ns),
+        )
 
     def checked(self, path: str) -> None:
         self._write("UPDATE files SET checked_at = ? WHERE path = ?", (time.time(), path))
@@ -114,13 +157,17 @@ class State:
             self._last_commit = time.monotonic()
 
     def commit(self) -> None:
-        """Make the renames of the rows so far durable, then the rows themselves."""
-        directories, self._renamed_in = self._renamed_in, set()
-        for directory in directories:
+        """Make the renames of the rows so far durable, then the rows themselves.
+
+        A directory leaves the set only once synced: an interrupt (Ctrl-C lands anywhere) in the middle of
+        this loop leaves the rest for the next commit, which must not record rows whose renames it skipped.
+        """
+        for directory in list(self._renamed_in):
             try:
                 durable.fsync_dir(directory)
             except OSError as exc:  # a failing disk, or a directory removed under us: record nothing more
                 self.problem = self.problem or f"could not sync {directory}: {exc.strerror or exc}"
+            self._renamed_in.discard(directory)
         self._write(None, ())
 
     def _write(self, sql: str | None, values: tuple[Any, ...]) -> None:
@@ -133,7 +180,7 @@ class State:
                 self._db.commit()
             else:
                 self._db.execute(sql, values)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, OverflowError, ValueError) as exc:  # the last two: a value _unstorable missed
             self.problem = str(exc)
 
     def close(self) -> None:
@@ -145,3 +192,49 @@ class State:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def _open(path: Path) -> sqlite3.Connection:
+    """Connect, check the database's structure, and make sure it has the table; closed again on any error."""
+    db = sqlite3.connect(path)
+    try:
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")  # WAL keeps the database consistent; a lost tail costs a re-check
+        # A damaged page can hide until a write needs it; quick_check reads every page once (milliseconds
+        # for thousands of rows) so that corruption is found here, where it can still be set aside.
+        found = [line for (line,) in db.execute("PRAGMA quick_check")]
+        if found != ["ok"]:
+            raise sqlite3.DatabaseError(" ".join(found[0].split()))  # one line: it spans several
+        db.execute(_SCHEMA)
+        db.commit()
+    except BaseException:
+        db.close()
+        raise
+    return db
+
+
+def _move_aside(path: Path) -> Path:
+    """Rename a corrupt database, with its -wal and -shm, to ``state.db.corrupt-<UTC time>``."""
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    aside = path.with_name(f"{path.name}.corrupt-{stamp}")
+    for n in itertools.count(1):
+        if not aside.exists():
+            break
+        aside = path.with_name(f"{path.name}.corrupt-{stamp}-{n}")
+    for suffix in ("-wal", "-shm", ""):  # the main file last: while it is there, so is what belongs to it
+        with contextlib.suppress(FileNotFoundError):
+            os.rename(f"{path}{suffix}", f"{aside}{suffix}")
+    return aside
+
+
+def _unstorable(fields: Iterable[tuple[str, Any]]) -> str | None:
+    """Why SQLite would refuse one of these values, if it would (it raises OverflowError or ValueError)."""
+    for name, value in fields:
+        if isinstance(value, int) and value not in _INT64:
+            return f"{name} {value} does not fit in a 64-bit integer"
+        if isinstance(value, str):
+            try:
+                value.encode()
+            except UnicodeEncodeError as exc:
+                return f"{name} is not valid text: {exc.reason}"
+    return None

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import contextlib
 import email.utils
 import hashlib
+import json
 import os
 import signal
+import sqlite3
 import subprocess
 import sys
 import time
@@ -13,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+
+from bulkdl.lock import DestinationLock
+from bulkdl.state import read_rows
 
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content
@@ -87,8 +93,9 @@ def test_verify_catches_bit_rot_and_missing_files(server: Server, tmp_path: Path
     manifest = write_manifest(tmp_path, entries)
     assert run_cli("run", manifest, cwd=tmp_path).code == 0
     mark = watermark(server)
-    clean = run_cli("verify", manifest, cwd=tmp_path)
-    assert clean.code == 0 and clean.stdout.count("verified") >= 4, clean.stdout
+    clean = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert clean.code == 0, clean.stdout
+    assert _verified(tmp_path) == {name: "verified" for name in files}
 
     rotten = tmp_path / "mirror/v2.bin"
     before = rotten.stat()
@@ -99,13 +106,19 @@ def test_verify_catches_bit_rot_and_missing_files(server: Server, tmp_path: Path
     (tmp_path / "mirror/v3.bin").unlink()
     result = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
     assert result.code == 1
-    lines = result.stdout.splitlines()
-    assert any("v2.bin" in line and "corrupt" in line and "sha256 mismatch: state says" in line for line in lines), (
-        result.stdout
-    )
-    assert any("v3.bin" in line and "missing" in line for line in lines)
-    assert any("v0.bin" in line and "verified" in line for line in lines)
+    assert _verified(tmp_path) == {"v0.bin": "verified", "v1.bin": "verified", "v2.bin": "corrupt", "v3.bin": "missing"}
+    report = json.loads((tmp_path / "verify.json").read_text())
+    errors = {f["path"]: f["error"] for f in report["files"]}
+    assert errors["v2.bin"].startswith("sha256 mismatch: state says ") and errors["v3.bin"] == "not on disk"
+    assert errors["v0.bin"] is errors["v1.bin"] is None
+    rotten_line = next(line for line in result.stdout.splitlines() if "v2.bin" in line)
+    assert rotten_line.split()[1] == "corrupt", result.stdout
     assert [r for r in server.requests() if r.conn > mark] == [], "verify uses no network"
+
+
+def _verified(tmp_path: Path) -> dict[str, str]:
+    """Each file's status in the report ``verify --report verify.json`` wrote."""
+    return {f["path"]: f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
 
 
 def test_dry_run_says_what_and_why_and_touches_nothing(builtin: FaultServer, tmp_path: Path) -> None:
@@ -181,3 +194,112 @@ def test_verify_reports_a_file_it_cannot_read(builtin: FaultServer, tmp_path: Pa
     assert result.code == 1
     row = next(line for line in result.stdout.splitlines() if "odd.bin" in line)
     assert "corrupt" in row and "cannot read: Is a directory" in row
+
+
+def test_verify_and_dry_run_read_the_rows_a_killed_run_left_in_the_wal(builtin: FaultServer, tmp_path: Path) -> None:
+    quick = content("quick", 3000)
+    urls = [builtin.add("quick.bin", quick), builtin.add("hang.bin", content("hang", 4 * MiB), stall_after=MiB)]
+    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"timeout": 60})
+    db = tmp_path / "mirror/.bulkdl/state.db"
+
+    def recorded() -> bool:  # read as verify now does, without taking part in the run's writes
+        with (
+            contextlib.suppress(sqlite3.Error),
+            contextlib.closing(sqlite3.connect(f"{db.as_uri()}?mode=ro", uri=True)) as reader,
+        ):
+            return reader.execute("SELECT count(*) FROM files").fetchone()[0] == 1
+        return False
+
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest)]
+    with subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(), start_new_session=True
+    ) as first:
+        try:
+            deadline = time.monotonic() + 30
+            while not (db.with_name("state.db-wal").exists() and recorded()):
+                assert time.monotonic() < deadline and first.poll() is None
+                time.sleep(0.05)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert db.with_name("state.db-wal").stat().st_size > 0, "the row is in the WAL, not yet in state.db"
+
+    verified = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert "Traceback" not in verified.stderr, verified.stderr
+    statuses = {f["path"]: f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
+    assert statuses == {"quick.bin": "verified", "hang.bin": "missing"}, "verified against the state's digest"
+    planned = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
+    quick_row = next(line for line in planned.stdout.splitlines() if "quick.bin" in line)
+    assert quick_row.split()[1:3] == ["check", "conditional"], planned.stdout
+
+
+def _rot(path: Path) -> None:
+    """Other bytes, same size, mtime put back: as a failing disk leaves a file, and only hashing can tell."""
+    before = path.stat()
+    with open(path, "r+b") as f:
+        f.seek(100)
+        f.write(b"\xff" * 10)
+    os.utime(path, ns=(before.st_atime_ns, before.st_mtime_ns))
+
+
+def _damaged_mirror(builtin: FaultServer, tmp_path: Path) -> tuple[Path, dict[str, bytes]]:
+    """A mirror where verify finds: a.bin (digest in the manifest) and b.bin (none) rotten, c.bin gone, d.bin fine."""
+    files = {name: content(name, 3000) for name in ("a.bin", "b.bin", "c.bin", "d.bin")}
+    entries: list[Any] = [
+        {"url": builtin.add("a.bin", files["a.bin"]), "sha256": hashlib.sha256(files["a.bin"]).hexdigest()}
+    ]
+    entries += [builtin.add(name, files[name]) for name in ("b.bin", "c.bin", "d.bin")]
+    manifest = write_manifest(tmp_path, entries)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    _rot(tmp_path / "mirror/a.bin")
+    _rot(tmp_path / "mirror/b.bin")
+    (tmp_path / "mirror/c.bin").unlink()
+    return manifest, files
+
+
+FOUND = {"a.bin": "corrupt", "b.bin": "corrupt", "c.bin": "missing", "d.bin": "verified"}
+
+
+def test_after_verify_finds_corruption_the_next_run_fetches_it(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest, files = _damaged_mirror(builtin, tmp_path)
+    found = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert found.code == 1 and found.stderr == "", found.stderr
+    assert _verified(tmp_path) == FOUND
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0
+    statuses = {f["path"]: f["status"] for f in result.report["files"]}  # type: ignore[index]
+    assert statuses == {"a.bin": "downloaded", "b.bin": "downloaded", "c.bin": "downloaded", "d.bin": "skipped"}
+    assert all((tmp_path / "mirror" / name).read_bytes() == data for name, data in files.items())
+
+
+def test_verify_repair_fixes_what_it_found_in_one_command(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest, files = _damaged_mirror(builtin, tmp_path)
+    repaired = run_cli("verify", manifest, "--repair", "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert repaired.code == 0, repaired.stdout + repaired.stderr
+    assert _verified(tmp_path) == {
+        "a.bin": "downloaded",
+        "b.bin": "downloaded",
+        "c.bin": "downloaded",
+        "d.bin": "verified",
+    }
+    notes = {f["path"]: f["notes"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
+    assert notes["a.bin"][0].startswith("repaired: verify found it corrupt (sha256 mismatch: manifest says ")
+    assert notes["c.bin"][0] == "repaired: verify found it missing (not on disk)"
+    assert all((tmp_path / "mirror" / name).read_bytes() == data for name, data in files.items())
+    again = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert again.code == 0 and _verified(tmp_path) == dict.fromkeys(files, "verified")
+
+
+@pytest.mark.parametrize("repair", [False, True], ids=["verify", "verify-repair"])
+def test_verify_while_a_run_holds_the_destination_still_reports(
+    builtin: FaultServer, tmp_path: Path, repair: bool
+) -> None:
+    manifest, _ = _damaged_mirror(builtin, tmp_path)
+    rows_before = read_rows(tmp_path / "mirror")
+    flags = ["--repair"] if repair else []
+    with DestinationLock(tmp_path / "mirror"):
+        result = run_cli("verify", manifest, *flags, "--report", tmp_path / "verify.json", cwd=tmp_path)
+    assert result.code == 1 and _verified(tmp_path) == FOUND
+    held = f"bulkdl: another bulkdl run holds {tmp_path / 'mirror'} (pid {os.getpid()}); "
+    left = "nothing was repaired and the state" if repair else "the state"
+    assert result.stderr.splitlines() == [held + left + " was left as it is"]
+    assert read_rows(tmp_path / "mirror") == rows_before
