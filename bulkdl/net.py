@@ -9,11 +9,8 @@ decides what to retry, because only it knows how many bytes already arrived.
 
 from __future__ import annotations
 
-import email.utils
 import functools
-import re
 import threading
-import time
 import urllib.request
 from dataclasses import dataclass
 from typing import Any
@@ -35,14 +32,15 @@ from urllib3.exceptions import (
 )
 from urllib3.util import parse_url
 
+from . import heads
 from .credentials import CREDENTIAL_HEADERS
 from .errors import FetchError, PermanentError, TransientError
+from .heads import Head, retry_after, validator
+
+__all__ = ["CHUNK", "Body", "Head", "Tls", "request", "retry_after", "same_origin", "start", "validator"]
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 10
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
-_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 _max_connections = 8
 _clients: dict[tuple[str | None, str | None, bool], urllib3.PoolManager] = {}
@@ -94,31 +92,6 @@ def _proxy_for(scheme: str, host: str) -> str | None:
     if not proxy or urllib.request.proxy_bypass_environment(host, proxies):  # type: ignore[attr-defined]  # not in typeshed
         return None
     return proxy
-
-
-@dataclass(frozen=True, slots=True)
-class Head:
-    """What one response says about the file and about the bytes in its body."""
-
-    status: int
-    url: str  # after redirects
-    start: int  # offset of the body's first byte in the file
-    length: int | None  # bytes the body promises, when stated
-    total: int | None  # the whole file's size, when stated
-    etag: str | None
-    last_modified: str | None
-    content_encoding: str | None
-
-    @property
-    def ranged(self) -> bool:
-        return self.status == 206
-
-
-def validator(etag: str | None, last_modified: str | None) -> str | None:
-    """What If-Range may carry: a strong ETag, else Last-Modified (RFC 9110 §13.1.5)."""
-    if etag and not etag.startswith("W/"):
-        return etag
-    return last_modified
 
 
 class Body:
@@ -202,57 +175,11 @@ def _get(url: str, headers: dict[str, str], timeout: float, tls: Tls) -> urllib3
 
 def _describe_or_close(response: urllib3.BaseHTTPResponse, url: str) -> Head:
     try:
-        return _head(response, url)
+        return heads.parse(response.status, response.reason or "", response.headers, url, _host(url))
     except BaseException:
         response.close()
         response.release_conn()
         raise
-
-
-def _head(response: urllib3.BaseHTTPResponse, url: str) -> Head:
-    status = response.status
-    if status == 304:  # a conditional GET: the copy we have is current
-        return _describe(response, url, status=304, start=0, length=0, total=None)
-    if status == 416:  # bytes=0- of an empty file is unsatisfiable; the server still tells the size
-        match = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-        if match and int(match.group(1)) == 0:
-            return _describe(response, url, status=206, start=0, length=0, total=0)
-    if status not in (200, 206):
-        raise _status_error(response)
-    length = _int_header(response.headers.get("Content-Length"))
-    if status == 200:
-        return _describe(response, url, status=200, start=0, length=length, total=length)
-    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-    if match is None:
-        raise TransientError(f"206 response without a usable Content-Range from {_host(url)}")
-    start, end, total = int(match.group(1)), int(match.group(2)), match.group(3)
-    return _describe(response, url, status=206, start=start, length=end - start + 1, total=_int_header(total))
-
-
-def _describe(response: urllib3.BaseHTTPResponse, url: str, **fields: int | None) -> Head:
-    h = response.headers
-    return Head(
-        url=url,
-        etag=h.get("ETag"),
-        last_modified=h.get("Last-Modified"),
-        content_encoding=h.get("Content-Encoding"),
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def _int_header(value: str | None) -> int | None:
-    """A non-negative integer, or None: an unparseable or negative length means unknown."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
-def _status_error(response: urllib3.BaseHTTPResponse) -> FetchError:
-    status = response.status
-    reason = f"HTTP {status} {response.reason or ''}".strip()
-    if status in _RETRY_STATUSES or status >= 500:
-        return TransientError(reason, retry_after=retry_after(response.headers.get("Retry-After")))
-    return PermanentError(reason)
 
 
 def _transport_error(exc: Exception) -> FetchError:
@@ -294,17 +221,3 @@ def same_origin(a: str, b: str) -> bool:
 
 def _host(url: str) -> str:
     return parse_url(url).host or url
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -32,6 +32,19 @@ def content(name: str, size: int) -> bytes:
     return hashlib.shake_256(name.encode()).digest(size)
 
 
+def wire(value: str) -> str:
+    """``value`` as a header: Latin-1 as it is (send_header's encoding), anything else as its UTF-8 bytes.
+
+    Servers put whatever bytes they like in a header, and http.client reads them back as Latin-1: "²" arrives
+    as "²", while "\u0663" (Arabic-Indic 3) arrives as the two characters of its UTF-8 encoding.
+    """
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode().decode("latin-1")
+    return value
+
+
 def etag_of(data: bytes) -> str:
     return '"' + hashlib.sha1(data).hexdigest()[:16] + '"'
 
@@ -43,8 +56,9 @@ class Resource:
     last_modified: float = 1_700_000_000.0
     ranges: bool = True  # False: ignore Range, always 200 with the whole body
     status: int | None = None  # answer every request with this status and no body
-    fail_first: int = 0  # answer the next K requests with 503 (counts down)
-    retry_after: str | None = None  # Retry-After header sent with those 503s
+    fail_first: int = 0  # answer the next K requests with fail_status (counts down)
+    fail_status: int = 503  # what those K requests get: 503, 429, 408, ...
+    retry_after: str | None = None  # Retry-After header sent with those failures
     drop_after: int | None = None  # close the connection after sending this many body bytes (once per request)
     drops: int = 1_000_000  # how many requests the drop applies to (counts down)
     delay: float = 0.0  # seconds to wait before answering each request
@@ -67,6 +81,8 @@ class Resource:
     headers: dict[str, str] = field(default_factory=dict)  # more response headers
     redirect_to: str | None = None  # answer 302 with this Location
     garble_content_range: bool = False  # send 206 with a Content-Range nobody can parse
+    content_range: str | None = None  # send 206 with this Content-Range instead of the true one
+    content_length: str | None = None  # send this Content-Length instead of the true one (same body)
     slow_at: int | None = None  # an answer starting at this offset trickles at slow_rate (one slow segment)
     slow_rate: int = 256 * 1024
 
@@ -142,7 +158,8 @@ class _Handler(BaseHTTPRequestHandler):
         if resource.redirect_to is not None:
             return self._empty(path, 302, {"Location": resource.redirect_to})
         if turn.fail:
-            return self._empty(path, 503, {"Retry-After": resource.retry_after} if resource.retry_after else {})
+            failure = {"Retry-After": resource.retry_after} if resource.retry_after else {}
+            return self._empty(path, resource.fail_status, failure)
         etag, modified = resource.validators()
         if self._not_modified(resource, etag):
             return self._empty(path, 304, {"ETag": etag, "Last-Modified": modified})
@@ -159,7 +176,9 @@ class _Handler(BaseHTTPRequestHandler):
         status = 206 if span else 200
         if span:
             headers["Content-Range"] = (
-                "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{size}"
+                "bytes ?-?/?"
+                if resource.garble_content_range
+                else resource.content_range or f"bytes {start}-{end - 1}/{size}"
             )
         if span and resource.hollow_after is not None and start > resource.hollow_after:
             end = start  # Content-Length: 0 under a Content-Range that promises the whole span
@@ -211,14 +230,15 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.send_response(status)
         for name, value in headers.items():
-            self.send_header(name, value)
+            self.send_header(name, wire(value))
         if framing == "chunked":
             self.send_header("Transfer-Encoding", "chunked")
         elif framing == "close":
             self.send_header("Connection", "close")
             self.close_connection = True
         else:
-            self.send_header("Content-Length", str(length))
+            stated = resource.content_length if resource else None
+            self.send_header("Content-Length", str(length) if stated is None else wire(stated))
         self.end_headers()
         extra = random.Random(len(body)).randbytes(resource.extra_bytes) if resource and resource.extra_bytes else b""
         sent = self._write_body(body + extra, framing, turn)

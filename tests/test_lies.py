@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from .conftest import Server, run_cli, write_manifest
-from .httpserver import FaultServer, content
+from .httpserver import FaultServer, content, wire
 
 MiB = 1024**2
 SPLIT = {"segments": 4, "min_segment_size": "1MiB", "retries": 2}
@@ -181,3 +181,54 @@ def test_a_206_without_a_usable_content_range_is_retried_then_fails(builtin: Fau
         "206 response without a usable Content-Range from 127.0.0.1 (gave up after 2 attempts)"
     )
     assert not (tmp_path / "mirror/garbled.bin").exists()
+
+
+# Numbers in headers: only ASCII digits within a file's reach count. "²" passes str.isdigit() and then int()
+# raises; http.client reads headers as Latin-1, so the wire brings "\u0663" as mojibake, but the unit tests in
+# test_heads.py check that the Unicode digits themselves are refused too.
+ODD_NUMBERS = ["\u0663", "\u00b2", "-1", str(10**30)]  # Arabic-Indic 3, superscript 2, negative, huge
+
+
+@pytest.mark.parametrize("length", ODD_NUMBERS, ids=["arabic", "superscript", "negative", "huge"])
+def test_an_unreadable_content_length_fails_cleanly(builtin: FaultServer, tmp_path: Path, length: str) -> None:
+    url = builtin.add("len.bin", content("len", 5000), ranges=False, content_length=length)
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults={"retries": 1, "timeout": 2}), cwd=tmp_path)
+    assert result.code == 1, result.stdout
+    assert result.file("len.bin")["error"] == (
+        f"unusable Content-Length {wire(length)!r} from 127.0.0.1 (gave up after 2 attempts)"
+    )
+    assert "Traceback" not in result.stdout + result.stderr
+    assert not (tmp_path / "mirror/len.bin").exists()
+
+
+@pytest.mark.parametrize(
+    "content_range",
+    ["bytes 9-0/5000", "bytes 0-5000/5000", "bytes \u0660-\u0669/5000", f"bytes 0-{10**30}/*", "bytes 0-9/-5000"],
+    ids=["end-before-start", "end-past-total", "arabic", "huge", "negative-total"],
+)
+def test_an_unusable_content_range_is_retried_then_fails(
+    builtin: FaultServer, tmp_path: Path, content_range: str
+) -> None:
+    url = builtin.add("cr.bin", content("cr", 5000), content_range=content_range)
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults={"retries": 1}), cwd=tmp_path)
+    assert result.code == 1, result.stdout
+    assert result.file("cr.bin")["error"] == (
+        "206 response without a usable Content-Range from 127.0.0.1 (gave up after 2 attempts)"
+    )
+    assert len(builtin.requests("cr.bin")) == 2
+    assert "Traceback" not in result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("wait", ODD_NUMBERS, ids=["arabic", "superscript", "negative", "huge"])
+def test_an_unreadable_retry_after_is_ignored(builtin: FaultServer, tmp_path: Path, wait: str) -> None:
+    data = content("ra", 1000)
+    url = builtin.add("ra.bin", data, fail_first=1, retry_after=wait)
+    manifest = write_manifest(tmp_path, [url], defaults={"retries": 1, "max_retry_after": 2})
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout + result.stderr
+    assert (tmp_path / "mirror/ra.bin").read_bytes() == data
+    first, second = builtin.requests("ra.bin")
+    if wait.isascii() and wait.isdigit():  # huge: honoured up to max_retry_after
+        assert second.logged - first.logged >= 1.9
+    else:  # not a number: the first backoff, uniform(0, 0.5) s; "٣" read as 3 would wait 2 s (the cap)
+        assert second.logged - first.logged < 1.5
