@@ -132,20 +132,22 @@ def test_429_with_an_http_date_retry_after(builtin: FaultServer, tmp_path: Path)
     when = int(time.time()) + 3  # whole seconds, as an HTTP date has them
     soon = email.utils.formatdate(when, usegmt=True)
     data = content("busy", 1000)
-    url = builtin.add("busy.bin", data, fail_first=1, retry_after=soon)
-    builtin.change("busy.bin")
+    url = builtin.add("busy.bin", data, fail_first=1, fail_status=429, retry_after=soon)
     result = run_cli("run", write_manifest(tmp_path, [url]), cwd=tmp_path)
     assert result.code == 0 and (tmp_path / "mirror/busy.bin").read_bytes() == data
     first, second = builtin.requests("busy.bin")
-    assert (first.status, second.status) == (503, 206)
+    assert (first.status, second.status) == (429, 206)
     assert second.logged >= when - 0.01, "the retry did not wait for the date Retry-After gave"
 
 
 @pytest.mark.timeout(60)
 def test_retry_after_is_capped(builtin: FaultServer, tmp_path: Path) -> None:
     url = builtin.add("later.bin", b"later", fail_first=1, retry_after="86400")
-    result = run_cli("run", write_manifest(tmp_path, [url], defaults={"max_retry_after": 0.5}), cwd=tmp_path)
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults={"max_retry_after": 1}), cwd=tmp_path)
     assert result.code == 0, "a day-long Retry-After would hang the run without the cap"
+    first, second = builtin.requests("later.bin")
+    # Honoured up to the cap: not the first backoff's uniform(0, 0.5) s, and not a day.
+    assert 0.95 <= second.logged - first.logged < 5
 
 
 def test_a_server_that_promises_more_and_hangs_is_retried(builtin: FaultServer, tmp_path: Path) -> None:
