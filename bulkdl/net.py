@@ -10,13 +10,17 @@ decides what to retry, because only it knows how many bytes already arrived.
 from __future__ import annotations
 
 import functools
+import http.client
 import threading
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
     HTTPError,
@@ -30,9 +34,10 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.response import HTTPResponse
 from urllib3.util import parse_url
 
-from . import heads
+from . import deadline, heads
 from .credentials import CREDENTIAL_HEADERS
 from .errors import FetchError, PermanentError, TransientError
 from .heads import Head, retry_after, validator
@@ -80,8 +85,56 @@ def _new_client(proxy: str | None, tls: Tls) -> urllib3.PoolManager:
         options["cert_reqs"] = "CERT_NONE"
         urllib3.disable_warnings(InsecureRequestWarning)  # the summary says it once per file instead
     if proxy is not None:
-        return urllib3.ProxyManager(proxy, **options)  # type: ignore[arg-type]
-    return urllib3.PoolManager(**options)  # type: ignore[arg-type]
+        client: urllib3.PoolManager = urllib3.ProxyManager(proxy, **options)  # type: ignore[arg-type]
+    else:
+        client = urllib3.PoolManager(**options)  # type: ignore[arg-type]
+    client.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    return client
+
+
+class _HeadTimeout(http.client.HTTPException):
+    """The response head did not arrive in time; urllib3 wraps it in a ProtocolError, as any HTTPException."""
+
+
+def _watched(conn: HTTPConnection, getresponse: Callable[[], HTTPResponse]) -> HTTPResponse:
+    """``getresponse()`` with a deadline on the whole response head, not just on each recv.
+
+    The deadline is the request's read timeout (the manifest's ``timeout``), which urllib3 has just set on
+    the connection. When it passes, the watchdog shuts the socket down and http.client stops reading; a
+    head cut short may even parse, so what counts is whether the deadline fired, not how reading ended.
+    """
+    seconds = conn.timeout
+    watch = deadline.watch(conn.sock, seconds) if isinstance(seconds, int | float) and seconds > 0 else None
+    if watch is None:
+        return getresponse()
+    try:
+        response = getresponse()
+    except BaseException:
+        if deadline.cancel(watch):
+            raise _HeadTimeout from None
+        raise
+    if deadline.cancel(watch):
+        response.close()
+        raise _HeadTimeout
+    return response
+
+
+class _HTTPConnection(HTTPConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
+        return _watched(self, super().getresponse)
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
+        return _watched(self, super().getresponse)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 @functools.lru_cache(maxsize=256)
@@ -196,11 +249,22 @@ def _transport_error(exc: Exception) -> FetchError:
         return TransientError("timed out waiting for the server")
     if isinstance(reason, SSLError):
         return PermanentError(f"TLS failed: {reason}")
+    if isinstance(reason, ProtocolError) and isinstance(reason.args[-1], _HeadTimeout):
+        return TransientError("timed out waiting for the response headers")
+    if isinstance(reason, ProtocolError) and _too_large(reason.args[-1]):
+        return TransientError(f"response head too large: {reason.args[-1]}")
     if isinstance(reason, ProtocolError):
         return TransientError(f"connection broken: {_strerror(reason)}")
     if isinstance(reason, LocationValueError | LocationParseError):
         return PermanentError(f"bad URL or redirect target: {reason}")
     return TransientError(f"{type(reason).__name__}: {reason}")
+
+
+def _too_large(exc: object) -> bool:
+    """http.client's bounds on a head (a line of 64 KiB, 100 headers): what keeps endless headers finite."""
+    return isinstance(exc, http.client.LineTooLong) or (
+        isinstance(exc, http.client.HTTPException) and str(exc).startswith("got more than")
+    )
 
 
 def _strerror(exc: BaseException) -> str:

@@ -85,6 +85,8 @@ class Resource:
     content_length: str | None = None  # send this Content-Length instead of the true one (same body)
     slow_at: int | None = None  # an answer starting at this offset trickles at slow_rate (one slow segment)
     slow_rate: int = 256 * 1024
+    trickle_headers: float | None = None  # send the status line and headers one byte per this many seconds
+    endless_headers: str | None = None  # "many" header lines, one "long" line, or "continue" (100s) without end
 
     def validators(self) -> tuple[str, str]:
         etag = f'"{random.getrandbits(64):x}"' if self.new_etag_each else self.etag or etag_of(self.data)
@@ -153,13 +155,8 @@ class _Handler(BaseHTTPRequestHandler):
         resource = turn.resource
         if resource.delay:
             time.sleep(resource.delay)
-        if resource.status is not None:
-            return self._empty(path, resource.status, resource.headers)
-        if resource.redirect_to is not None:
-            return self._empty(path, 302, {"Location": resource.redirect_to})
-        if turn.fail:
-            failure = {"Retry-After": resource.retry_after} if resource.retry_after else {}
-            return self._empty(path, resource.fail_status, failure)
+        if self._answered_without_body(path, turn):
+            return None
         etag, modified = resource.validators()
         if self._not_modified(resource, etag):
             return self._empty(path, 304, {"ETag": etag, "Last-Modified": modified})
@@ -185,6 +182,23 @@ class _Handler(BaseHTTPRequestHandler):
         body = b"" if head_only else resource.data[start:end]
         sent = self._send(status, headers, body, end - start, turn.starting_at(start))
         self.server.record(self, path, status, sent)
+
+    def _answered_without_body(self, path: str, turn: _Turn) -> bool:
+        """Answer the switches that replace the whole response: a status, a redirect, a failure, a bad head."""
+        resource = turn.resource
+        if resource.trickle_headers is not None or resource.endless_headers is not None:
+            self._unending_head(path, resource)
+        elif resource.status is not None:
+            self._empty(path, resource.status, resource.headers)
+        elif resource.redirect_to is not None:
+            self._empty(path, 302, {"Location": resource.redirect_to})
+        elif turn.fail:
+            self._empty(
+                path, resource.fail_status, {"Retry-After": resource.retry_after} if resource.retry_after else {}
+            )
+        else:
+            return False
+        return True
 
     def _not_modified(self, resource: Resource, etag: str) -> bool:
         """RFC 9110 §13.2.2: If-None-Match decides when present; otherwise If-Modified-Since."""
@@ -272,6 +286,29 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client hung up: normal when it has all it wanted of an open-ended range
         return sent
+
+    def _unending_head(self, path: str, resource: Resource) -> None:
+        """A head that never finishes in time: trickled byte by byte, or one that never ends at all."""
+        self.server.record(self, path, 200, 0)
+        self.close_connection = True
+        if resource.trickle_headers is not None:
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n" + b"X-Pad: x\r\n" * 20
+            pieces = [head[i : i + 1] for i in range(len(head))]
+            pause = resource.trickle_headers
+        else:
+            lines = {"many": b"X-More: x\r\n", "long": b"x" * 1024, "continue": b"HTTP/1.1 100 Continue\r\n\r\n"}
+            kind = resource.endless_headers or "many"
+            start = b"" if kind == "continue" else b"HTTP/1.1 200 OK\r\n" + (b"X-Long: " if kind == "long" else b"")
+            pieces = [start, *itertools.repeat(lines[kind], 100_000)]
+            pause = 0.001  # a steady drip: every recv gets bytes, so no read timeout ever fires
+        deadline = time.monotonic() + _STALL_SECONDS
+        with contextlib.suppress(OSError):  # the client hung up: the point of the exercise
+            for piece in pieces:
+                if time.monotonic() > deadline:
+                    break
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(pause)
 
     def _empty(self, path: str, status: int, headers: dict[str, str] | None = None) -> None:
         # Logged before it is sent: a client that retries at once on a new connection must not be logged first.

@@ -234,3 +234,29 @@ def test_an_unreadable_retry_after_is_ignored(builtin: FaultServer, tmp_path: Pa
         assert second.logged - first.logged >= 1.9
     else:  # not a number: the first backoff, uniform(0, 0.5) s; "٣" read as 3 would wait 2 s (the cap)
         assert second.logged - first.logged < 1.5
+
+
+@pytest.mark.parametrize(
+    ("switch", "error"),
+    [
+        ({"trickle_headers": 1.0}, "timed out waiting for the response headers"),
+        ({"endless_headers": "continue"}, "timed out waiting for the response headers"),
+        ({"endless_headers": "many"}, "response head too large: got more than 100 headers"),
+        ({"endless_headers": "long"}, "response head too large: got more than 65536 bytes when reading header line"),
+    ],
+    ids=["trickle", "endless-100-continue", "endless-lines", "endless-line"],
+)
+def test_a_head_that_never_ends_fails_cleanly_and_soon(
+    builtin: FaultServer, tmp_path: Path, switch: dict[str, object], error: str
+) -> None:
+    # The read timeout bounds each recv; a head that drips a byte at a time never trips it.
+    url = builtin.add("head.bin", content("head", 1000), **switch)
+    manifest = write_manifest(tmp_path, [url], defaults={"timeout": 1, "retries": 1})
+    started = time.monotonic()
+    result = run_cli("run", manifest, cwd=tmp_path, timeout=60)
+    elapsed = time.monotonic() - started
+    assert result.code == 1, result.stdout
+    assert result.file("head.bin")["error"] == f"{error} (gave up after 2 attempts)"
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(builtin.requests("head.bin")) == 2
+    assert elapsed < 10, f"two attempts with a 1 s deadline took {elapsed:.1f} s"
