@@ -23,6 +23,7 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    EmptyPoolError,
     HTTPError,
     InsecureRequestWarning,
     LocationParseError,
@@ -42,7 +43,7 @@ from .credentials import CREDENTIAL_HEADERS
 from .errors import FetchError, PermanentError, TransientError
 from .heads import Head, retry_after, validator
 
-__all__ = ["CHUNK", "Body", "Head", "Tls", "request", "retry_after", "same_origin", "start", "validator"]
+__all__ = ["CHUNK", "Body", "Head", "Tls", "request", "retry_after", "same_origin", "start", "stop", "validator"]
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 10
@@ -55,8 +56,17 @@ _clients_lock = threading.Lock()
 def start(max_connections: int) -> None:
     """Size this process's connection pools; call once per process, before any request."""
     global _max_connections
+    stop()
     _max_connections = max(1, max_connections)
-    _clients.clear()
+
+
+def stop() -> None:
+    """Close every pooled connection of this process (the next request opens new pools)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,7 +231,13 @@ def _get(url: str, headers: dict[str, str], timeout: float, tls: Tls) -> urllib3
             retries=False,
             redirect=False,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            # The pools block when all their connections are out: a connection never released (a bug)
+            # would otherwise make every later request wait for ever, silently.
+            pool_timeout=timeout,
         )
+    except EmptyPoolError as exc:
+        where = f"{exc.pool.host}:{exc.pool.port}"
+        raise TransientError(f"no free connection to {where} in {timeout:g} s: all {_max_connections} in use") from None
     except (HTTPError, LocationValueError, LocationParseError) as exc:
         raise _transport_error(exc) from None
 
