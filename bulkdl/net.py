@@ -167,6 +167,10 @@ class Body:
         """Up to ``amount`` bytes, as soon as any have arrived (b"" at the end of the body)."""
         try:
             return self._response.read1(amount, decode_content=False)
+        except SSLError as exc:
+            # Past the handshake a TLS error is a broken stream (a bad record, a cut mid-record), not a
+            # certificate that another attempt cannot cure: resume it like a reset.
+            raise TransientError(f"connection broken: TLS: {exc}") from None
         except HTTPError as exc:
             raise _transport_error(exc) from None
 

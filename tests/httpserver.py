@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -61,6 +62,7 @@ class Resource:
     retry_after: str | None = None  # Retry-After header sent with those failures
     drop_after: int | None = None  # close the connection after sending this many body bytes (once per request)
     drops: int = 1_000_000  # how many requests the drop applies to (counts down)
+    drop_garbage: bool = False  # drop by writing bytes that are no TLS record to the raw socket, then closing
     delay: float = 0.0  # seconds to wait before answering each request
     rate: int | None = None  # bytes per second per response
     rated: int = 1_000_000  # how many requests the rate applies to (counts down)
@@ -256,6 +258,8 @@ class _Handler(BaseHTTPRequestHandler):
         self.end_headers()
         extra = random.Random(len(body)).randbytes(resource.extra_bytes) if resource and resource.extra_bytes else b""
         sent = self._write_body(body + extra, framing, turn)
+        if resource and resource.drop_garbage and sent < len(body):
+            self._garble()
         if sent < len(body) or framing == "close":
             self.close_connection = True
         return min(sent, len(body))
@@ -309,6 +313,12 @@ class _Handler(BaseHTTPRequestHandler):
                 self.wfile.write(piece)
                 self.wfile.flush()
                 time.sleep(pause)
+
+    def _garble(self) -> None:
+        """Break the TLS stream mid-body: bytes on the raw socket, under the TLS layer, that no record parses."""
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            socket.socket.send(self.connection, b"this is not a TLS record\r\n" * 4)
 
     def _empty(self, path: str, status: int, headers: dict[str, str] | None = None) -> None:
         # Logged before it is sent: a client that retries at once on a new connection must not be logged first.
