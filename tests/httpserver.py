@@ -79,6 +79,7 @@ class Resource:
     switch_after: int = 0
     chunked: bool = False  # no Content-Length, Transfer-Encoding: chunked, no ranges
     close_delimited: bool = False  # no Content-Length, body ends when the connection closes, no ranges
+    http10: bool = False  # answer as HTTP/1.0, closing after every answer; with close_delimited, ranges still work
     content_encoding: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # more response headers
     redirect_to: str | None = None  # answer 302 with this Location
@@ -155,6 +156,8 @@ class _Handler(BaseHTTPRequestHandler):
         if turn is None:
             return self._empty(path, 404)
         resource = turn.resource
+        if resource.http10:  # before the status line is written; the connection closes after this answer
+            self.protocol_version, self.close_connection = "HTTP/1.0", True
         if resource.delay:
             time.sleep(resource.delay)
         if self._answered_without_body(path, turn):
@@ -218,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _span(self, resource: Resource, etag: str, modified: str) -> tuple[int, int] | str | None:
         """The byte range to send, None for the whole body, or "unsatisfiable"."""
         header = self.headers.get("Range")
-        if not header or not resource.ranges or resource.chunked or resource.close_delimited:
+        if not header or not resource.ranges or resource.chunked or (resource.close_delimited and not resource.http10):
             return None
         if_range = self.headers.get("If-Range")
         if if_range is not None and if_range not in (etag, modified):
@@ -250,7 +253,8 @@ class _Handler(BaseHTTPRequestHandler):
         if framing == "chunked":
             self.send_header("Transfer-Encoding", "chunked")
         elif framing == "close":
-            self.send_header("Connection", "close")
+            if not resource or not resource.http10:  # HTTP/1.0 closes without saying so
+                self.send_header("Connection", "close")
             self.close_connection = True
         else:
             stated = resource.content_length if resource else None

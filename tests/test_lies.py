@@ -260,3 +260,32 @@ def test_a_head_that_never_ends_fails_cleanly_and_soon(
     assert "Traceback" not in result.stdout + result.stderr
     assert len(builtin.requests("head.bin")) == 2
     assert elapsed < 10, f"two attempts with a 1 s deadline took {elapsed:.1f} s"
+
+
+@pytest.mark.parametrize(
+    ("switches", "segmented"),
+    [
+        ({}, True),  # Content-Length, ranges
+        ({"close_delimited": True}, True),  # 206 + Content-Range, no Content-Length: the close ends each body
+        ({"close_delimited": True, "drop_after": 300_000, "drops": 2}, True),  # a close too early: resumed
+        ({"ranges": False}, False),
+        ({"ranges": False, "close_delimited": True}, False),
+    ],
+    ids=["length", "close-delimited-ranges", "close-delimited-short", "length-no-ranges", "close-delimited"],
+)
+def test_an_http10_server_that_closes_after_every_answer(
+    builtin: FaultServer, tmp_path: Path, switches: dict[str, object], segmented: bool
+) -> None:
+    data = content("http10", 6 * MiB + 5)
+    url = builtin.add("old.bin", data, http10=True, **switches)
+    digest = hashlib.sha256(data).hexdigest()
+    result = run_cli("run", write_manifest(tmp_path, [{"url": url, "sha256": digest}], defaults=SPLIT), cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert (tmp_path / "mirror/old.bin").read_bytes() == data
+    requests = builtin.requests("old.bin")
+    assert len({r.conn for r in requests}) == len(requests), "a new connection for every request"
+    if segmented:
+        assert {r.status for r in requests} == {206} and len(requests) >= 4, [r.range for r in requests]
+        assert sum(r.sent for r in requests) == len(data), "each byte once: every body ended where it should"
+    else:
+        assert [r.status for r in requests] == [200] and result.file("old.bin")["bytes"] == len(data)
