@@ -11,6 +11,10 @@ from urllib.parse import unquote, urlsplit
 
 # Names bulkdl itself writes beside a destination; a manifest name must not collide with them.
 RESERVED = re.compile(r"(\.part\d+|\.bulkdl|\.bulkdl-tmp)$|^\.bulkdl$")
+NAME_MAX = 255  # bytes in one path component on Linux file systems (ext4, xfs, btrfs, tmpfs)
+# The longest name bulkdl writes beside a file is the sidecar's temp, ".<name>.bulkdl.bulkdl-tmp": 19 bytes
+# more (".<name>.bulkdl-tmp" adds 12, "<name>.bulkdl" 7, "<name>.part<K>" 5 and the digits of K).
+BESIDE = len(".") + len(".bulkdl") + len(".bulkdl-tmp")
 
 
 def check_relpath(raw: str) -> str:
@@ -33,7 +37,24 @@ def check_relpath(raw: str) -> str:
     for part in parts:
         if RESERVED.search(part):
             raise ValueError(f"{part!r} collides with the names bulkdl uses for partial files")
+    _check_lengths(parts)
     return "/".join(parts)
+
+
+def _check_lengths(parts: list[str]) -> None:
+    """Refuse now what the file system would refuse mid-run: a component longer than NAME_MAX bytes."""
+    try:
+        sizes = [len(part.encode("utf-8")) for part in parts]
+    except UnicodeEncodeError:  # a lone surrogate, which YAML's "\ud800" escape can make
+        raise ValueError("path contains a character that is not valid Unicode text") from None
+    for size in sizes[:-1]:
+        if size > NAME_MAX:
+            raise ValueError(f"directory name too long: {size} bytes, at most {NAME_MAX}")
+    if sizes[-1] > NAME_MAX - BESIDE:
+        raise ValueError(
+            f"file name too long: {sizes[-1]} bytes, at most {NAME_MAX - BESIDE} "
+            f"(bulkdl adds up to {BESIDE} bytes beside it for partial files)"
+        )
 
 
 def name_from_url(url: str) -> str:

@@ -273,3 +273,15 @@ def test_aliases_used_as_intended_still_work(tmp_path: Path) -> None:
     path.write_text(f"version: 1\nfiles:\n  - {{url: http://h/f0, mirrors: &m {mirrors}}}\n{entries}")
     m = load(path)
     assert len(m.jobs) == 5000 and m.jobs[-1].mirrors == tuple(f"http://m{i}/x" for i in range(3))
+
+
+def test_names_too_long_for_the_file_system_fail_at_check(tmp_path: Path) -> None:
+    long = "a" * 250
+    path = _write(tmp_path, f"files:\n  - http://h/{long}\n  - {{url: {GOOD}, path: {'d' * 256}/x}}\n")
+    result = run_cli("check", path, cwd=tmp_path)
+    assert result.code == 2
+    assert result.stderr.splitlines() == [
+        f"{path}:2: files[0].url: file name too long: 250 bytes, at most 236 "
+        "(bulkdl adds up to 19 bytes beside it for partial files)",
+        f"{path}:3: files[1].path: directory name too long: 256 bytes, at most 255",
+    ]

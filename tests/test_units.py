@@ -208,6 +208,50 @@ def test_relpath_rejects(raw: str, reason: str) -> None:
         check_relpath(raw)
 
 
+LONGEST = 255 - len(".") - len(".bulkdl.bulkdl-tmp")  # the sidecar's temp is the longest name beside a file
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a" * LONGEST,
+        "\u00e9" * (LONGEST // 2),  # two bytes each in UTF-8
+        "d" * 255 + "/" + "a" * LONGEST,
+        "/".join(["d" * 255] * 20) + "/f",
+    ],
+    ids=["ascii", "two-byte", "long-directory", "deep"],
+)
+def test_relpath_accepts_the_longest_names(raw: str) -> None:
+    assert check_relpath(raw) == raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("a" * (LONGEST + 1), f"file name too long: {LONGEST + 1} bytes, at most {LONGEST}"),
+        ("\u00e9" * (LONGEST // 2 + 1), f"file name too long: {LONGEST + 2} bytes, at most {LONGEST}"),
+        ("\U0001f600" * 60, f"file name too long: 240 bytes, at most {LONGEST}"),  # 60 characters, 240 bytes
+        ("sub/" + "a" * 300, f"file name too long: 300 bytes, at most {LONGEST}"),
+        ("d" * 256 + "/f", "directory name too long: 256 bytes, at most 255"),
+        ("a/" + "\u00e9" * 128 + "/f", "directory name too long: 256 bytes, at most 255"),
+        ("a\ud800b", "path contains a character that is not valid Unicode text"),
+    ],
+    ids=["ascii", "two-byte", "four-byte", "in-a-directory", "directory", "two-byte-directory", "surrogate"],
+)
+def test_relpath_rejects_names_the_file_system_would(raw: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        check_relpath(raw)
+    assert str(caught.value).startswith(message), caught.value
+
+
+def test_the_longest_accepted_name_and_everything_beside_it_can_be_created(tmp_path: Path) -> None:
+    name = check_relpath("\u00e9" * (LONGEST // 2) + "a" * (LONGEST % 2))
+    beside = [name, f".{name}.bulkdl-tmp", f"{name}.bulkdl", f".{name}.bulkdl.bulkdl-tmp", f"{name}.part63"]
+    for each in beside:
+        (tmp_path / each).write_bytes(b"x")  # OSError: File name too long, if the bound were wrong
+    assert len(f".{name}.bulkdl.bulkdl-tmp".encode()) == 255
+
+
 @pytest.mark.parametrize(
     ("url", "expected"),
     [
