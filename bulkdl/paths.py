@@ -1,12 +1,16 @@
 """Destination names: what a manifest may ask bulkdl to write, checked before anything is written.
 
 A name is a relative POSIX path below ``dest``. Names come only from the manifest or from the URL path,
-never from the server, so this is the one gate between user input and the file system.
+never from the server, so this is the one gate between user input and the file system. What a name cannot
+say, the disk can: a directory below dest that is a symlink leading out of it, which ``outside`` finds.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 # Names bulkdl itself writes beside a destination; a manifest name must not collide with them.
@@ -66,3 +70,32 @@ def name_from_url(url: str) -> str:
     if "/" in name:
         raise ValueError(f"the URL's file name decodes to {name!r}, which contains '/'; give a path")
     return name
+
+
+def outside(dest: Path, directory: Path) -> str | None:
+    """Why writing into ``directory`` would leave ``dest`` through a symlink; None when it stays inside.
+
+    ``dest`` itself may be a symlink: the user chose it. Below it, each component that exists costs one
+    lstat, and one that is a symlink must resolve to somewhere inside dest. Components that do not exist
+    yet are fine: bulkdl creates them as real directories. Call it just before creating the directory.
+    """
+    try:
+        below = directory.relative_to(dest)
+    except ValueError:
+        return f"{directory} is not inside dest {dest}"
+    root = dest.resolve()
+    current = dest
+    for part in below.parts:
+        current = current / part
+        try:
+            if not stat.S_ISLNK(os.lstat(current).st_mode):
+                continue
+        except OSError:  # missing (created as a real directory), or a reason mkdir will tell the user
+            return None
+        try:
+            target = current.resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            return f"{current} is a symlink that does not resolve; bulkdl does not write through it"
+        if not target.is_relative_to(root):
+            return f"{current} is a symlink to {target}, outside dest; bulkdl does not write through it"
+    return None

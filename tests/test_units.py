@@ -13,7 +13,7 @@ import pytest
 
 from bulkdl import plan
 from bulkdl.assemble import _copy_range
-from bulkdl.paths import check_relpath, name_from_url
+from bulkdl.paths import check_relpath, name_from_url, outside
 from bulkdl.plan import Plan, Segment
 from bulkdl.sizes import format_size, parse_size
 from bulkdl.state import Row, State, read_rows
@@ -250,6 +250,67 @@ def test_the_longest_accepted_name_and_everything_beside_it_can_be_created(tmp_p
     for each in beside:
         (tmp_path / each).write_bytes(b"x")  # OSError: File name too long, if the bound were wrong
     assert len(f".{name}.bulkdl.bulkdl-tmp".encode()) == 255
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A dest (mirror/) and a directory outside it (elsewhere/)."""
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    return tmp_path / "mirror", tmp_path / "elsewhere"
+
+
+def test_directories_inside_dest_are_inside(tree: tuple[Path, Path]) -> None:
+    dest, _ = tree
+    (dest / "real/deeper").mkdir(parents=True)
+    assert outside(dest, dest) is None
+    assert outside(dest, dest / "real/deeper") is None
+    assert outside(dest, dest / "real/not/yet/made") is None, "bulkdl creates those as real directories"
+    (dest / "alias").symlink_to("real")  # a symlink that stays inside dest is fine
+    assert outside(dest, dest / "alias/deeper") is None
+
+
+def test_dest_itself_may_be_a_symlink(tree: tuple[Path, Path]) -> None:
+    dest, elsewhere = tree
+    chosen = dest.parent / "chosen"
+    chosen.symlink_to(elsewhere)
+    (elsewhere / "sub").mkdir()
+    assert outside(chosen, chosen / "sub") is None
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative", "dangling"])
+def test_a_symlink_out_of_dest_is_refused(tree: tuple[Path, Path], target: str) -> None:
+    dest, elsewhere = tree
+    link = {"absolute": elsewhere, "relative": Path("../elsewhere"), "dangling": elsewhere / "gone"}[target]
+    (dest / "sub").symlink_to(link)
+    resolved = (elsewhere / "gone" if target == "dangling" else elsewhere).resolve()
+    assert outside(dest, dest / "sub/deeper") == (
+        f"{dest}/sub is a symlink to {resolved}, outside dest; bulkdl does not write through it"
+    )
+
+
+def test_a_symlink_reached_through_another_is_found(tree: tuple[Path, Path]) -> None:
+    dest, elsewhere = tree
+    (dest / "b").mkdir()
+    (dest / "a").symlink_to("b")  # inside, harmless by itself
+    (dest / "b/c").symlink_to(elsewhere)
+    assert outside(dest, dest / "a/c") == (
+        f"{dest}/a/c is a symlink to {elsewhere.resolve()}, outside dest; bulkdl does not write through it"
+    )
+
+
+def test_a_symlink_loop_is_refused_or_left_to_mkdir(tree: tuple[Path, Path]) -> None:
+    dest, _ = tree
+    (dest / "loop").symlink_to("loop")
+    reason = outside(dest, dest / "loop/x")
+    assert (
+        reason is None or reason == f"{dest}/loop is a symlink that does not resolve; bulkdl does not write through it"
+    )
+
+
+def test_a_directory_not_below_dest(tree: tuple[Path, Path]) -> None:
+    dest, elsewhere = tree
+    assert outside(dest, elsewhere) == f"{elsewhere} is not inside dest {dest}"
 
 
 @pytest.mark.parametrize(
