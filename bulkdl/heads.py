@@ -16,8 +16,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 
 from .errors import FetchError, PermanentError, TransientError
+from .sizes import MAX_SIZE
 
-MAX_OFFSET = 2**63 - 1  # the largest file offset Linux has (off_t); beyond it a number describes no file
+MAX_OFFSET = MAX_SIZE  # beyond the largest file offset a number describes no file
 _NUMBER = re.compile(r"[0-9]{1,19}")  # 19 digits hold every number up to MAX_OFFSET, and a few above it
 _DELAY = re.compile(r"[0-9]+")  # Retry-After's delta-seconds: only its size is irrelevant (it is capped)
 _CONTENT_RANGE = re.compile(r"bytes[ \t]+([0-9]+)-([0-9]+)/([0-9]+|\*)", re.IGNORECASE | re.ASCII)

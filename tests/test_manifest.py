@@ -285,3 +285,10 @@ def test_names_too_long_for_the_file_system_fail_at_check(tmp_path: Path) -> Non
         "(bulkdl adds up to 19 bytes beside it for partial files)",
         f"{path}:3: files[1].path: directory name too long: 256 bytes, at most 255",
     ]
+
+
+def test_a_size_beyond_any_file_is_a_manifest_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, f'files:\n  - {{url: {GOOD}, size: "{"9" * 400}MiB"}}\n')
+    result = run_cli("check", path, cwd=tmp_path)
+    assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"{path}:2: files[0].size: '99999") and "larger than any file" in result.stderr

@@ -42,10 +42,25 @@ def test_parse_size_accepts(text: object, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "MiB", "4 parsecs", "-1", -1, "1e3", True, 1.5, None, [1]])
+@pytest.mark.parametrize(
+    "text",
+    ["", "MiB", "4 parsecs", "-1", -1, "1e3", True, 1.5, None, [1], "\u0663MiB", "\u00b2", "\uff14KiB"],
+)
 def test_parse_size_rejects(text: object) -> None:
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["9" * 400 + "MiB", "1" + "0" * 5000, 2**63, "9223372036854775808", "8589934592 GiB"])
+def test_parse_size_refuses_sizes_no_file_has(text: object) -> None:
+    # float("9" * 400) is inf, and int(inf) raised OverflowError: a traceback from `bulkdl check`.
+    with pytest.raises(ValueError, match=r"is larger than any file can be \(at most 9223372036854775807 bytes\)$"):
+        parse_size(text)
+
+
+def test_parse_size_is_exact_up_to_the_largest_file() -> None:
+    assert parse_size("9223372036854775807") == parse_size(2**63 - 1) == 2**63 - 1
+    assert parse_size("8589934591.5 GiB") == 8589934591 * 1024**3 + 512 * 1024**2  # float would round it
 
 
 @pytest.mark.parametrize(
