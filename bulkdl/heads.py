@@ -24,6 +24,7 @@ _DELAY = re.compile(r"[0-9]+")  # Retry-After's delta-seconds: only its size is 
 _CONTENT_RANGE = re.compile(r"bytes[ \t]+([0-9]+)-([0-9]+)/([0-9]+|\*)", re.IGNORECASE | re.ASCII)
 _UNSATISFIED_RANGE = re.compile(r"bytes[ \t]+\*/([0-9]+)", re.IGNORECASE | re.ASCII)
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_MAX_NS = 2**63 - 1  # an mtime in nanoseconds, as os.utime and SQLite's INTEGER hold it
 _MAX_SHOWN = 80  # characters of server text a message repeats
 
 
@@ -125,9 +126,25 @@ def retry_after(value: str | None) -> float | None:
     value = value.strip(" \t")
     if _DELAY.fullmatch(value):
         return float(value)  # float("9" * 400) is inf, never an error; the caller caps it
+    when = _date(value)
+    return None if when is None else max(0.0, when - time.time())
+
+
+def mtime_ns(last_modified: str | None) -> int | None:
+    """Last-Modified as a file mtime in nanoseconds; None when absent, unreadable, or beyond what an mtime
+    (and the state database's 64-bit integers) can hold: past the year 2262, or before 1677.
+    """
+    when = None if last_modified is None else _date(last_modified)
+    if when is None:
+        return None
+    ns = int(when) * 1_000_000_000
+    return ns if -_MAX_NS <= ns <= _MAX_NS else None
+
+
+def _date(value: str) -> float | None:
+    """An HTTP date as a POSIX timestamp; None for anything else."""
     try:
-        when = email.utils.parsedate_to_datetime(value)
-        return max(0.0, when.timestamp() - time.time())
+        return email.utils.parsedate_to_datetime(value).timestamp()
     except (TypeError, ValueError, OverflowError, IndexError):  # not a date, or one no clock can reach
         return None
 

@@ -189,3 +189,26 @@ def test_parsing_a_head_raises_only_fetch_errors(status: int, headers: dict[str,
 def test_retry_after_never_raises(value: str) -> None:
     wait = heads.retry_after(value)
     assert wait is None or wait >= 0
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("Tue, 14 Nov 2023 22:13:20 GMT", 1_700_000_000 * 10**9),
+        ("Thu, 01 Jan 1970 00:00:00 GMT", 0),
+        ("Fri, 31 Dec 9999 23:59:59 GMT", None),  # os.utime takes it; SQLite's INTEGER did not (exit 70)
+        ("Mon, 01 Jan 99999999999999999999 00:00:00 GMT", None),  # OverflowError in the worker
+        ("Fri, 11 Apr 2262 23:47:17 GMT", None),  # past the last second whose nanoseconds an int64 holds
+        ("Fri, 11 Apr 2262 23:47:16 GMT", 9_223_372_036 * 10**9),
+        ("yesterday", None),
+        (None, None),
+    ],
+)
+def test_mtime_ns(text: str | None, expected: int | None) -> None:
+    assert heads.mtime_ns(text) == expected
+
+
+@given(_header_text)
+def test_mtime_ns_never_raises(value: str) -> None:
+    ns = heads.mtime_ns(value)
+    assert ns is None or abs(ns) < 2**63
