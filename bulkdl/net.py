@@ -9,19 +9,21 @@ decides what to retry, because only it knows how many bytes already arrived.
 
 from __future__ import annotations
 
-import email.utils
 import functools
-import re
+import http.client
 import threading
-import time
 import urllib.request
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
+from urllib3.connection import HTTPConnection, HTTPSConnection
+from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
+    EmptyPoolError,
     HTTPError,
     InsecureRequestWarning,
     LocationParseError,
@@ -33,16 +35,18 @@ from urllib3.exceptions import (
     ReadTimeoutError,
     SSLError,
 )
+from urllib3.response import HTTPResponse
 from urllib3.util import parse_url
 
+from . import deadline, heads
 from .credentials import CREDENTIAL_HEADERS
 from .errors import FetchError, PermanentError, TransientError
+from .heads import Head, retry_after, validator
+
+__all__ = ["CHUNK", "Body", "Head", "Tls", "request", "retry_after", "same_origin", "start", "stop", "validator"]
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 10
-_CONTENT_RANGE = re.compile(r"bytes\s+(\d+)-(\d+)/(\d+|\*)", re.IGNORECASE)
-_UNSATISFIED_RANGE = re.compile(r"bytes\s+\*/(\d+)", re.IGNORECASE)
-_RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 
 _max_connections = 8
 _clients: dict[tuple[str | None, str | None, bool], urllib3.PoolManager] = {}
@@ -52,8 +56,17 @@ _clients_lock = threading.Lock()
 def start(max_connections: int) -> None:
     """Size this process's connection pools; call once per process, before any request."""
     global _max_connections
+    stop()
     _max_connections = max(1, max_connections)
-    _clients.clear()
+
+
+def stop() -> None:
+    """Close every pooled connection of this process (the next request opens new pools)."""
+    with _clients_lock:
+        clients = list(_clients.values())
+        _clients.clear()
+    for client in clients:
+        client.clear()
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,8 +95,56 @@ def _new_client(proxy: str | None, tls: Tls) -> urllib3.PoolManager:
         options["cert_reqs"] = "CERT_NONE"
         urllib3.disable_warnings(InsecureRequestWarning)  # the summary says it once per file instead
     if proxy is not None:
-        return urllib3.ProxyManager(proxy, **options)  # type: ignore[arg-type]
-    return urllib3.PoolManager(**options)  # type: ignore[arg-type]
+        client: urllib3.PoolManager = urllib3.ProxyManager(proxy, **options)  # type: ignore[arg-type]
+    else:
+        client = urllib3.PoolManager(**options)  # type: ignore[arg-type]
+    client.pool_classes_by_scheme = {"http": _HTTPPool, "https": _HTTPSPool}
+    return client
+
+
+class _HeadTimeout(http.client.HTTPException):
+    """The response head did not arrive in time; urllib3 wraps it in a ProtocolError, as any HTTPException."""
+
+
+def _watched(conn: HTTPConnection, getresponse: Callable[[], HTTPResponse]) -> HTTPResponse:
+    """``getresponse()`` with a deadline on the whole response head, not just on each recv.
+
+    The deadline is the request's read timeout (the manifest's ``timeout``), which urllib3 has just set on
+    the connection. When it passes, the watchdog shuts the socket down and http.client stops reading; a
+    head cut short may even parse, so what counts is whether the deadline fired, not how reading ended.
+    """
+    seconds = conn.timeout
+    watch = deadline.watch(conn.sock, seconds) if isinstance(seconds, int | float) and seconds > 0 else None
+    if watch is None:
+        return getresponse()
+    try:
+        response = getresponse()
+    except BaseException:
+        if deadline.cancel(watch):
+            raise _HeadTimeout from None
+        raise
+    if deadline.cancel(watch):
+        response.close()
+        raise _HeadTimeout
+    return response
+
+
+class _HTTPConnection(HTTPConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
+        return _watched(self, super().getresponse)
+
+
+class _HTTPSConnection(HTTPSConnection):
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
+        return _watched(self, super().getresponse)
+
+
+class _HTTPPool(HTTPConnectionPool):
+    ConnectionCls = _HTTPConnection
+
+
+class _HTTPSPool(HTTPSConnectionPool):
+    ConnectionCls = _HTTPSConnection
 
 
 @functools.lru_cache(maxsize=256)
@@ -96,31 +157,6 @@ def _proxy_for(scheme: str, host: str) -> str | None:
     return proxy
 
 
-@dataclass(frozen=True, slots=True)
-class Head:
-    """What one response says about the file and about the bytes in its body."""
-
-    status: int
-    url: str  # after redirects
-    start: int  # offset of the body's first byte in the file
-    length: int | None  # bytes the body promises, when stated
-    total: int | None  # the whole file's size, when stated
-    etag: str | None
-    last_modified: str | None
-    content_encoding: str | None
-
-    @property
-    def ranged(self) -> bool:
-        return self.status == 206
-
-
-def validator(etag: str | None, last_modified: str | None) -> str | None:
-    """What If-Range may carry: a strong ETag, else Last-Modified (RFC 9110 §13.1.5)."""
-    if etag and not etag.startswith("W/"):
-        return etag
-    return last_modified
-
-
 class Body:
     """A streamed response body; closing it returns the connection to the pool only when it is reusable."""
 
@@ -131,6 +167,10 @@ class Body:
         """Up to ``amount`` bytes, as soon as any have arrived (b"" at the end of the body)."""
         try:
             return self._response.read1(amount, decode_content=False)
+        except SSLError as exc:
+            # Past the handshake a TLS error is a broken stream (a bad record, a cut mid-record), not a
+            # certificate that another attempt cannot cure: resume it like a reset.
+            raise TransientError(f"connection broken: TLS: {exc}") from None
         except HTTPError as exc:
             raise _transport_error(exc) from None
 
@@ -195,64 +235,24 @@ def _get(url: str, headers: dict[str, str], timeout: float, tls: Tls) -> urllib3
             retries=False,
             redirect=False,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
+            # The pools block when all their connections are out: a connection never released (a bug)
+            # would otherwise make every later request wait for ever, silently.
+            pool_timeout=timeout,
         )
+    except EmptyPoolError as exc:
+        where = f"{exc.pool.host}:{exc.pool.port}"
+        raise TransientError(f"no free connection to {where} in {timeout:g} s: all {_max_connections} in use") from None
     except (HTTPError, LocationValueError, LocationParseError) as exc:
         raise _transport_error(exc) from None
 
 
 def _describe_or_close(response: urllib3.BaseHTTPResponse, url: str) -> Head:
     try:
-        return _head(response, url)
+        return heads.parse(response.status, response.reason or "", response.headers, url, _host(url))
     except BaseException:
         response.close()
         response.release_conn()
         raise
-
-
-def _head(response: urllib3.BaseHTTPResponse, url: str) -> Head:
-    status = response.status
-    if status == 304:  # a conditional GET: the copy we have is current
-        return _describe(response, url, status=304, start=0, length=0, total=None)
-    if status == 416:  # bytes=0- of an empty file is unsatisfiable; the server still tells the size
-        match = _UNSATISFIED_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-        if match and int(match.group(1)) == 0:
-            return _describe(response, url, status=206, start=0, length=0, total=0)
-    if status not in (200, 206):
-        raise _status_error(response)
-    length = _int_header(response.headers.get("Content-Length"))
-    if status == 200:
-        return _describe(response, url, status=200, start=0, length=length, total=length)
-    match = _CONTENT_RANGE.fullmatch(response.headers.get("Content-Range", "").strip())
-    if match is None:
-        raise TransientError(f"206 response without a usable Content-Range from {_host(url)}")
-    start, end, total = int(match.group(1)), int(match.group(2)), match.group(3)
-    return _describe(response, url, status=206, start=start, length=end - start + 1, total=_int_header(total))
-
-
-def _describe(response: urllib3.BaseHTTPResponse, url: str, **fields: int | None) -> Head:
-    h = response.headers
-    return Head(
-        url=url,
-        etag=h.get("ETag"),
-        last_modified=h.get("Last-Modified"),
-        content_encoding=h.get("Content-Encoding"),
-        **fields,  # type: ignore[arg-type]
-    )
-
-
-def _int_header(value: str | None) -> int | None:
-    """A non-negative integer, or None: an unparseable or negative length means unknown."""
-    if value is None or not value.strip().isdigit():
-        return None
-    return int(value)
-
-
-def _status_error(response: urllib3.BaseHTTPResponse) -> FetchError:
-    status = response.status
-    reason = f"HTTP {status} {response.reason or ''}".strip()
-    if status in _RETRY_STATUSES or status >= 500:
-        return TransientError(reason, retry_after=retry_after(response.headers.get("Retry-After")))
-    return PermanentError(reason)
 
 
 def _transport_error(exc: Exception) -> FetchError:
@@ -269,11 +269,22 @@ def _transport_error(exc: Exception) -> FetchError:
         return TransientError("timed out waiting for the server")
     if isinstance(reason, SSLError):
         return PermanentError(f"TLS failed: {reason}")
+    if isinstance(reason, ProtocolError) and isinstance(reason.args[-1], _HeadTimeout):
+        return TransientError("timed out waiting for the response headers")
+    if isinstance(reason, ProtocolError) and _too_large(reason.args[-1]):
+        return TransientError(f"response head too large: {reason.args[-1]}")
     if isinstance(reason, ProtocolError):
         return TransientError(f"connection broken: {_strerror(reason)}")
     if isinstance(reason, LocationValueError | LocationParseError):
         return PermanentError(f"bad URL or redirect target: {reason}")
     return TransientError(f"{type(reason).__name__}: {reason}")
+
+
+def _too_large(exc: object) -> bool:
+    """http.client's bounds on a head (a line of 64 KiB, 100 headers): what keeps endless headers finite."""
+    return isinstance(exc, http.client.LineTooLong) or (
+        isinstance(exc, http.client.HTTPException) and str(exc).startswith("got more than")
+    )
 
 
 def _strerror(exc: BaseException) -> str:
@@ -294,17 +305,3 @@ def same_origin(a: str, b: str) -> bool:
 
 def _host(url: str) -> str:
     return parse_url(url).host or url
-
-
-def retry_after(value: str | None) -> float | None:
-    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date; None when absent or bad."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value.isdigit():
-        return float(value)
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())

@@ -1,16 +1,24 @@
 """Destination names: what a manifest may ask bulkdl to write, checked before anything is written.
 
 A name is a relative POSIX path below ``dest``. Names come only from the manifest or from the URL path,
-never from the server, so this is the one gate between user input and the file system.
+never from the server, so this is the one gate between user input and the file system. What a name cannot
+say, the disk can: a directory below dest that is a symlink leading out of it, which ``outside`` finds.
 """
 
 from __future__ import annotations
 
+import os
 import re
+import stat
+from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
 # Names bulkdl itself writes beside a destination; a manifest name must not collide with them.
 RESERVED = re.compile(r"(\.part\d+|\.bulkdl|\.bulkdl-tmp)$|^\.bulkdl$")
+NAME_MAX = 255  # bytes in one path component on Linux file systems (ext4, xfs, btrfs, tmpfs)
+# The longest name bulkdl writes beside a file is the sidecar's temp, ".<name>.bulkdl.bulkdl-tmp": 19 bytes
+# more (".<name>.bulkdl-tmp" adds 12, "<name>.bulkdl" 7, "<name>.part<K>" 5 and the digits of K).
+BESIDE = len(".") + len(".bulkdl") + len(".bulkdl-tmp")
 
 
 def check_relpath(raw: str) -> str:
@@ -33,7 +41,24 @@ def check_relpath(raw: str) -> str:
     for part in parts:
         if RESERVED.search(part):
             raise ValueError(f"{part!r} collides with the names bulkdl uses for partial files")
+    _check_lengths(parts)
     return "/".join(parts)
+
+
+def _check_lengths(parts: list[str]) -> None:
+    """Refuse now what the file system would refuse mid-run: a component longer than NAME_MAX bytes."""
+    try:
+        sizes = [len(part.encode("utf-8")) for part in parts]
+    except UnicodeEncodeError:  # a lone surrogate, which YAML's "\ud800" escape can make
+        raise ValueError("path contains a character that is not valid Unicode text") from None
+    for size in sizes[:-1]:
+        if size > NAME_MAX:
+            raise ValueError(f"directory name too long: {size} bytes, at most {NAME_MAX}")
+    if sizes[-1] > NAME_MAX - BESIDE:
+        raise ValueError(
+            f"file name too long: {sizes[-1]} bytes, at most {NAME_MAX - BESIDE} "
+            f"(bulkdl adds up to {BESIDE} bytes beside it for partial files)"
+        )
 
 
 def name_from_url(url: str) -> str:
@@ -45,3 +70,32 @@ def name_from_url(url: str) -> str:
     if "/" in name:
         raise ValueError(f"the URL's file name decodes to {name!r}, which contains '/'; give a path")
     return name
+
+
+def outside(dest: Path, directory: Path) -> str | None:
+    """Why writing into ``directory`` would leave ``dest`` through a symlink; None when it stays inside.
+
+    ``dest`` itself may be a symlink: the user chose it. Below it, each component that exists costs one
+    lstat, and one that is a symlink must resolve to somewhere inside dest. Components that do not exist
+    yet are fine: bulkdl creates them as real directories. Call it just before creating the directory.
+    """
+    try:
+        below = directory.relative_to(dest)
+    except ValueError:
+        return f"{directory} is not inside dest {dest}"
+    root = dest.resolve()
+    current = dest
+    for part in below.parts:
+        current = current / part
+        try:
+            if not stat.S_ISLNK(os.lstat(current).st_mode):
+                continue
+        except OSError:  # missing (created as a real directory), or a reason mkdir will tell the user
+            return None
+        try:
+            target = current.resolve()
+        except (OSError, RuntimeError):  # a symlink loop (RuntimeError before Python 3.13)
+            return f"{current} is a symlink that does not resolve; bulkdl does not write through it"
+        if not target.is_relative_to(root):
+            return f"{current} is a symlink to {target}, outside dest; bulkdl does not write through it"
+    return None

@@ -17,6 +17,9 @@ from .credentials import missing_variables
 from .errors import ManifestError
 from .sizes import parse_size
 
+_MAX_SHOWN = 300  # characters of a key or message repeated from the file
+_ALIAS_ALLOWANCE = 100_000  # values aliases may add beyond one per character of the file
+
 
 @dataclass
 class Problems:
@@ -36,7 +39,9 @@ class Problems:
 
 
 def _printable(text: str) -> str:
-    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+    # Short too: a message may quote a value, and aliases can make one long value appear in every entry.
+    shown = "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text[:_MAX_SHOWN])
+    return shown + "..." if len(text) > _MAX_SHOWN else shown
 
 
 Convert = Callable[[Any], Any]
@@ -177,7 +182,9 @@ def compose(text: str, problems: Problems) -> tuple[yaml.SafeLoader | None, yaml
         )
         return None, None
     try:
-        return loader, loader.get_single_node()
+        root = loader.get_single_node()
+    except RecursionError:  # PyYAML's pure-Python composer recurses; libyaml stops at 1000 levels itself
+        problems.at(1, "yaml", "nested too deeply")
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         line = mark.line + 1 if mark else 1
@@ -185,4 +192,50 @@ def compose(text: str, problems: Problems) -> tuple[yaml.SafeLoader | None, yaml
         problems.at(line, "yaml", f"{exc.problem or exc.context}{where}")
     except yaml.YAMLError as exc:
         problems.at(1, "yaml", str(exc))
+    else:
+        return loader, (root if root is None or _bounded(root, len(text), problems) else None)
     return loader, None
+
+
+def _bounded(root: yaml.Node, text_length: int, problems: Problems) -> bool:
+    """Whether the document, with every alias written out, stays about as large as its text.
+
+    Composing shares an aliased node instead of copying it, but reading the manifest visits each use, so
+    nested aliases (a "billion laughs") or one long list aliased in every entry make a small file cost
+    hours and gigabytes. A manifest has no reason to expand beyond one value per character of its text
+    plus an allowance; counting needs one pass over the distinct nodes, post-order with sizes memoised,
+    which also finds an alias inside the node it names (composing allows that; nothing here could end it).
+    """
+    limit = text_length + _ALIAS_ALLOWANCE
+    sizes: dict[int, int] = {}
+    ancestors: set[int] = set()
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:
+        node, children_done = stack.pop()
+        key = id(node)
+        if children_done:
+            ancestors.discard(key)
+            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
+            if sizes[key] > limit:
+                problems.add(
+                    node,
+                    "yaml",
+                    f"aliases expand the manifest to over {limit} values, far more than it holds; write them out",
+                )
+                return False
+        elif key in ancestors:
+            problems.add(node, "yaml", "an alias refers to a node that contains it")
+            return False
+        elif key not in sizes:
+            ancestors.add(key)
+            stack.append((node, True))
+            stack.extend((child, False) for child in _children(node))
+    return True
+
+
+def _children(node: yaml.Node) -> list[yaml.Node]:
+    if isinstance(node, yaml.SequenceNode):
+        return list(node.value)
+    if isinstance(node, yaml.MappingNode):
+        return [item for pair in node.value for item in pair]
+    return []

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from decimal import Decimal
 
 _UNITS = {
     "": 1,
@@ -20,7 +21,9 @@ _UNITS = {
     "tb": 1000**4,
     "tib": 1024**4,
 }
-_SIZE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*", re.IGNORECASE)
+MAX_SIZE = 2**63 - 1  # the largest file offset Linux has (off_t): no file is larger
+# ASCII digits only: \d and float() also take "٣" (Arabic-Indic 3), which nobody types as a size.
+_SIZE = re.compile(r"\s*([0-9]+(?:\.[0-9]+)?)\s*([a-z]*)\s*", re.IGNORECASE | re.ASCII)
 
 
 def parse_size(value: object) -> int:
@@ -30,14 +33,21 @@ def parse_size(value: object) -> int:
     if isinstance(value, int):
         if value < 0:
             raise ValueError(f"size must not be negative, got {value}")
-        return value
+        return _at_most_max(value, value)
     if not isinstance(value, str):
         raise ValueError(f"expected a size such as 4MiB, got {type(value).__name__}")
     match = _SIZE.fullmatch(value)
     unit = _UNITS.get(match.group(2).lower()) if match else None
     if match is None or unit is None:
-        raise ValueError(f"{value!r} is not a size (use B, KiB, MiB, GiB, KB, MB or GB)")
-    return int(float(match.group(1)) * unit)
+        raise ValueError(f"{value[:40]!r} is not a size (use B, KiB, MiB, GiB, KB, MB or GB)")
+    # Decimal, not float: exact for every size a file can have, and never inf (float("9" * 400) is).
+    return _at_most_max(int(Decimal(match.group(1)) * unit), value)
+
+
+def _at_most_max(n: int, value: object) -> int:
+    if n > MAX_SIZE:
+        raise ValueError(f"{str(value)[:40]!r} is larger than any file can be (at most {MAX_SIZE} bytes)")
+    return n
 
 
 def format_size(n: int) -> str:

@@ -13,6 +13,7 @@ import hashlib
 import itertools
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -32,6 +33,19 @@ def content(name: str, size: int) -> bytes:
     return hashlib.shake_256(name.encode()).digest(size)
 
 
+def wire(value: str) -> str:
+    """``value`` as a header: Latin-1 as it is (send_header's encoding), anything else as its UTF-8 bytes.
+
+    Servers put whatever bytes they like in a header, and http.client reads them back as Latin-1: "²" arrives
+    as "²", while "\u0663" (Arabic-Indic 3) arrives as the two characters of its UTF-8 encoding.
+    """
+    try:
+        value.encode("latin-1")
+    except UnicodeEncodeError:
+        return value.encode().decode("latin-1")
+    return value
+
+
 def etag_of(data: bytes) -> str:
     return '"' + hashlib.sha1(data).hexdigest()[:16] + '"'
 
@@ -43,10 +57,12 @@ class Resource:
     last_modified: float = 1_700_000_000.0
     ranges: bool = True  # False: ignore Range, always 200 with the whole body
     status: int | None = None  # answer every request with this status and no body
-    fail_first: int = 0  # answer the next K requests with 503 (counts down)
-    retry_after: str | None = None  # Retry-After header sent with those 503s
+    fail_first: int = 0  # answer the next K requests with fail_status (counts down)
+    fail_status: int = 503  # what those K requests get: 503, 429, 408, ...
+    retry_after: str | None = None  # Retry-After header sent with those failures
     drop_after: int | None = None  # close the connection after sending this many body bytes (once per request)
     drops: int = 1_000_000  # how many requests the drop applies to (counts down)
+    drop_garbage: bool = False  # drop by writing bytes that are no TLS record to the raw socket, then closing
     delay: float = 0.0  # seconds to wait before answering each request
     rate: int | None = None  # bytes per second per response
     rated: int = 1_000_000  # how many requests the rate applies to (counts down)
@@ -63,14 +79,19 @@ class Resource:
     switch_after: int = 0
     chunked: bool = False  # no Content-Length, Transfer-Encoding: chunked, no ranges
     close_delimited: bool = False  # no Content-Length, body ends when the connection closes, no ranges
+    http10: bool = False  # answer as HTTP/1.0, closing after every answer; with close_delimited, ranges still work
     content_encoding: str | None = None
     headers: dict[str, str] = field(default_factory=dict)  # more response headers
     redirect_to: str | None = None  # answer 302 with this Location
     garble_content_range: bool = False  # send 206 with a Content-Range nobody can parse
     unknown_total: bool = False  # Content-Range "bytes a-b/*": the complete length unstated (RFC 9110 §14.4)
     fail_at: dict[int, tuple[int, str | None]] = field(default_factory=dict)  # range start → (status, Retry-After)
+    content_range: str | None = None  # send 206 with this Content-Range instead of the true one
+    content_length: str | None = None  # send this Content-Length instead of the true one (same body)
     slow_at: int | None = None  # an answer starting at this offset trickles at slow_rate (one slow segment)
     slow_rate: int = 256 * 1024
+    trickle_headers: float | None = None  # send the status line and headers one byte per this many seconds
+    endless_headers: str | None = None  # "many" header lines, one "long" line, or "continue" (100s) without end
 
     def validators(self) -> tuple[str, str]:
         etag = f'"{random.getrandbits(64):x}"' if self.new_etag_each else self.etag or etag_of(self.data)
@@ -137,14 +158,12 @@ class _Handler(BaseHTTPRequestHandler):
         if turn is None:
             return self._empty(path, 404)
         resource = turn.resource
+        if resource.http10:  # before the status line is written; the connection closes after this answer
+            self.protocol_version, self.close_connection = "HTTP/1.0", True
         if resource.delay:
             time.sleep(resource.delay)
-        if resource.status is not None:
-            return self._empty(path, resource.status, resource.headers)
-        if resource.redirect_to is not None:
-            return self._empty(path, 302, {"Location": resource.redirect_to})
-        if turn.fail:
-            return self._empty(path, 503, {"Retry-After": resource.retry_after} if resource.retry_after else {})
+        if self._answered_without_body(path, turn):
+            return None
         etag, modified = resource.validators()
         if self._not_modified(resource, etag):
             return self._empty(path, 304, {"ETag": etag, "Last-Modified": modified})
@@ -169,6 +188,23 @@ class _Handler(BaseHTTPRequestHandler):
         sent = self._send(status, headers, body, end - start, turn.starting_at(start))
         self.server.record(self, path, status, sent)
 
+    def _answered_without_body(self, path: str, turn: _Turn) -> bool:
+        """Answer the switches that replace the whole response: a status, a redirect, a failure, a bad head."""
+        resource = turn.resource
+        if resource.trickle_headers is not None or resource.endless_headers is not None:
+            self._unending_head(path, resource)
+        elif resource.status is not None:
+            self._empty(path, resource.status, resource.headers)
+        elif resource.redirect_to is not None:
+            self._empty(path, 302, {"Location": resource.redirect_to})
+        elif turn.fail:
+            self._empty(
+                path, resource.fail_status, {"Retry-After": resource.retry_after} if resource.retry_after else {}
+            )
+        else:
+            return False
+        return True
+
     def _not_modified(self, resource: Resource, etag: str) -> bool:
         """RFC 9110 §13.2.2: If-None-Match decides when present; otherwise If-Modified-Since."""
         if_none_match = self.headers.get("If-None-Match")
@@ -185,7 +221,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _span(self, resource: Resource, etag: str, modified: str) -> tuple[int, int] | str | None:
         """The byte range to send, None for the whole body, or "unsatisfiable"."""
         header = self.headers.get("Range")
-        if not header or not resource.ranges or resource.chunked or resource.close_delimited:
+        if not header or not resource.ranges or resource.chunked or (resource.close_delimited and not resource.http10):
             return None
         if_range = self.headers.get("If-Range")
         if if_range is not None and if_range not in (etag, modified):
@@ -213,17 +249,21 @@ class _Handler(BaseHTTPRequestHandler):
         )
         self.send_response(status)
         for name, value in headers.items():
-            self.send_header(name, value)
+            self.send_header(name, wire(value))
         if framing == "chunked":
             self.send_header("Transfer-Encoding", "chunked")
         elif framing == "close":
-            self.send_header("Connection", "close")
+            if not resource or not resource.http10:  # HTTP/1.0 closes without saying so
+                self.send_header("Connection", "close")
             self.close_connection = True
         else:
-            self.send_header("Content-Length", str(length))
+            stated = resource.content_length if resource else None
+            self.send_header("Content-Length", str(length) if stated is None else wire(stated))
         self.end_headers()
         extra = random.Random(len(body)).randbytes(resource.extra_bytes) if resource and resource.extra_bytes else b""
         sent = self._write_body(body + extra, framing, turn)
+        if resource and resource.drop_garbage and sent < len(body):
+            self._garble()
         if sent < len(body) or framing == "close":
             self.close_connection = True
         return min(sent, len(body))
@@ -254,6 +294,35 @@ class _Handler(BaseHTTPRequestHandler):
         except (BrokenPipeError, ConnectionResetError):
             pass  # the client hung up: normal when it has all it wanted of an open-ended range
         return sent
+
+    def _unending_head(self, path: str, resource: Resource) -> None:
+        """A head that never finishes in time: trickled byte by byte, or one that never ends at all."""
+        self.server.record(self, path, 200, 0)
+        self.close_connection = True
+        if resource.trickle_headers is not None:
+            head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\n" + b"X-Pad: x\r\n" * 20
+            pieces = [head[i : i + 1] for i in range(len(head))]
+            pause = resource.trickle_headers
+        else:
+            lines = {"many": b"X-More: x\r\n", "long": b"x" * 1024, "continue": b"HTTP/1.1 100 Continue\r\n\r\n"}
+            kind = resource.endless_headers or "many"
+            start = b"" if kind == "continue" else b"HTTP/1.1 200 OK\r\n" + (b"X-Long: " if kind == "long" else b"")
+            pieces = [start, *itertools.repeat(lines[kind], 100_000)]
+            pause = 0.001  # a steady drip: every recv gets bytes, so no read timeout ever fires
+        deadline = time.monotonic() + _STALL_SECONDS
+        with contextlib.suppress(OSError):  # the client hung up: the point of the exercise
+            for piece in pieces:
+                if time.monotonic() > deadline:
+                    break
+                self.wfile.write(piece)
+                self.wfile.flush()
+                time.sleep(pause)
+
+    def _garble(self) -> None:
+        """Break the TLS stream mid-body: bytes on the raw socket, under the TLS layer, that no record parses."""
+        with contextlib.suppress(OSError):
+            self.wfile.flush()
+            socket.socket.send(self.connection, b"this is not a TLS record\r\n" * 4)
 
     def _empty(self, path: str, status: int, headers: dict[str, str] | None = None) -> None:
         # Logged before it is sent: a client that retries at once on a new connection must not be logged first.
@@ -386,5 +455,7 @@ def _lie_about(resource: Resource, span: tuple[int, int], size: int) -> tuple[in
 
 
 def _content_range(resource: Resource, start: int, end: int, size: int) -> dict[str, str]:
+    if resource.garble_content_range:
+        return {"Content-Range": "bytes ?-?/?"}
     total = "*" if resource.unknown_total else str(size)
-    return {"Content-Range": "bytes ?-?/?" if resource.garble_content_range else f"bytes {start}-{end - 1}/{total}"}
+    return {"Content-Range": resource.content_range or f"bytes {start}-{end - 1}/{total}"}

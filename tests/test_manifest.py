@@ -3,14 +3,21 @@
 from __future__ import annotations
 
 import os
+import resource
+import subprocess
+import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
+import yaml
 
-from bulkdl.manifest import Overrides, load
+from bulkdl import schema
+from bulkdl.errors import ManifestError
+from bulkdl.manifest import Overrides, load, parse
 
-from .conftest import run_cli
+from .conftest import cli_env, run_cli
 
 GOOD = "http://127.0.0.1:9/a.bin"
 SHA = "ab" * 32
@@ -199,3 +206,89 @@ def test_check_accepts_a_valid_manifest(tmp_path: Path) -> None:
     result = run_cli("check", "m.yaml", cwd=tmp_path)
     assert result.code == 0 and "1 files" in result.stdout
     assert not (tmp_path / "out").exists()
+
+
+# Manifests built to explode. Composing shares an aliased node, but reading visits every use: nested
+# aliases, or one long list aliased into every entry, turned a small file into minutes and gigabytes.
+def _laughs(use: str) -> str:
+    levels = ["l0: &l0 [" + ", ".join(["http://h/x"] * 10) + "]"]
+    levels += [f"l{i}: &l{i} [" + ", ".join([f"*l{i - 1}"] * 10) + "]" for i in range(1, 9)]
+    return "\n".join(["version: 1", "a:", *("  " + line for line in levels), use, ""])
+
+
+def _each_entry(anchor: str, use: str, n: int = 3000) -> str:
+    return "version: 1\nx: " + anchor + "\nfiles:\n" + "".join(f"  - {{url: http://h/f{i}, {use}}}\n" for i in range(n))
+
+
+BOMBS = {
+    "laughs-files": _laughs("files: *l8"),
+    "laughs-mirrors": _laughs("files: [{url: http://h/a, mirrors: *l8}]"),
+    "laughs-headers": _laughs("defaults: {headers: *l8}\nfiles: [http://h/a]"),
+    "laughs-defaults": _laughs("defaults: *l8\nfiles: [http://h/a]"),
+    "one-list-in-every-entry": _each_entry(
+        "&m [" + ", ".join(f"http://h/{i}" for i in range(2000)) + "]", "mirrors: *m"
+    ),
+    "one-map-in-every-entry": _each_entry("&h {" + ", ".join(f"X-{i}: v" for i in range(3000)) + "}", "headers: *h"),
+    "one-long-value-in-every-entry": _each_entry('&s "' + "9x" * 50_000 + '"', "segments: *s"),
+    "recursive-alias": "version: 1\nfiles: &f [http://h/a, *f]\n",
+    "deep-flow-list": "version: 1\nfiles: " + "[" * 5000 + "]" * 5000 + "\n",
+    "deep-block-list": "version: 1\nfiles:\n" + "".join(" " * i + "-\n" for i in range(1200)),
+}
+
+
+@pytest.mark.parametrize("name", BOMBS)
+def test_a_manifest_built_to_explode_is_a_quick_manifest_error(tmp_path: Path, name: str) -> None:
+    path = tmp_path / "m.yaml"
+    path.write_text(BOMBS[name])
+
+    def limit_memory() -> None:  # the child alone, so a blow-up fails fast instead of swapping the machine
+        resource.setrlimit(resource.RLIMIT_AS, (1024**3, 1024**3))
+
+    argv = [sys.executable, "-m", "bulkdl", "check", str(path)]
+    started = time.monotonic()
+    done = subprocess.run(
+        argv, capture_output=True, text=True, timeout=60, env=cli_env(), preexec_fn=limit_memory, cwd=tmp_path
+    )
+    elapsed = time.monotonic() - started
+    assert done.returncode == 2, done.stdout + done.stderr[-2000:]
+    assert "Traceback" not in done.stderr and "Error:" not in done.stderr, done.stderr[-2000:]
+    lines = done.stderr.splitlines()
+    assert lines and all(line.startswith(f"{path}:") and len(line) < 1000 for line in lines), lines[:5]
+    assert len(done.stderr) < 5 * 1024**2, "each problem short: a value quoted in each of 2,000 lines is cut"
+    assert elapsed < 10, f"bulkdl check took {elapsed:.1f} s"  # about 0.3 s; generous for a loaded machine
+
+
+def test_the_pure_python_yaml_composer_nested_too_deeply(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Without libyaml, PyYAML composes recursively: a RecursionError, not a traceback for the user.
+    monkeypatch.setattr(schema, "_LOADER", yaml.SafeLoader)
+    with pytest.raises(ManifestError, match=r"^/m\.yaml:1: yaml: nested too deeply$"):
+        parse("files: " + "[" * 3000 + "]" * 3000, Path("/m.yaml"), Overrides())
+
+
+def test_aliases_used_as_intended_still_work(tmp_path: Path) -> None:
+    # The anchor on the first entry's list, an alias in every other: what a user would write.
+    mirrors = "[" + ", ".join(f"http://m{i}/x" for i in range(3)) + "]"
+    entries = "".join(f"  - {{url: http://h/f{i}, mirrors: *m}}\n" for i in range(1, 5000))
+    path = tmp_path / "m.yaml"
+    path.write_text(f"version: 1\nfiles:\n  - {{url: http://h/f0, mirrors: &m {mirrors}}}\n{entries}")
+    m = load(path)
+    assert len(m.jobs) == 5000 and m.jobs[-1].mirrors == tuple(f"http://m{i}/x" for i in range(3))
+
+
+def test_names_too_long_for_the_file_system_fail_at_check(tmp_path: Path) -> None:
+    long = "a" * 250
+    path = _write(tmp_path, f"files:\n  - http://h/{long}\n  - {{url: {GOOD}, path: {'d' * 256}/x}}\n")
+    result = run_cli("check", path, cwd=tmp_path)
+    assert result.code == 2
+    assert result.stderr.splitlines() == [
+        f"{path}:2: files[0].url: file name too long: 250 bytes, at most 236 "
+        "(bulkdl adds up to 19 bytes beside it for partial files)",
+        f"{path}:3: files[1].path: directory name too long: 256 bytes, at most 255",
+    ]
+
+
+def test_a_size_beyond_any_file_is_a_manifest_error(tmp_path: Path) -> None:
+    path = _write(tmp_path, f'files:\n  - {{url: {GOOD}, size: "{"9" * 400}MiB"}}\n')
+    result = run_cli("check", path, cwd=tmp_path)
+    assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
+    assert result.stderr.startswith(f"{path}:2: files[0].size: '99999") and "larger than any file" in result.stderr

@@ -12,7 +12,7 @@ import pytest
 
 from bulkdl import plan
 from bulkdl.assemble import _copy_range
-from bulkdl.paths import check_relpath, name_from_url
+from bulkdl.paths import check_relpath, name_from_url, outside
 from bulkdl.sizes import format_size, parse_size
 from bulkdl.state import Row, State, read_rows
 
@@ -40,10 +40,25 @@ def test_parse_size_accepts(text: object, expected: int) -> None:
     assert parse_size(text) == expected
 
 
-@pytest.mark.parametrize("text", ["", "MiB", "4 parsecs", "-1", -1, "1e3", True, 1.5, None, [1]])
+@pytest.mark.parametrize(
+    "text",
+    ["", "MiB", "4 parsecs", "-1", -1, "1e3", True, 1.5, None, [1], "\u0663MiB", "\u00b2", "\uff14KiB"],
+)
 def test_parse_size_rejects(text: object) -> None:
     with pytest.raises(ValueError):
         parse_size(text)
+
+
+@pytest.mark.parametrize("text", ["9" * 400 + "MiB", "1" + "0" * 5000, 2**63, "9223372036854775808", "8589934592 GiB"])
+def test_parse_size_refuses_sizes_no_file_has(text: object) -> None:
+    # float("9" * 400) is inf, and int(inf) raised OverflowError: a traceback from `bulkdl check`.
+    with pytest.raises(ValueError, match=r"is larger than any file can be \(at most 9223372036854775807 bytes\)$"):
+        parse_size(text)
+
+
+def test_parse_size_is_exact_up_to_the_largest_file() -> None:
+    assert parse_size("9223372036854775807") == parse_size(2**63 - 1) == 2**63 - 1
+    assert parse_size("8589934591.5 GiB") == 8589934591 * 1024**3 + 512 * 1024**2  # float would round it
 
 
 @pytest.mark.parametrize(
@@ -127,6 +142,111 @@ def test_relpath_accepts(raw: str, expected: str) -> None:
 def test_relpath_rejects(raw: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         check_relpath(raw)
+
+
+LONGEST = 255 - len(".") - len(".bulkdl.bulkdl-tmp")  # the sidecar's temp is the longest name beside a file
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a" * LONGEST,
+        "\u00e9" * (LONGEST // 2),  # two bytes each in UTF-8
+        "d" * 255 + "/" + "a" * LONGEST,
+        "/".join(["d" * 255] * 20) + "/f",
+    ],
+    ids=["ascii", "two-byte", "long-directory", "deep"],
+)
+def test_relpath_accepts_the_longest_names(raw: str) -> None:
+    assert check_relpath(raw) == raw
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        ("a" * (LONGEST + 1), f"file name too long: {LONGEST + 1} bytes, at most {LONGEST}"),
+        ("\u00e9" * (LONGEST // 2 + 1), f"file name too long: {LONGEST + 2} bytes, at most {LONGEST}"),
+        ("\U0001f600" * 60, f"file name too long: 240 bytes, at most {LONGEST}"),  # 60 characters, 240 bytes
+        ("sub/" + "a" * 300, f"file name too long: 300 bytes, at most {LONGEST}"),
+        ("d" * 256 + "/f", "directory name too long: 256 bytes, at most 255"),
+        ("a/" + "\u00e9" * 128 + "/f", "directory name too long: 256 bytes, at most 255"),
+        ("a\ud800b", "path contains a character that is not valid Unicode text"),
+    ],
+    ids=["ascii", "two-byte", "four-byte", "in-a-directory", "directory", "two-byte-directory", "surrogate"],
+)
+def test_relpath_rejects_names_the_file_system_would(raw: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        check_relpath(raw)
+    assert str(caught.value).startswith(message), caught.value
+
+
+def test_the_longest_accepted_name_and_everything_beside_it_can_be_created(tmp_path: Path) -> None:
+    name = check_relpath("\u00e9" * (LONGEST // 2) + "a" * (LONGEST % 2))
+    beside = [name, f".{name}.bulkdl-tmp", f"{name}.bulkdl", f".{name}.bulkdl.bulkdl-tmp", f"{name}.part63"]
+    for each in beside:
+        (tmp_path / each).write_bytes(b"x")  # OSError: File name too long, if the bound were wrong
+    assert len(f".{name}.bulkdl.bulkdl-tmp".encode()) == 255
+
+
+@pytest.fixture
+def tree(tmp_path: Path) -> tuple[Path, Path]:
+    """A dest (mirror/) and a directory outside it (elsewhere/)."""
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "elsewhere").mkdir()
+    return tmp_path / "mirror", tmp_path / "elsewhere"
+
+
+def test_directories_inside_dest_are_inside(tree: tuple[Path, Path]) -> None:
+    dest, _ = tree
+    (dest / "real/deeper").mkdir(parents=True)
+    assert outside(dest, dest) is None
+    assert outside(dest, dest / "real/deeper") is None
+    assert outside(dest, dest / "real/not/yet/made") is None, "bulkdl creates those as real directories"
+    (dest / "alias").symlink_to("real")  # a symlink that stays inside dest is fine
+    assert outside(dest, dest / "alias/deeper") is None
+
+
+def test_dest_itself_may_be_a_symlink(tree: tuple[Path, Path]) -> None:
+    dest, elsewhere = tree
+    chosen = dest.parent / "chosen"
+    chosen.symlink_to(elsewhere)
+    (elsewhere / "sub").mkdir()
+    assert outside(chosen, chosen / "sub") is None
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative", "dangling"])
+def test_a_symlink_out_of_dest_is_refused(tree: tuple[Path, Path], target: str) -> None:
+    dest, elsewhere = tree
+    link = {"absolute": elsewhere, "relative": Path("../elsewhere"), "dangling": elsewhere / "gone"}[target]
+    (dest / "sub").symlink_to(link)
+    resolved = (elsewhere / "gone" if target == "dangling" else elsewhere).resolve()
+    assert outside(dest, dest / "sub/deeper") == (
+        f"{dest}/sub is a symlink to {resolved}, outside dest; bulkdl does not write through it"
+    )
+
+
+def test_a_symlink_reached_through_another_is_found(tree: tuple[Path, Path]) -> None:
+    dest, elsewhere = tree
+    (dest / "b").mkdir()
+    (dest / "a").symlink_to("b")  # inside, harmless by itself
+    (dest / "b/c").symlink_to(elsewhere)
+    assert outside(dest, dest / "a/c") == (
+        f"{dest}/a/c is a symlink to {elsewhere.resolve()}, outside dest; bulkdl does not write through it"
+    )
+
+
+def test_a_symlink_loop_is_refused_or_left_to_mkdir(tree: tuple[Path, Path]) -> None:
+    dest, _ = tree
+    (dest / "loop").symlink_to("loop")
+    reason = outside(dest, dest / "loop/x")
+    assert (
+        reason is None or reason == f"{dest}/loop is a symlink that does not resolve; bulkdl does not write through it"
+    )
+
+
+def test_a_directory_not_below_dest(tree: tuple[Path, Path]) -> None:
+    dest, elsewhere = tree
+    assert outside(dest, elsewhere) == f"{elsewhere} is not inside dest {dest}"
 
 
 @pytest.mark.parametrize(
