@@ -51,7 +51,7 @@ def replacing(final: Path, sync: bool = True) -> Iterator[BinaryIO]:
     """
     tmp = temp_path(final)
     # 0o666 less the umask: a finished file gets the mode any other new file would get.
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0), 0o666)
     try:
         with os.fdopen(fd, "wb") as out:
             yield out

@@ -7,14 +7,14 @@ anything about it cannot be trusted (parts.Parts.adopt). Otherwise the probe (pr
 
 from __future__ import annotations
 
-import email.utils
 import os
 import sys
 import time
 import traceback
 from dataclasses import dataclass, replace
+from pathlib import Path
 
-from . import net, probe, room
+from . import heads, net, paths, probe, room
 from .assemble import Assembly, hash_file
 from .credentials import redact_url, scrub
 from .decide import Condition
@@ -113,7 +113,7 @@ class _Download:
         self.transfer = Transfer(job.url, job.settings, stop, meter, self.parts)
 
     def run(self) -> _Outcome:
-        self.job.path.parent.mkdir(parents=True, exist_ok=True)
+        _make_room_for(self.job)
         saved, problem = self.parts.adopt(self.job.url, self.job.size)
         if problem is not None:
             self.notes.append(f"discarded a partial download: {problem}")
@@ -200,19 +200,28 @@ class _Download:
         return _Outcome("skipped", c.size, tuple(digests.items()), etag, modified, c.mtime_ns)
 
 
-# st_mtime_ns must fit a signed 64-bit integer (the state stores it): dates from 2262 on cannot be an mtime.
-_MAX_MTIME_NS = 2**63 - 1
+# Directories this worker made or found inside dest: each is checked and created once per process, not per file.
+_INSIDE: set[Path] = set()
+
+
+def _make_room_for(job: Job) -> None:
+    """Create the file's directory, refusing one that a symlink below dest would take outside it."""
+    directory = job.path.parent
+    if directory in _INSIDE:
+        return
+    dest = job.path.parents[job.name.count("/")]
+    if (reason := paths.outside(dest, directory)) is not None:
+        raise LocalError(reason)
+    directory.mkdir(parents=True, exist_ok=True)
+    _INSIDE.add(directory)
 
 
 def _stamp(path: os.PathLike[str], last_modified: str | None) -> str | None:
     """Give the file the server's Last-Modified as its mtime, as ``wget -N`` and ``curl -R`` do; a note if not."""
     if not last_modified:
         return None
-    try:
-        when = int(email.utils.parsedate_to_datetime(last_modified).timestamp())
-    except (TypeError, ValueError, OverflowError):
-        return None
-    if not -_MAX_MTIME_NS <= when * 1_000_000_000 <= _MAX_MTIME_NS:
-        return f"server's Last-Modified ({last_modified}) cannot be a file time; mtime left at the download's"
-    os.utime(path, ns=(time.time_ns(), when * 1_000_000_000))
+    when = heads.mtime_ns(last_modified)
+    if when is None:  # not a date, or one no mtime (nor the state's 64-bit integer) can hold: 2262 and later
+        return f"server's Last-Modified ({last_modified[:40]}) cannot be a file time; mtime left at the download's"
+    os.utime(path, ns=(time.time_ns(), when))
     return None

@@ -30,7 +30,8 @@ from pathlib import Path
 from . import durable, plan
 from .plan import Plan, Segment
 
-_OPEN = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0)
+# O_NOFOLLOW: a symlink planted where a part or the temp goes is an error, never a way out of dest.
+_OPEN = os.O_RDWR | os.O_CREAT | getattr(os, "O_CLOEXEC", 0) | getattr(os, "O_NOFOLLOW", 0)
 # 0o666 less the umask: a finished file gets the mode any other new file would get.
 _MODE = 0o666
 
@@ -219,7 +220,7 @@ class Parts:
             indexes = [s.index for s in known.segments]
             parts = [part_path(self.final, i) for i in (*indexes, max(indexes, default=-1) + 1)]
         else:
-            pattern = re.compile(re.escape(self.final.name) + r"\.part\d+")
+            pattern = re.compile(re.escape(self.final.name) + r"\.part[0-9]+")
             found = self.final.parent.glob(f"{glob.escape(self.final.name)}.part*")
             parts = [p for p in found if pattern.fullmatch(p.name)]
         for part in parts:

@@ -4,16 +4,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import pytest
-
 from .conftest import run_cli, write_manifest
 from .httpserver import FaultServer, content
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="needs the worker to call paths.outside(job's dest, job.path.parent) before creating the directory",
-)
 def test_a_directory_symlink_out_of_dest_is_not_written_through(builtin: FaultServer, tmp_path: Path) -> None:
     elsewhere = tmp_path / "elsewhere"
     elsewhere.mkdir()
@@ -30,3 +24,17 @@ def test_a_directory_symlink_out_of_dest_is_not_written_through(builtin: FaultSe
     )
     assert (tmp_path / "mirror/ok/inside.bin").read_bytes() == content("inside", 1000), "the others go on"
     assert builtin.requests("escape.bin") == [], "refused before any request"
+
+
+def test_a_symlink_planted_where_a_part_goes_is_not_written_through(builtin: FaultServer, tmp_path: Path) -> None:
+    victim = tmp_path / "elsewhere.txt"
+    victim.write_bytes(b"precious")
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror/planted.bin.part0").symlink_to(victim)
+    (tmp_path / "mirror/.planted.bin.bulkdl.bulkdl-tmp").symlink_to(victim)
+    url = builtin.add("planted.bin", content("planted", 3 * 1024**2))
+    manifest = write_manifest(tmp_path, [url], defaults={"min_segment_size": "1MiB", "segments": 2})
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert victim.read_bytes() == b"precious"
+    assert result.code == 1, result.stdout
+    assert "Too many levels of symbolic links" in result.file("planted.bin")["error"]
