@@ -17,7 +17,7 @@ demo: $(STAMP)
 	$(BIN)/python -m tests.demo --port $(DEMO_PORT) -- $(BIN)/bulkdl run manifests/demo.yaml --report .demo/report.json
 
 test: $(STAMP)
-	$(BIN)/pytest
+	$(BIN)/pytest -n 3  # most tests wait on servers and subprocesses: three at a time on two cores
 
 lint: $(STAMP)
 	$(BIN)/ruff check . && $(BIN)/ruff format --check .
