@@ -21,12 +21,12 @@ from types import FrameType
 
 from . import __version__, manifest
 from .errors import BulkdlError, ManifestError, UsageError
-from .fetch import FileResult
 from .lock import DestinationLock, Locked
 from .manifest import Manifest, Overrides
 from .report import Totals, check_writable, plan_table, print_summary, summary_table, write_json
 from .run import decide_all, download, redownload
 from .state import Row, State, UnreadableState, read_rows
+from .values import FileResult, Status
 from .verify import CORRUPT, MISSING, verify
 
 EXIT_OK = 0
@@ -257,10 +257,9 @@ def _finish(loaded: Manifest, results: Sequence[FileResult], elapsed: float, rep
         except OSError as exc:  # a disk that filled, a directory removed since the check: the files are done
             print(f"bulkdl: could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
             written = False
-    if totals.count("interrupted"):
+    if totals.count(Status.INTERRUPTED):
         return EXIT_INTERRUPTED
-    bad = totals.count("failed") + totals.count("corrupt") + totals.count("missing")
-    return EXIT_FAILED if bad or not written else EXIT_OK
+    return EXIT_FAILED if totals.bad or not written else EXIT_OK
 
 
 def _check_report(report: Path | None) -> None:

@@ -13,21 +13,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
-from .manifest import Job
 from .state import Row
+from .values import Condition, Job
 
 RESUME, DOWNLOAD, SKIP, CHECK = "resume", "download", "skip", "check"
-
-
-@dataclass(frozen=True, slots=True)
-class Condition:
-    """What a conditional GET sends, and what the file is if the server answers 304."""
-
-    etag: str | None
-    last_modified: str | None
-    size: int
-    digests: tuple[tuple[str, str], ...]
-    mtime_ns: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,38 +17,19 @@ from pathlib import Path
 from . import heads, net, paths, probe, room
 from .assemble import Assembly, hash_file
 from .credentials import redact_url, scrub
-from .decide import Condition
 from .errors import FetchError, LocalError, RangeNotHonoured, RemoteChanged, VerifyError
-from .manifest import Job
 from .meter import Meter, Send
 from .parts import Parts
 from .plan import Plan, single
 from .retry import Cancelled, StopFlag
 from .sizes import format_size
 from .transfer import Handoff, Transfer
-
-
-@dataclass(frozen=True, slots=True)
-class FileResult:
-    index: int
-    name: str
-    url: str
-    status: str  # "downloaded", "skipped", "failed" or "interrupted"
-    size: int | None
-    transferred: int  # body bytes received in this run
-    sha256: str | None
-    elapsed: float
-    error: str | None = None
-    notes: tuple[str, ...] = ()
-    digests: tuple[tuple[str, str], ...] = ()  # every digest computed, sha256 included
-    etag: str | None = None
-    last_modified: str | None = None
-    mtime_ns: int | None = None  # the file's mtime on disk once in place
+from .values import Condition, FileResult, Job, Status
 
 
 @dataclass(frozen=True, slots=True)
 class _Outcome:
-    status: str
+    status: Status
     size: int
     digests: tuple[tuple[str, str], ...]
     etag: str | None
@@ -61,12 +42,12 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
     started = time.monotonic()
     meter = Meter(job.index, send)
     download = _Download(job, condition, stop, meter)
-    outcome, status, error = None, "failed", None
+    outcome, status, error = None, Status.FAILED, None
     try:
         outcome = download.run()
         status = outcome.status
     except Cancelled:
-        status = "interrupted"
+        status = Status.INTERRUPTED
     except FetchError as exc:
         error = str(exc)
     except OSError as exc:
@@ -80,7 +61,7 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
     for source, reason in download.transfer.dropped.items():
         download.notes.append(f"{redact_url(source)} dropped for this file: {reason}")
     retried = download.transfer.retried
-    if retried and status != "failed":  # a failure's message already carries the last reason
+    if retried and status != Status.FAILED:  # a failure's message already carries the last reason
         download.notes.append(f"{len(retried)} {'retry' if len(retried) == 1 else 'retries'}; last: {retried[-1]}")
     digests = dict(outcome.digests) if outcome else {}
     return FileResult(
@@ -170,7 +151,7 @@ class _Download:
         if note:
             self.notes.append(note)
         mtime_ns = self.job.path.stat().st_mtime_ns
-        return _Outcome("downloaded", size, tuple(digests.items()), current.etag, current.last_modified, mtime_ns)
+        return _Outcome(Status.DOWNLOADED, size, tuple(digests.items()), current.etag, current.last_modified, mtime_ns)
 
     def _worth_a_sidecar(self, current: Plan) -> bool:
         """A sidecar costs a new file, and creating files is most of a small file's cost. A file no larger
@@ -197,7 +178,7 @@ class _Download:
                         f"server: 304) has {digests[algorithm]}; kept as it is"
                     )
         etag, modified = head.etag or c.etag, head.last_modified or c.last_modified
-        return _Outcome("skipped", c.size, tuple(digests.items()), etag, modified, c.mtime_ns)
+        return _Outcome(Status.SKIPPED, c.size, tuple(digests.items()), etag, modified, c.mtime_ns)
 
 
 # Directories this worker made or found inside dest: each is checked and created once per process, not per file.

@@ -21,41 +21,9 @@ from .errors import ManifestError
 from .paths import check_relpath, name_from_url
 from .schema import DIGEST_HEX_LENGTHS
 from .sizes import parse_size
+from .values import Job, Settings
 
 _MAX_SEGMENTS = 64
-
-
-@dataclass(frozen=True, slots=True)
-class Settings:
-    """Per-file knobs; ``defaults:`` sets them for every entry and an entry may override each."""
-
-    segments: int = 8
-    min_segment_size: int = 4 * 1024**2
-    retries: int = 5
-    timeout: float = 30.0  # seconds to connect, and at most between two received packets
-    min_speed: int = 1024  # bytes/s; a segment slower than this for stall_time seconds is retried (0: never)
-    stall_time: float = 30.0
-    max_retry_after: float = 60.0  # a server's Retry-After is honoured up to this many seconds
-    max_size: int | None = None  # refuse files larger than this (None: no limit but the free disk space)
-    ca_bundle: str | None = None  # CA certificates to trust instead of the system's (top-level ca_bundle:)
-    insecure: bool = False  # no TLS verification; an entry's own choice only, and said in the summary
-    headers: tuple[tuple[str, str], ...] = (("User-Agent", "bulkdl/0.1"),)
-
-
-@dataclass(frozen=True, slots=True)
-class Job:
-    """One file to fetch, fully resolved: the worker needs nothing else."""
-
-    index: int
-    url: str  # what requests go to (credentials moved into headers)
-    shown_url: str  # what summaries, reports and the state show: no secrets
-    secrets: tuple[str, ...]  # values to scrub from any message
-    name: str  # the path below dest, as the user wrote it and reads it in the summary
-    mirrors: tuple[str, ...]  # other URLs for the same bytes
-    path: Path  # absolute destination, built only here after validation
-    size: int | None
-    digests: tuple[tuple[str, str], ...]  # (algorithm, lower-case hex), manifest order
-    settings: Settings
 
 
 @dataclass(frozen=True, slots=True)

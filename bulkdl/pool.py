@@ -28,11 +28,10 @@ from multiprocessing.context import BaseContext
 from typing import Any
 
 from . import net
-from .decide import Condition
-from .fetch import FileResult, fetch_file
-from .manifest import Job
+from .fetch import fetch_file
 from .meter import Send
 from .retry import StopFlag
+from .values import Condition, FileResult, Job, Status
 
 GRACE_SECONDS = 1.5
 MAX_WORKER_DEATHS = 2  # a file whose worker died this often fails; the others are tried again
@@ -249,12 +248,12 @@ class Batch:
 
 def _outcome(future: Future[FileResult], job: Job, stopping: bool, deaths: int) -> FileResult:
     if future.cancelled():
-        return FileResult(job.index, job.name, job.shown_url, "interrupted", None, 0, None, 0.0, "not started")
+        return FileResult(job.index, job.name, job.shown_url, Status.INTERRUPTED, None, 0, None, 0.0, "not started")
     exc = future.exception()
     if exc is None:
         return future.result()
     if stopping:  # killed because it did not stop within the grace period
-        return FileResult(job.index, job.name, job.shown_url, "interrupted", None, 0, None, 0.0, "stopped")
+        return FileResult(job.index, job.name, job.shown_url, Status.INTERRUPTED, None, 0, None, 0.0, "stopped")
     # The worker process itself died (the OOM killer, a crash in C code), as often as we allow.
     reason = f"the worker process fetching it died {deaths} times (killed by the system?); its parts are kept"
-    return FileResult(job.index, job.name, job.shown_url, "failed", None, 0, None, 0.0, reason)
+    return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason)

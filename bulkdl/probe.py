@@ -10,11 +10,10 @@ from __future__ import annotations
 
 from . import net, plan
 from .credentials import redact_url
-from .decide import Condition
 from .errors import PermanentError, TransientError, VerifyError
-from .manifest import Job
 from .plan import Plan
 from .transfer import Handoff, Transfer
+from .values import Condition, Job
 
 
 def first(

@@ -33,27 +33,27 @@ from rich.table import Table
 from rich.text import Text
 
 from . import durable
-from .fetch import FileResult
 from .sizes import format_size
+from .values import FileResult, Status
 
 _STYLES = {
-    "downloaded": "green",
-    "skipped": "cyan",
-    "failed": "bold red",
-    "interrupted": "yellow",
-    "verified": "green",
-    "unverified": "yellow",
-    "corrupt": "bold red",
-    "missing": "bold red",
+    Status.DOWNLOADED: "green",
+    Status.SKIPPED: "cyan",
+    Status.FAILED: "bold red",
+    Status.INTERRUPTED: "yellow",
+    Status.VERIFIED: "green",
+    Status.UNVERIFIED: "yellow",
+    Status.CORRUPT: "bold red",
+    Status.MISSING: "bold red",
 }
 _UNCONSTRAINED = 100_000  # columns: wider than any summary line
-_PRESENT = ("downloaded", "skipped", "verified", "unverified")
-_RUN_STATUSES = ("downloaded", "skipped", "failed", "interrupted")  # always in a report, even when 0
+# Always in a report, even when 0.
+_RUN_STATUSES = (Status.DOWNLOADED, Status.SKIPPED, Status.FAILED, Status.INTERRUPTED)
 
 
 @dataclass(frozen=True, slots=True)
 class Totals:
-    counts: tuple[tuple[str, int], ...]  # (status, files), in the order statuses are listed above
+    counts: tuple[tuple[Status, int], ...]  # (status, files), in the order Status lists them
     bytes: int  # size of the files now in place
     transferred: int  # body bytes received in this run
     elapsed: float
@@ -61,14 +61,19 @@ class Totals:
     @classmethod
     def of(cls, results: Sequence[FileResult], elapsed: float) -> Totals:
         return cls(
-            counts=tuple((status, sum(r.status == status for r in results)) for status in _STYLES),
-            bytes=sum(r.size or 0 for r in results if r.status in _PRESENT),
+            counts=tuple((status, sum(r.status == status for r in results)) for status in Status),
+            bytes=sum(r.size or 0 for r in results if r.status.present),
             transferred=sum(r.transferred for r in results),
             elapsed=elapsed,
         )
 
-    def count(self, status: str) -> int:
+    def count(self, status: Status) -> int:
         return dict(self.counts)[status]
+
+    @property
+    def bad(self) -> int:
+        """Files that make the exit code 1: failed, corrupt or missing."""
+        return sum(n for status, n in self.counts if status.bad)
 
 
 class ProgressView:
@@ -220,7 +225,7 @@ def write_json(path: Path, results: Sequence[FileResult], totals: Totals) -> Non
             {
                 "url": r.url,
                 "path": r.name,
-                "status": r.status,
+                "status": r.status.value,
                 "bytes": r.size,
                 "transferred": r.transferred,
                 "sha256": r.sha256,
@@ -231,7 +236,7 @@ def write_json(path: Path, results: Sequence[FileResult], totals: Totals) -> Non
             for r in results
         ],
         "summary": {
-            **{status: n for status, n in totals.counts if n or status in _RUN_STATUSES},
+            **{status.value: n for status, n in totals.counts if n or status in _RUN_STATUSES},
             "bytes": totals.bytes,
             "transferred": totals.transferred,
             "elapsed_s": round(totals.elapsed, 3),

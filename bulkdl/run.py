@@ -14,11 +14,11 @@ from dataclasses import replace
 
 from . import parts
 from .decide import DOWNLOAD, SKIP, Decision, decide
-from .fetch import FileResult
-from .manifest import Job, Manifest
+from .manifest import Manifest
 from .pool import Batch
 from .report import ProgressView
 from .state import Row, State
+from .values import FileResult, Job, Status
 
 
 def decide_all(loaded: Manifest, rows: dict[str, Row], force: bool) -> list[Decision]:
@@ -75,7 +75,7 @@ def redownload(loaded: Manifest, found: Sequence[FileResult], state: State, show
     for before in found:
         after = results[before.index]
         what = f"{before.status} ({before.error})" if before.error else before.status
-        note = f"repaired: verify found it {what}" if after.status == "downloaded" else f"verify found it {what}"
+        note = f"repaired: verify found it {what}" if after.status == Status.DOWNLOADED else f"verify found it {what}"
         repaired.append(replace(after, notes=(note, *after.notes)))
     return repaired
 
@@ -85,7 +85,7 @@ def _unchanged(job: Job, row: Row, decision: Decision) -> FileResult:
         index=job.index,
         name=job.name,
         url=job.shown_url,
-        status="skipped",
+        status=Status.SKIPPED,
         size=row.size,
         transferred=0,
         sha256=row.sha256,
@@ -96,7 +96,7 @@ def _unchanged(job: Job, row: Row, decision: Decision) -> FileResult:
 
 
 def _record(state: State, result: FileResult) -> None:
-    if result.status not in ("downloaded", "skipped") or result.size is None or result.mtime_ns is None:
+    if result.status not in (Status.DOWNLOADED, Status.SKIPPED) or result.size is None or result.mtime_ns is None:
         return  # a failed or interrupted file leaves the previous copy, and its row, as they were
     digests = dict(result.digests)
     state.put(

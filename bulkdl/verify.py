@@ -10,11 +10,10 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from .assemble import hash_file
-from .fetch import FileResult
-from .manifest import Job
 from .state import Row
+from .values import FileResult, Job, Status
 
-VERIFIED, CORRUPT, MISSING, UNVERIFIED = "verified", "corrupt", "missing", "unverified"
+VERIFIED, CORRUPT, MISSING, UNVERIFIED = Status.VERIFIED, Status.CORRUPT, Status.MISSING, Status.UNVERIFIED
 
 
 def verify(jobs: tuple[Job, ...], rows: dict[str, Row], workers: int) -> list[FileResult]:

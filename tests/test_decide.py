@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 
 from bulkdl.decide import CHECK, DOWNLOAD, RESUME, SKIP, decide
-from bulkdl.manifest import Job, Settings
 from bulkdl.state import Row
+from bulkdl.values import Job, Settings
 
 SHA = "ab" * 32
 URL = "http://h/f.bin"

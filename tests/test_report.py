@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bulkdl.fetch import FileResult
 from bulkdl.report import ProgressView, Totals, print_summary, summary_table
+from bulkdl.values import FileResult, Status
 
 from .conftest import cli_env, write_manifest
 from .httpserver import FaultServer, content
@@ -24,7 +24,7 @@ MiB = 1024**2
 
 
 def _result(index: int, status: str = "downloaded", **changes: object) -> FileResult:
-    base = FileResult(index, f"dir/file{index}.bin", f"http://h/{index}", status, 2048, 2048, DIGEST, 1.5)
+    base = FileResult(index, f"dir/file{index}.bin", f"http://h/{index}", Status(status), 2048, 2048, DIGEST, 1.5)
     return FileResult(**{**{f: getattr(base, f) for f in FileResult.__dataclass_fields__}, **changes})  # type: ignore[arg-type]
 
 

@@ -1,0 +1,100 @@
+"""The values that cross the process boundary, in one place.
+
+The parent (manifest, decide, state, lock, pool, report) hands a worker a Job and, for a conditional GET, a
+Condition; the worker (fetch and what it uses) hands back a FileResult. All are frozen dataclasses of plain
+values, so they pickle unchanged and neither side can change what the other holds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import Enum
+from pathlib import Path
+
+
+class Status(str, Enum):
+    """What became of a file: a run's four, and verify's four. The value is what reports and tables show."""
+
+    DOWNLOADED = "downloaded"
+    SKIPPED = "skipped"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    VERIFIED = "verified"
+    UNVERIFIED = "unverified"
+    CORRUPT = "corrupt"
+    MISSING = "missing"
+
+    def __str__(self) -> str:
+        return self.value
+
+    @property
+    def present(self) -> bool:
+        """The file is in place (whether or not anything could vouch for its bytes)."""
+        return self in (Status.DOWNLOADED, Status.SKIPPED, Status.VERIFIED, Status.UNVERIFIED)
+
+    @property
+    def bad(self) -> bool:
+        """What makes the exit code 1."""
+        return self in (Status.FAILED, Status.CORRUPT, Status.MISSING)
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    """Per-file knobs; ``defaults:`` sets them for every entry and an entry may override each."""
+
+    segments: int = 8
+    min_segment_size: int = 4 * 1024**2
+    retries: int = 5
+    timeout: float = 30.0  # seconds to connect, and at most between two received packets
+    min_speed: int = 1024  # bytes/s; a segment slower than this for stall_time seconds is retried (0: never)
+    stall_time: float = 30.0
+    max_retry_after: float = 60.0  # a server's Retry-After is honoured up to this many seconds
+    max_size: int | None = None  # refuse files larger than this (None: no limit but the free disk space)
+    ca_bundle: str | None = None  # CA certificates to trust instead of the system's (top-level ca_bundle:)
+    insecure: bool = False  # no TLS verification; an entry's own choice only, and said in the summary
+    headers: tuple[tuple[str, str], ...] = (("User-Agent", "bulkdl/0.1"),)
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One file to fetch, fully resolved: the worker needs nothing else."""
+
+    index: int
+    url: str  # what requests go to (credentials moved into headers)
+    shown_url: str  # what summaries, reports and the state show: no secrets
+    secrets: tuple[str, ...]  # values to scrub from any message
+    name: str  # the path below dest, as the user wrote it and reads it in the summary
+    mirrors: tuple[str, ...]  # other URLs for the same bytes
+    path: Path  # absolute destination, built only here after validation
+    size: int | None
+    digests: tuple[tuple[str, str], ...]  # (algorithm, lower-case hex), manifest order
+    settings: Settings
+
+
+@dataclass(frozen=True, slots=True)
+class Condition:
+    """What a conditional GET sends, and what the file is if the server answers 304."""
+
+    etag: str | None
+    last_modified: str | None
+    size: int
+    digests: tuple[tuple[str, str], ...]
+    mtime_ns: int
+
+
+@dataclass(frozen=True, slots=True)
+class FileResult:
+    index: int
+    name: str
+    url: str
+    status: Status
+    size: int | None
+    transferred: int  # body bytes received in this run
+    sha256: str | None
+    elapsed: float
+    error: str | None = None
+    notes: tuple[str, ...] = ()
+    digests: tuple[tuple[str, str], ...] = ()  # every digest computed, sha256 included
+    etag: str | None = None
+    last_modified: str | None = None
+    mtime_ns: int | None = None  # the file's mtime on disk once in place
