@@ -19,27 +19,15 @@ import hashlib
 import os
 import threading
 from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
 from types import TracebackType
 
 from .errors import VerifyError
+from .hashing import BUFFER
 from .parts import Parts
 from .plan import Plan, Segment
 
-BUFFER = 1024 * 1024
 _POLL = 0.02  # seconds the follower sleeps when the parts have not grown
 _WRITEBACK_EVERY = 64 * 1024**2  # start the disk writes of this much new data at a time, not all at the fsync
-
-
-def hash_file(path: Path, algorithms: Iterable[str] = ("sha256",)) -> dict[str, str]:
-    """Hex digests of the file at ``path``, one pass for all algorithms."""
-    hashes = [hashlib.new(a) for a in algorithms]
-    buffer = bytearray(BUFFER)
-    with open(path, "rb") as f:
-        while n := f.readinto(buffer):
-            for h in hashes:
-                h.update(memoryview(buffer)[:n])
-    return {h.name: h.hexdigest() for h in hashes}
 
 
 class Assembly:

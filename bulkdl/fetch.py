@@ -15,9 +15,10 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 
 from . import heads, net, paths, probe, room
-from .assemble import Assembly, hash_file
+from .assemble import Assembly
 from .credentials import redact_url, scrub
 from .errors import FetchError, LocalError, RangeNotHonoured, RemoteChanged, VerifyError
+from .hashing import hash_file
 from .meter import Meter, Send
 from .parts import Parts
 from .plan import Plan, single

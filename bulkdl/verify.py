@@ -9,7 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from .assemble import hash_file
+from .hashing import hash_file
 from .state import Row
 from .values import FileResult, Job, Status
 
