@@ -19,15 +19,16 @@ from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from types import FrameType
 
-from . import __version__, manifest
+from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .lock import DestinationLock, Locked
-from .manifest import Manifest, Overrides
-from .report import Totals, check_writable, plan_table, print_summary, summary_table, write_json
-from .run import decide_all, download, redownload
-from .state import Row, State, UnreadableState, read_rows
+from .parent import manifest
+from .parent.lock import DestinationLock, Locked
+from .parent.manifest import Manifest, Overrides
+from .parent.report import Totals, check_writable, plan_table, print_summary, summary_table, write_json
+from .parent.run import decide_all, download, redownload
+from .parent.state import Row, State, UnreadableState, read_rows
+from .parent.verify import CORRUPT, MISSING, verify
 from .values import FileResult, Status
-from .verify import CORRUPT, MISSING, verify
 
 EXIT_OK = 0
 EXIT_FAILED = 1

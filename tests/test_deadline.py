@@ -6,7 +6,7 @@ import socket
 import threading
 import time
 
-from bulkdl import deadline
+from bulkdl.worker import deadline
 
 
 def test_a_due_deadline_wakes_a_blocked_reader() -> None:

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from bulkdl.decide import CHECK, DOWNLOAD, RESUME, SKIP, decide
-from bulkdl.state import Row
+from bulkdl.parent.decide import CHECK, DOWNLOAD, RESUME, SKIP, decide
+from bulkdl.parent.state import Row
 from bulkdl.values import Job, Settings
 
 SHA = "ab" * 32

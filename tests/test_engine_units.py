@@ -10,12 +10,12 @@ from collections.abc import Callable
 
 import pytest
 
-from bulkdl import accept, board
-from bulkdl.board import Board
 from bulkdl.errors import PermanentError, RangeNotHonoured, RemoteChanged, TransientError
-from bulkdl.net import Head
-from bulkdl.plan import Plan, Segment
-from bulkdl.retry import Cancelled, Halt, RetryPolicy, retrying
+from bulkdl.worker import accept, board
+from bulkdl.worker.board import Board
+from bulkdl.worker.net import Head
+from bulkdl.worker.plan import Plan, Segment
+from bulkdl.worker.retry import Cancelled, Halt, RetryPolicy, retrying
 
 PLAN = Plan("http://a/f", "http://a/f", 100, '"e1"', "Mon, 01 Jan 2024 00:00:00 GMT", True, (Segment(0, 0, 100),))
 

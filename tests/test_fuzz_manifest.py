@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from bulkdl.errors import ManifestError
-from bulkdl.manifest import Manifest, Overrides, parse
+from bulkdl.parent.manifest import Manifest, Overrides, parse
 
 SOURCE = Path("/fuzz/m.yaml")
 KEYS = ["version", "dest", "workers", "defaults", "files", "url", "path", "size", "sha256", "md5", "segments",

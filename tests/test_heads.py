@@ -9,8 +9,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bulkdl import heads
 from bulkdl.errors import FetchError, PermanentError, TransientError
+from bulkdl.worker import heads
 
 URL = "http://h/f"
 HUGE = str(10**30)

@@ -17,8 +17,8 @@ from typing import Any
 
 import pytest
 
-from bulkdl.lock import DestinationLock
-from bulkdl.state import read_rows
+from bulkdl.parent.lock import DestinationLock
+from bulkdl.parent.state import read_rows
 
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content

@@ -6,7 +6,7 @@ import hashlib
 import time
 from pathlib import Path
 
-from bulkdl import parts, plan
+from bulkdl.worker import parts, plan
 
 from .conftest import Server, run_cli, write_manifest
 from .httpserver import FaultServer, content, etag_of

@@ -13,9 +13,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from bulkdl import schema
 from bulkdl.errors import ManifestError
-from bulkdl.manifest import Overrides, load, parse
+from bulkdl.parent import schema
+from bulkdl.parent.manifest import Overrides, load, parse
 
 from .conftest import cli_env, run_cli
 

@@ -8,8 +8,8 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from bulkdl import net
 from bulkdl.errors import TransientError
+from bulkdl.worker import net
 
 from .httpserver import FaultServer, content
 

@@ -17,11 +17,11 @@ from hypothesis import settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from bulkdl import plan
-from bulkdl.assemble import Assembly
-from bulkdl.board import Board
-from bulkdl.parts import Parts, part_path, sidecar_path
-from bulkdl.plan import Plan, Segment
+from bulkdl.worker import plan
+from bulkdl.worker.assemble import Assembly
+from bulkdl.worker.board import Board
+from bulkdl.worker.parts import Parts, part_path, sidecar_path
+from bulkdl.worker.plan import Plan, Segment
 
 
 def _plan(**changes: object) -> Plan:

@@ -17,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from bulkdl import durable, parts, plan
+from bulkdl import durable
+from bulkdl.worker import parts, plan
 
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from bulkdl import durable
-from bulkdl.state import Row, State, read_rows
+from bulkdl.parent.state import Row, State, read_rows
 
 from .conftest import run_cli, write_manifest
 from .httpserver import FaultServer, content

@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from bulkdl import plan
-from bulkdl.assemble import _copy_range
+from bulkdl.parent.state import Row, State, read_rows
 from bulkdl.paths import check_relpath, name_from_url, outside
 from bulkdl.sizes import format_size, parse_size
-from bulkdl.state import Row, State, read_rows
+from bulkdl.worker import plan
+from bulkdl.worker.assemble import _copy_range
 
 MiB = 1024**2
 

@@ -9,9 +9,9 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
-from .hashing import hash_file
+from ..hashing import hash_file
+from ..values import FileResult, Job, Status
 from .state import Row
-from .values import FileResult, Job, Status
 
 VERIFIED, CORRUPT, MISSING, UNVERIFIED = Status.VERIFIED, Status.CORRUPT, Status.MISSING, Status.UNVERIFIED
 

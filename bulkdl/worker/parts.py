@@ -27,7 +27,8 @@ from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 
-from . import durable, plan
+from .. import durable
+from . import plan
 from .plan import Plan, Segment
 
 # O_NOFOLLOW: a symlink planted where a part or the temp goes is an error, never a way out of dest.

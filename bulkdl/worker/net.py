@@ -38,9 +38,9 @@ from urllib3.exceptions import (
 from urllib3.response import HTTPResponse
 from urllib3.util import parse_url
 
+from ..credentials import CREDENTIAL_HEADERS
+from ..errors import FetchError, PermanentError, TransientError
 from . import deadline, heads
-from .credentials import CREDENTIAL_HEADERS
-from .errors import FetchError, PermanentError, TransientError
 from .heads import Head, retry_after, validator
 
 __all__ = ["CHUNK", "Body", "Head", "Tls", "request", "retry_after", "same_origin", "start", "stop", "validator"]

@@ -13,9 +13,9 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from .credentials import missing_variables
-from .errors import ManifestError
-from .sizes import parse_size
+from ..credentials import missing_variables
+from ..errors import ManifestError
+from ..sizes import parse_size
 
 _MAX_SHOWN = 300  # characters of a key or message repeated from the file
 _ALIAS_ALLOWANCE = 100_000  # values aliases may add beyond one per character of the file

@@ -13,8 +13,8 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 
+from ..values import Condition, Job
 from .state import Row
-from .values import Condition, Job
 
 RESUME, DOWNLOAD, SKIP, CHECK = "resume", "download", "skip", "check"
 

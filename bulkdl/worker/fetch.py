@@ -14,18 +14,19 @@ import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from . import heads, net, paths, probe, room
+from .. import paths
+from ..credentials import redact_url, scrub
+from ..errors import FetchError, LocalError, RangeNotHonoured, RemoteChanged, VerifyError
+from ..hashing import hash_file
+from ..sizes import format_size
+from ..values import Condition, FileResult, Job, Status
+from . import heads, net, probe, room
 from .assemble import Assembly
-from .credentials import redact_url, scrub
-from .errors import FetchError, LocalError, RangeNotHonoured, RemoteChanged, VerifyError
-from .hashing import hash_file
 from .meter import Meter, Send
 from .parts import Parts
 from .plan import Plan, single
 from .retry import Cancelled, StopFlag
-from .sizes import format_size
 from .transfer import Handoff, Transfer
-from .values import Condition, FileResult, Job, Status
 
 
 @dataclass(frozen=True, slots=True)

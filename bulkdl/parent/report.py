@@ -32,9 +32,9 @@ from rich.progress import (
 from rich.table import Table
 from rich.text import Text
 
-from . import durable
-from .sizes import format_size
-from .values import FileResult, Status
+from .. import durable
+from ..sizes import format_size
+from ..values import FileResult, Status
 
 _STYLES = {
     Status.DOWNLOADED: "green",

@@ -13,17 +13,17 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
 
+from ..credentials import CREDENTIAL_HEADERS, redact_url
+from ..errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
+from ..sizes import format_size
+from ..values import Settings
 from . import accept, net
 from .assemble import Assembly
 from .board import Board
-from .credentials import CREDENTIAL_HEADERS, redact_url
-from .errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
 from .meter import Meter
 from .parts import Parts
 from .plan import Plan, Segment
 from .retry import Cancelled, Halt, RetryPolicy, SpeedGuard, StopFlag, retrying
-from .sizes import format_size
-from .values import Settings
 
 
 class Handoff:

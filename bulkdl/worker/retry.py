@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from .errors import TransientError
+from ..errors import TransientError
 
 _T = TypeVar("_T")
 _HALT_POLL = 0.05  # seconds between looks at the run's stop flag while waiting on a file's own abort

@@ -8,12 +8,12 @@ a 304 ends the file there. When the primary fails, the mirrors are asked in turn
 
 from __future__ import annotations
 
+from ..credentials import redact_url
+from ..errors import PermanentError, TransientError, VerifyError
+from ..values import Condition, Job
 from . import net, plan
-from .credentials import redact_url
-from .errors import PermanentError, TransientError, VerifyError
 from .plan import Plan
 from .transfer import Handoff, Transfer
-from .values import Condition, Job
 
 
 def first(

@@ -18,8 +18,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from . import durable
-from .errors import BulkdlError
+from .. import durable
+from ..errors import BulkdlError
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS files (

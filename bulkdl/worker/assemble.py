@@ -21,8 +21,8 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
-from .errors import VerifyError
-from .hashing import BUFFER
+from ..errors import VerifyError
+from ..hashing import BUFFER
 from .parts import Parts
 from .plan import Plan, Segment
 

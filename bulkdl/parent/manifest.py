@@ -16,12 +16,13 @@ from urllib.parse import urlsplit
 
 import yaml
 
-from . import credentials, schema
-from .errors import ManifestError
-from .paths import check_relpath, name_from_url
+from .. import credentials
+from ..errors import ManifestError
+from ..paths import check_relpath, name_from_url
+from ..sizes import parse_size
+from ..values import Job, Settings
+from . import schema
 from .schema import DIGEST_HEX_LENGTHS
-from .sizes import parse_size
-from .values import Job, Settings
 
 _MAX_SEGMENTS = 64
 

@@ -12,13 +12,13 @@ import time
 from collections.abc import Sequence
 from dataclasses import replace
 
-from . import parts
+from ..values import FileResult, Job, Status
+from ..worker import parts
 from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .pool import Batch
 from .report import ProgressView
 from .state import Row, State
-from .values import FileResult, Job, Status
 
 
 def decide_all(loaded: Manifest, rows: dict[str, Row], force: bool) -> list[Decision]:

@@ -10,7 +10,7 @@ import fcntl
 import os
 from pathlib import Path
 
-from .errors import BulkdlError
+from ..errors import BulkdlError
 
 
 class Locked(BulkdlError):

@@ -15,8 +15,8 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from .errors import FetchError, PermanentError, TransientError
-from .sizes import MAX_SIZE
+from ..errors import FetchError, PermanentError, TransientError
+from ..sizes import MAX_SIZE
 
 MAX_OFFSET = MAX_SIZE  # beyond the largest file offset a number describes no file
 _NUMBER = re.compile(r"[0-9]{1,19}")  # 19 digits hold every number up to MAX_OFFSET, and a few above it

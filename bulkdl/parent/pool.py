@@ -27,11 +27,11 @@ from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from . import net
-from .fetch import fetch_file
-from .meter import Send
-from .retry import StopFlag
-from .values import Condition, FileResult, Job, Status
+from ..values import Condition, FileResult, Job, Status
+from ..worker import net
+from ..worker.fetch import fetch_file
+from ..worker.meter import Send
+from ..worker.retry import StopFlag
 
 GRACE_SECONDS = 1.5
 MAX_WORKER_DEATHS = 2  # a file whose worker died this often fails; the others are tried again
@@ -88,7 +88,7 @@ def _context() -> BaseContext:
     if "forkserver" not in multiprocessing.get_all_start_methods():
         return multiprocessing.get_context("spawn")
     context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bulkdl.forkserver"])
+    context.set_forkserver_preload(["bulkdl.worker.forkserver"])
     return context
 
 

@@ -7,8 +7,8 @@ something else (dropped).
 
 from __future__ import annotations
 
+from ..errors import PermanentError, RangeNotHonoured, RemoteChanged
 from . import net
-from .errors import PermanentError, RangeNotHonoured, RemoteChanged
 from .plan import Plan
 
 

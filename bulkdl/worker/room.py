@@ -9,8 +9,8 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from .errors import LocalError, PermanentError
-from .sizes import format_size
+from ..errors import LocalError, PermanentError
+from ..sizes import format_size
 
 
 def check(directory: Path, size: int | None, have: int, parts: int, max_size: int | None) -> None:
