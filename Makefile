@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 DEMO_PORT := 8717  # manifests/demo.yaml names this port
 
-.PHONY: demo test lint fmt bench clean
+.PHONY: demo test lint fmt bench mutation clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -27,7 +27,11 @@ fmt: $(STAMP)
 	$(BIN)/ruff format . && $(BIN)/ruff check --fix .
 
 clean:
-	rm -rf $(VENV) .demo demo-mirror .pytest_cache .mypy_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) .demo demo-mirror mutants .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
 bench: $(STAMP)  # needs: apt-get install nginx-light aria2 curl wget2 time
 	$(BIN)/python -m bench
+
+mutation: $(STAMP)  # docs/mutation.md; mutants/ caches verdicts, so each run starts from none
+	rm -rf mutants && nice -n 19 $(BIN)/mutmut run --max-children 1
+	nice -n 19 $(BIN)/python -m tests.mutation_summary

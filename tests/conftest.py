@@ -15,11 +15,19 @@ from typing import Any, Protocol
 
 import pytest
 import yaml
+from hypothesis import Phase, settings
 
 from . import nginx
 from .httpserver import FaultServer, Request
 
 REPO = Path(__file__).resolve().parent.parent
+
+# `make mutation` reruns the tests once per mutant (`--hypothesis-profile=mutation`, see docs/mutation.md): a
+# short sample, the same every time, so that a mutant's verdict does not depend on the draw; a failure is not
+# shrunk, since only that it fails counts.
+settings.register_profile(
+    "mutation", max_examples=20, derandomize=True, database=None, phases=[Phase.explicit, Phase.generate]
+)
 
 
 class Server(Protocol):

@@ -344,5 +344,7 @@ class PartsLife(RuleBasedStateMachine):
             assert self.final.read_bytes() in self.versions.values()
 
 
-PartsLife.TestCase.settings = settings(max_examples=150, stateful_step_count=30, deadline=None)
+# Under the mutation profile (conftest.py) the profile's short, fixed sample; otherwise 150 lives.
+_LIVES = {} if settings.get_current_profile_name() == "mutation" else {"max_examples": 150}
+PartsLife.TestCase.settings = settings(stateful_step_count=30, deadline=None, **_LIVES)
 test_parts_life = PartsLife.TestCase
