@@ -16,14 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from bulkdl import accept, board, durable, parts, plan, retry
-from bulkdl.assemble import Assembly
-from bulkdl.board import Board
-from bulkdl.decide import Condition, decide
+from bulkdl import durable
 from bulkdl.errors import PermanentError, RangeNotHonoured, RemoteChanged, TransientError
-from bulkdl.parts import Parts, part_path, sidecar_path
-from bulkdl.plan import Plan, Segment
-from bulkdl.retry import Halt, RetryPolicy, SpeedGuard, retrying
+from bulkdl.parent.decide import decide
+from bulkdl.values import Condition
+from bulkdl.worker import accept, board, parts, plan, retry
+from bulkdl.worker.assemble import Assembly
+from bulkdl.worker.board import Board
+from bulkdl.worker.parts import Parts, part_path, sidecar_path
+from bulkdl.worker.plan import Plan, Segment
+from bulkdl.worker.retry import Halt, RetryPolicy, SpeedGuard, retrying
 
 from .test_decide import JOB, ROW, _stat
 from .test_engine_units import PLAN, Clock, Flag, head
