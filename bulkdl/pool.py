@@ -15,16 +15,19 @@ wait on a queue nobody feeds, and every killed nightly run would leave a handful
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import multiprocessing
 import os
 import queue
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from multiprocessing.context import BaseContext
+from types import FrameType
 from typing import Any
 
 from . import net
@@ -120,6 +123,11 @@ class Batch:
     A worker killed from outside (the OOM killer) breaks a ProcessPoolExecutor for every task in it. The
     batch then starts a fresh pool and resubmits every unfinished task, whose parts resume; only a file
     whose own worker died twice fails. Which file a worker is on, it says when it starts one.
+
+    Every task stays open, keyed by its job, until its result is reported, whichever pool it is on or
+    between pools: a stop reports each open task that has no future as interrupted, so none can drop out
+    of the summary. While the batch runs, Ctrl-C and SIGTERM only count a request to stop, which the loop
+    acts on between steps, so no interrupt lands between submitting a task and recording its future.
     """
 
     def __init__(self, workers: int, max_connections: int) -> None:
@@ -132,9 +140,15 @@ class Batch:
         self._running: set[int] = set()  # job indexes a worker has started and not finished
         self._deaths: dict[int, int] = {}  # job index → pools that broke while it was running
         self._restarts = 0
+        self._generation = 0  # the pool a future was submitted to; a restart starts the next one
+        self._broken = False  # the current pool broke: replace it before submitting more
+        self._current: dict[int, Future[FileResult]] = {}  # job index → its future, while it has one
+        self._waiting: list[int] = []  # job indexes to submit, last first
+        self._retrying: set[int] = set()  # job indexes waiting because their pool broke
+        self._asked = 0  # stop requests (SIGINT, SIGTERM) received while running
         # Futures append themselves here when done, so a step costs what finished, not what is pending:
         # concurrent.futures.wait() locks every pending future on every call, quadratic over a big batch.
-        self._finished: list[Future[FileResult]] = []
+        self._finished: list[tuple[int, int, Future[FileResult]]] = []  # (job index, generation, future)
         self._finishing = threading.Event()
         self._executor = self._new_executor()
 
@@ -155,63 +169,115 @@ class Batch:
     ) -> None:
         """Submit every task; report ticks and results as they arrive, and poll about ten times a second.
 
-        Ctrl-C and SIGTERM stop the batch.
+        Ctrl-C and SIGTERM stop the batch; a second one kills what still runs.
         """
-        pending = {self._submit(task): task for task in tasks}
-        while pending:
-            try:
-                again = self._step(pending, on_tick, on_result)
-                if again:
-                    self._restarts += 1
-                    self._executor.shutdown(wait=True, cancel_futures=True)
-                    self._executor = self._new_executor()
-                    pending |= {self._submit(task): task for task in again}
-                on_poll()
-            except KeyboardInterrupt:
-                self.stop(at_once=self.stopping)
+        open_ = {task[0].index: task for task in tasks}
+        self._waiting = list(reversed(open_))
+        handled = 0
+        with self._signals_deferred():
+            while open_:
+                try:
+                    while handled < self._asked:
+                        handled += 1
+                        self.stop(at_once=self.stopping)
+                    if not self.stopping:
+                        if self._broken and self._waiting:
+                            self._restart()
+                        self._submit_waiting(open_)
+                    self._step(open_, on_tick, on_result)
+                    if self.stopping:
+                        self._settle_unsubmitted(open_, on_result)
+                    on_poll()
+                except KeyboardInterrupt:  # raised where signals could not be deferred (not the main thread)
+                    self.stop(at_once=self.stopping)
 
-    def _submit(self, task: Task) -> Future[FileResult]:
-        future = self._executor.submit(_work, task)
-        future.add_done_callback(self._on_done)
-        return future
+    @contextlib.contextmanager
+    def _signals_deferred(self) -> Iterator[None]:
+        if threading.current_thread() is not threading.main_thread():
+            yield  # only the main thread may set handlers; KeyboardInterrupt is caught in run()
+            return
 
-    def _on_done(self, future: Future[FileResult]) -> None:
-        self._finished.append(future)
+        def ask(signum: int, frame: FrameType | None) -> None:
+            self._asked += 1  # nothing more: a handler runs between any two bytecodes, even under a lock
+
+        previous = {number: signal.signal(number, ask) for number in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, signal.SIG_DFL if handler is None else handler)
+
+    def _restart(self) -> None:
+        """Replace the broken pool; the tasks it took down wait, still open, to be submitted to the new one."""
+        self._restarts += 1
+        # Its other workers go on with files whose futures have already failed, and the pool's shutdown
+        # waits for them (they ignore the SIGTERM it sends): kill them, their parts resume on the new pool.
+        self._kill_workers()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+        self._executor = self._new_executor()
+        self._generation += 1
+        self._broken = False
+
+    def _submit_waiting(self, open_: dict[int, Task]) -> None:
+        while self._waiting:
+            index = self._waiting[-1]
+            if index in open_ and index not in self._current:
+                try:
+                    future = self._executor.submit(_work, open_[index])
+                except BrokenProcessPool:  # it broke since the last step: the next one restarts it
+                    self._broken = True
+                    return
+                future.add_done_callback(functools.partial(self._on_done, index, self._generation))
+                self._current[index] = future
+            self._retrying.discard(index)
+            self._waiting.pop()
+
+    def _on_done(self, index: int, generation: int, future: Future[FileResult]) -> None:
+        self._finished.append((index, generation, future))
         self._finishing.set()
 
-    def _step(
-        self, pending: dict[Future[FileResult], Task], on_tick: Send, on_result: Callable[[FileResult], None]
-    ) -> list[Task]:
-        """Report what finished; return the tasks a broken pool took down that deserve another try."""
+    def _step(self, open_: dict[int, Task], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
+        """Report what finished; put the tasks a broken pool took down that deserve another try back to wait."""
         self._finishing.wait(_POLL_SECONDS)
         self._finishing.clear()
         done = self._finished[:]  # dropped from the list only once handled: an interrupt loses nothing
         self._drain(on_tick)
-        again = []
-        for future in done:
-            if future not in pending:
+        for index, generation, future in done:
+            if self._current.get(index) is not future:
                 continue  # handled by a step an interrupt cut short
-            job = pending[future][0]
-            if self._retry_after_breakage(future, job):
-                again.append(pending.pop(future))
+            job = open_[index][0]
+            if self._retry_after_breakage(future, job, generation):
+                self._retrying.add(index)
+                self._waiting.append(index)
+                del self._current[index]
                 continue
-            on_result(_outcome(future, job, self.stopping, self._deaths.get(job.index, 0)))
-            self._running.discard(job.index)
-            del pending[future]  # only once reported, so an interrupt in between cannot lose a result
+            on_result(_outcome(future, job, self.stopping, self._deaths.get(index, 0)))
+            self._running.discard(index)
+            del self._current[index], open_[index]  # only once reported: an interrupt before cannot lose it
         del self._finished[: len(done)]  # callbacks only ever append
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._kill_workers()
-        return again
 
-    def _retry_after_breakage(self, future: Future[FileResult], job: Job) -> bool:
+    def _retry_after_breakage(self, future: Future[FileResult], job: Job, generation: int) -> bool:
         if self.stopping or future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):
             return False
+        # A pool that broke fails every future in it, maybe over several steps: only one of the current
+        # pool calls for a new pool; the rest of an old one just go to the pool that replaced it.
+        self._broken = self._broken or generation == self._generation
         if self._restarts >= MAX_POOL_RESTARTS:
             return False
         if job.index in self._running:
             self._deaths[job.index] = self._deaths.get(job.index, 0) + 1
             self._running.discard(job.index)
         return self._deaths.get(job.index, 0) < MAX_WORKER_DEATHS
+
+    def _settle_unsubmitted(self, open_: dict[int, Task], on_result: Callable[[FileResult], None]) -> None:
+        """Once stopping, report every open task that has no future (it waited for a pool) as interrupted."""
+        for index in [i for i in open_ if i not in self._current]:
+            job = open_[index][0]
+            reason = "stopped while its worker pool was replaced" if index in self._retrying else "not started"
+            on_result(FileResult(job.index, job.name, job.shown_url, "interrupted", None, 0, None, 0.0, reason))
+            del open_[index]
 
     def stop(self, at_once: bool = False) -> None:
         """Drop tasks not started, ask running ones to stop, and kill what is still running after the grace."""
