@@ -8,7 +8,7 @@ Stopping is the parent's decision. Workers ignore SIGINT and SIGTERM (a terminal
 group reaches them too) and watch a shared Event between chunks, so a stop leaves every part whole. A worker
 that does not return within a grace period, or any worker on a second interrupt, is killed: part files are
 only ever appended to and sidecars replaced atomically, so a kill loses time, never correctness. A worker
-whose bulkdl process vanished (``kill -9``, the OOM killer) stops by itself rather than write into a
+whose bulkdl process vanished (``kill -9``, the OOM killer) exits at once rather than write into a
 destination nobody locks, and exits even when idle: otherwise it, and the forkserver it keeps alive, would
 wait on a queue nobody feeds, and every killed nightly run would leave a handful of processes behind.
 """
@@ -47,32 +47,15 @@ Task = tuple[Job, Condition | None]
 # Set in each worker process by _start_worker.
 _ticks: Any = None
 _starts: Any = None
-_stop: _StopOrOrphaned | None = None
-_busy = threading.Lock()  # held while this worker fetches a file
+_stop: StopFlag | None = None
 
 
-class _StopOrOrphaned:
-    """The shared stop Event, which also reads as set once the bulkdl process that owns this worker is gone."""
+def _exit_when_orphaned() -> None:
+    """Watch bulkdl from a daemon thread; once it is gone, exit at once, busy or not.
 
-    def __init__(self, event: StopFlag) -> None:
-        self._event = event
-        self.orphaned = threading.Event()
-
-    def is_set(self) -> bool:
-        return self._event.is_set() or self.orphaned.is_set()
-
-    def wait(self, timeout: float | None = None) -> bool:
-        deadline = time.monotonic() + (timeout or 0)
-        while not self.is_set():
-            left = deadline - time.monotonic()
-            if left <= 0:
-                return False
-            self._event.wait(min(left, 0.5))
-        return True
-
-
-def _exit_when_orphaned(stop: _StopOrOrphaned) -> None:
-    """Watch bulkdl from a daemon thread; once it is gone, let a running fetch stop at a chunk, then exit.
+    Nobody holds the destination lock any more, so nothing may be installed into it, not even the file
+    that is almost done: a new run may already have started on it. Exiting mid-fetch is as safe as a kill
+    by the parent: parts are only appended to, sidecars and installs are atomic renames.
 
     A worker's parent is the forkserver, which outlives bulkdl, so its pid tells nothing. The sentinel
     multiprocessing hands every child is a pipe whose other end bulkdl holds: it turns readable when
@@ -82,8 +65,6 @@ def _exit_when_orphaned(stop: _StopOrOrphaned) -> None:
     if parent is None:
         return
     parent.join()
-    stop.orphaned.set()
-    _busy.acquire(timeout=4 * GRACE_SECONDS)  # held by a fetch; a task still queued never starts
     os._exit(0)
 
 
@@ -100,8 +81,8 @@ def _start_worker(ticks: Any, starts: Any, stop: StopFlag, max_connections: int)
     global _ticks, _starts, _stop
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _ticks, _starts, _stop = ticks, starts, _StopOrOrphaned(stop)
-    threading.Thread(target=_exit_when_orphaned, args=(_stop,), name="orphan-watch", daemon=True).start()
+    _ticks, _starts, _stop = ticks, starts, stop
+    threading.Thread(target=_exit_when_orphaned, name="orphan-watch", daemon=True).start()
     net.start(max_connections)
 
 
@@ -112,9 +93,8 @@ def _send(index: int, n: int, size: int | None) -> None:
 def _work(task: Task) -> FileResult:
     assert _stop is not None
     job, condition = task
-    with _busy:
-        _starts.put((job.index, os.getpid()))
-        return fetch_file(job, condition, _stop, _send)
+    _starts.put((job.index, os.getpid()))
+    return fetch_file(job, condition, _stop, _send)
 
 
 class Batch:

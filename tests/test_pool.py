@@ -110,21 +110,29 @@ def test_a_file_whose_worker_keeps_dying_fails_alone_and_clearly(builtin: FaultS
 
 
 def test_workers_end_when_bulkdl_alone_is_killed(builtin: FaultServer, tmp_path: Path) -> None:
-    """`kill -9` of bulkdl's own pid (not its group), as the OOM killer does: no process may stay behind."""
+    """`kill -9` of bulkdl's own pid (not its group), as the OOM killer does: no process may stay behind, and
+    none may go on with its file, since nobody locks the destination any more."""
     slow = content("slow", 6 * MiB)
-    urls = [builtin.add("slow.bin", slow, rate=2 * MiB), builtin.add("quick.bin", content("quick", 64 * 1024))]
-    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})
+    # slow.bin's server goes silent: its worker waits in a read that no stop flag can cut short.
+    urls = [builtin.add("slow.bin", slow, stall_after=MiB), builtin.add("quick.bin", content("quick", 64 * 1024))]
+    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1, "timeout": 60})
+    mirror = tmp_path / "mirror"
     with _bulkdl(tmp_path, manifest) as process:
         _wait_for_workers(process, 2)
-        time.sleep(1)  # one worker is fetching slow.bin, the other has finished quick.bin and waits
+        deadline = time.monotonic() + 30
+        while not (mirror / "quick.bin").exists() or not list(mirror.glob("slow.bin.part*")):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.3)  # one worker hangs in slow.bin, the other has finished quick.bin and waits
         process.kill()
         process.wait(timeout=10)
-        deadline = time.monotonic() + 15
+        died = time.monotonic()
         while left := _processes(process.pid):
-            assert time.monotonic() < deadline, f"still running after bulkdl died: {left}"
-            time.sleep(0.1)
-    mirror = tmp_path / "mirror"
+            assert time.monotonic() < died + 15, f"still running after bulkdl died: {left}"
+            time.sleep(0.05)
+        assert time.monotonic() - died < 2.5, "the workers exit at once, not after their fetch gives up"
     assert not (mirror / "slow.bin").exists(), "a worker went on writing into a destination nobody locks"
+    builtin.change("slow.bin", stall_after=None)
     assert run_cli("run", manifest, cwd=tmp_path).code == 0
     assert (mirror / "slow.bin").read_bytes() == slow
 
