@@ -1,8 +1,8 @@
 """The command line: parses arguments, runs a command, and is the only place that chooses an exit code.
 
-Exit codes: 0 every file present and verified; 1 some files failed (the others completed); 2 bad
-invocation or invalid manifest; 3 another run holds the destination; 70 an internal error (a bug: the
-traceback is printed); 130 interrupted.
+Exit codes: 0 every file present and verified; 1 some files failed (the others completed), or the report
+could not be written at the end; 2 bad invocation, invalid manifest or an unwritable --report; 3 another
+run holds the destination; 70 an internal error (a bug: the traceback is printed); 130 interrupted.
 """
 
 from __future__ import annotations

@@ -10,7 +10,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+
+import pytest
+
+from bulkdl import manifest
+from bulkdl.fetch import FileResult
+from bulkdl.pool import Batch
 
 from .conftest import cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
@@ -103,20 +110,85 @@ def test_a_file_whose_worker_keeps_dying_fails_alone_and_clearly(builtin: FaultS
 
 
 def test_workers_end_when_bulkdl_alone_is_killed(builtin: FaultServer, tmp_path: Path) -> None:
-    """`kill -9` of bulkdl's own pid (not its group), as the OOM killer does: no process may stay behind."""
+    """`kill -9` of bulkdl's own pid (not its group), as the OOM killer does: no process may stay behind, and
+    none may go on with its file, since nobody locks the destination any more."""
     slow = content("slow", 6 * MiB)
-    urls = [builtin.add("slow.bin", slow, rate=2 * MiB), builtin.add("quick.bin", content("quick", 64 * 1024))]
-    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})
+    # slow.bin's server goes silent: its worker waits in a read that no stop flag can cut short.
+    urls = [builtin.add("slow.bin", slow, stall_after=MiB), builtin.add("quick.bin", content("quick", 64 * 1024))]
+    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1, "timeout": 60})
+    mirror = tmp_path / "mirror"
     with _bulkdl(tmp_path, manifest) as process:
         _wait_for_workers(process, 2)
-        time.sleep(1)  # one worker is fetching slow.bin, the other has finished quick.bin and waits
+        deadline = time.monotonic() + 30
+        while not (mirror / "quick.bin").exists() or not list(mirror.glob("slow.bin.part*")):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.05)
+        time.sleep(0.3)  # one worker hangs in slow.bin, the other has finished quick.bin and waits
         process.kill()
         process.wait(timeout=10)
-        deadline = time.monotonic() + 15
+        died = time.monotonic()
         while left := _processes(process.pid):
-            assert time.monotonic() < deadline, f"still running after bulkdl died: {left}"
-            time.sleep(0.1)
-    mirror = tmp_path / "mirror"
+            assert time.monotonic() < died + 15, f"still running after bulkdl died: {left}"
+            time.sleep(0.05)
+        assert time.monotonic() - died < 2.5, "the workers exit at once, not after their fetch gives up"
     assert not (mirror / "slow.bin").exists(), "a worker went on writing into a destination nobody locks"
+    builtin.change("slow.bin", stall_after=None)
     assert run_cli("run", manifest, cwd=tmp_path).code == 0
     assert (mirror / "slow.bin").read_bytes() == slow
+
+
+class _InterruptedRestart(Batch):
+    """A batch whose first pool restart meets a Ctrl-C: as the signal it is, or as KeyboardInterrupt itself."""
+
+    def __init__(self, how: str, workers: int, max_connections: int) -> None:
+        self.how = how
+        super().__init__(workers, max_connections)
+
+    def _new_executor(self) -> ProcessPoolExecutor:
+        if hasattr(self, "_executor"):  # not the first pool: a restart
+            if self.how == "signal":
+                os.kill(os.getpid(), signal.SIGINT)
+            else:
+                raise KeyboardInterrupt
+        return super()._new_executor()
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        with contextlib.suppress(OSError, ValueError):
+            if int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(entry.name))
+    return found
+
+
+def _cmdline(pid: int) -> bytes:
+    with contextlib.suppress(OSError):
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    return b""
+
+
+@pytest.mark.parametrize("how", ["signal", "exception"])
+def test_an_interrupt_while_the_pool_restarts_loses_no_task(builtin: FaultServer, tmp_path: Path, how: str) -> None:
+    urls = [builtin.add(f"r{i}.bin", content(f"r{i}", 3 * MiB), rate=MiB // 2) for i in range(3)]
+    jobs = manifest.load(write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})).jobs
+    results: list[FileResult] = []
+    batch = _InterruptedRestart(how, 2, 1)
+
+    def kill_a_worker_once_both_fetch() -> None:
+        deadline = time.monotonic() + 30
+        while sum(part.stat().st_size > 0 for part in (tmp_path / "mirror").glob("r?.bin.part*")) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [forkserver] = [pid for pid in _children(os.getpid()) if b"forkserver" in _cmdline(pid)]
+        os.kill(_children(forkserver)[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_a_worker_once_both_fetch)
+    killer.start()
+    try:
+        batch.run([(job, None) for job in jobs], lambda *_: None, results.append, lambda: None)
+    finally:
+        killer.join()
+        batch.close()
+    assert sorted(r.name for r in results) == ["r0.bin", "r1.bin", "r2.bin"], "every task is in the summary, once"
+    assert {r.status for r in results} == {"interrupted"}, results
