@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from bulkdl import manifest
-from bulkdl.fetch import FileResult
-from bulkdl.pool import Batch
+from bulkdl.parent import manifest
+from bulkdl.parent.pool import Batch
+from bulkdl.values import FileResult
 
 from .conftest import cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content

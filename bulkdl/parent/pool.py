@@ -255,7 +255,7 @@ class Batch:
         for index in [i for i in open_ if i not in self._current]:
             job = open_[index][0]
             reason = "stopped while its worker pool was replaced" if index in self._retrying else "not started"
-            on_result(FileResult(job.index, job.name, job.shown_url, "interrupted", None, 0, None, 0.0, reason))
+            on_result(FileResult(job.index, job.name, job.shown_url, Status.INTERRUPTED, None, 0, None, 0.0, reason))
             del open_[index]
 
     def stop(self, at_once: bool = False) -> None:
