@@ -212,3 +212,15 @@ def test_mtime_ns(text: str | None, expected: int | None) -> None:
 def test_mtime_ns_never_raises(value: str) -> None:
     ns = heads.mtime_ns(value)
     assert ns is None or abs(ns) < 2**63
+
+
+def test_a_date_in_zone_minus_0000_is_utc_whatever_the_local_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        utc = heads.mtime_ns("Mon, 01 Jan 2024 00:00:00 GMT")
+        assert utc == 1_704_067_200 * 1_000_000_000
+        assert heads.mtime_ns("Mon, 01 Jan 2024 00:00:00 -0000") == utc
+    finally:
+        monkeypatch.undo()
+        time.tzset()

@@ -9,6 +9,7 @@ attempt, like a garbled one); only an absent one is unknown. Nothing here raises
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import re
 import time
@@ -144,7 +145,10 @@ def mtime_ns(last_modified: str | None) -> int | None:
 def _date(value: str) -> float | None:
     """An HTTP date as a POSIX timestamp; None for anything else."""
     try:
-        return email.utils.parsedate_to_datetime(value).timestamp()
+        when = email.utils.parsedate_to_datetime(value)
+        # "-0000" (RFC 5322: UTC, zone unknown) parses as a naive datetime, which timestamp() would read as
+        # this machine's local time. HTTP dates are always UTC.
+        return (when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp()
     except (TypeError, ValueError, OverflowError, IndexError):  # not a date, or one no clock can reach
         return None
 
