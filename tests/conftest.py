@@ -5,6 +5,7 @@ from __future__ import annotations
 import http.client
 import json
 import os
+import ssl
 import subprocess
 import sys
 import time
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import pytest
+import trustme
 import yaml
 from hypothesis import Phase, settings
 
@@ -84,6 +86,36 @@ def builtin(_builtin: FaultServer) -> Iterator[FaultServer]:
     _builtin.reset()
     yield _builtin
     assert not _builtin.errors, f"the test server raised: {_builtin.errors!r}"
+
+
+@pytest.fixture(scope="session")
+def ca() -> trustme.CA:
+    """A private CA, as a mirror on a LAN would have."""
+    return trustme.CA()
+
+
+@pytest.fixture(scope="session")
+def _tls_server(ca: trustme.CA) -> Iterator[FaultServer]:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
+    server = FaultServer(tls=context)
+    yield server
+    server.close()
+
+
+@pytest.fixture
+def tls_server(_tls_server: FaultServer) -> Iterator[FaultServer]:
+    """The fault-injecting server over HTTPS with a certificate of ``ca``, emptied for this test."""
+    _tls_server.reset()
+    yield _tls_server
+    assert not _tls_server.errors, f"the test server raised: {_tls_server.errors!r}"
+
+
+@pytest.fixture
+def ca_pem(ca: trustme.CA, tmp_path: Path) -> Path:
+    path = tmp_path / "private-ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
 
 
 @pytest.fixture(params=["builtin", "nginx"])

@@ -2,46 +2,15 @@
 
 from __future__ import annotations
 
-import ssl
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from .conftest import run_cli, write_manifest
 from .httpserver import FaultServer, content
 
 MiB = 1024**2
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="module")
-def _tls_server(ca: trustme.CA) -> Iterator[FaultServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1").configure_cert(context)
-    server = FaultServer(tls=context)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def tls_server(_tls_server: FaultServer) -> Iterator[FaultServer]:
-    _tls_server.reset()
-    yield _tls_server
-    assert not _tls_server.errors, f"the test server raised: {_tls_server.errors!r}"
-
-
-@pytest.fixture
-def ca_pem(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "private-ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
 
 
 @pytest.mark.parametrize("switch", [{"trickle_headers": 1.0}, {"endless_headers": "continue"}])

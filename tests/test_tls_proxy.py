@@ -2,39 +2,15 @@
 
 from __future__ import annotations
 
-import ssl
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import trustme
 
 from .conftest import cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
 from .proxy import ForwardProxy
-
-
-@pytest.fixture(scope="session")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture(scope="session")
-def tls_server(ca: trustme.CA) -> Iterator[FaultServer]:
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    ca.issue_cert("127.0.0.1", "localhost").configure_cert(context)
-    server = FaultServer(tls=context)
-    yield server
-    server.close()
-
-
-@pytest.fixture
-def ca_pem(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "private-ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
 
 
 def test_https_with_the_manifests_ca_bundle(tls_server: FaultServer, tmp_path: Path, ca_pem: Path) -> None:
