@@ -55,7 +55,9 @@ def test_a_mirror_that_changes_version_mid_file_is_dropped_not_spliced(builtin: 
     assert result.code == 0, result.stdout
     assert (tmp_path / "mirror/v.bin").read_bytes() == data
     notes = result.file("v.bin")["notes"]
-    assert any("/m/v.bin dropped for this file: it changed during the download" in n for n in notes), notes
+    # Dropped either when one of its answers showed other validators, or when If-Range with its first ones
+    # made it send the new version whole: which, depends on which of its parallel answers came first.
+    assert any("/m/v.bin dropped for this file: " in n for n in notes), notes
     assert any(n.startswith("remote file changed during download (mirror ") for n in notes), notes
 
 
