@@ -24,7 +24,8 @@ from .errors import BulkdlError, ManifestError, UsageError
 from .parent import manifest
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
-from .parent.report import Totals, check_writable, plan_table, print_summary, summary_table, write_json
+from .parent.report.jsonreport import check_writable, write_json
+from .parent.report.summary import Totals, plan_table, print_summary, summary_table
 from .parent.run import decide_all, download, redownload
 from .parent.state import Row, State, UnreadableState, read_rows
 from .parent.verify import CORRUPT, MISSING, verify

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bulkdl.parent.report import ProgressView, Totals, print_summary, summary_table
+from bulkdl.parent.report.progress import ProgressView
+from bulkdl.parent.report.summary import Totals, print_summary, summary_table
 from bulkdl.values import FileResult, Status
 
 from .conftest import cli_env, write_manifest

@@ -17,7 +17,7 @@ from ..worker import parts
 from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .pool import Batch
-from .report import ProgressView
+from .report.progress import ProgressView
 from .state import Row, State
 
 

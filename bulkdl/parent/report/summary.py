@@ -1,4 +1,4 @@
-"""What people and machines read: live progress, the summary table, the JSON report. The only rich importer.
+"""The summary a person reads at the end of a run, and the --dry-run plan.
 
 The summary is printed at the end of every run. On a terminal it fits the window; anywhere else (cron mail,
 a pipe, a log file) the table is laid out as wide as it needs, so every path and every full SHA-256 stays on
@@ -7,34 +7,18 @@ one line and can be grepped.
 
 from __future__ import annotations
 
-import errno
-import json
-import os
 import sys
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from types import TracebackType
 from typing import TextIO
 
 from rich import box
 from rich.console import Console
-from rich.markup import escape
-from rich.progress import (
-    BarColumn,
-    DownloadColumn,
-    Progress,
-    TaskID,
-    TextColumn,
-    TimeRemainingColumn,
-    TransferSpeedColumn,
-)
 from rich.table import Table
 from rich.text import Text
 
-from .. import durable
-from ..sizes import format_size
-from ..values import FileResult, Status
+from ...sizes import format_size
+from ...values import FileResult, Status
 
 _STYLES = {
     Status.DOWNLOADED: "green",
@@ -47,8 +31,6 @@ _STYLES = {
     Status.MISSING: "bold red",
 }
 _UNCONSTRAINED = 100_000  # columns: wider than any summary line
-# Always in a report, even when 0.
-_RUN_STATUSES = (Status.DOWNLOADED, Status.SKIPPED, Status.FAILED, Status.INTERRUPTED)
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,66 +56,6 @@ class Totals:
     def bad(self) -> int:
         """Files that make the exit code 1: failed, corrupt or missing."""
         return sum(n for status, n in self.counts if status.bad)
-
-
-class ProgressView:
-    """Overall bytes and files plus one bar per active file; draws nothing when disabled."""
-
-    def __init__(self, enabled: bool, names: Mapping[int, str], sizes: Mapping[int, int | None]) -> None:
-        self._names = names
-        self._progress: Progress | None = None
-        self._files: dict[int, TaskID] = {}
-        self._sizes = {index: size for index, size in sizes.items() if size is not None}
-        self._finished: set[int] = set()
-        if enabled:
-            self._progress = Progress(
-                TextColumn("{task.description}", justify="left"),
-                BarColumn(),
-                DownloadColumn(binary_units=True),
-                TransferSpeedColumn(),
-                TimeRemainingColumn(),
-                console=Console(file=sys.stdout),
-                transient=True,
-            )
-            self._overall = self._progress.add_task(self._overall_label(), total=sum(self._sizes.values()) or None)
-
-    def __enter__(self) -> ProgressView:
-        if self._progress is not None:
-            self._progress.start()
-        return self
-
-    def __exit__(self, kind: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
-        if self._progress is not None:
-            self._progress.stop()
-
-    @property
-    def active(self) -> list[str]:
-        """The files that have a bar of their own right now."""
-        return [self._names[index] for index in self._files]
-
-    def _overall_label(self) -> str:
-        return f"[bold]all files {len(self._finished)}/{len(self._names)}"
-
-    def tick(self, index: int, n: int, size: int | None) -> None:
-        # A file's last tick travels on another channel than its result and may arrive after it.
-        if self._progress is None or index in self._finished:
-            return
-        if index not in self._files:
-            self._files[index] = self._progress.add_task(escape(self._names[index]), total=size)
-            if size is not None:
-                self._sizes[index] = size
-                self._progress.update(self._overall, total=sum(self._sizes.values()))
-        self._progress.advance(self._files[index], n)
-        self._progress.advance(self._overall, n)
-
-    def finished(self, result: FileResult) -> None:
-        if self._progress is None:
-            return
-        self._finished.add(result.index)
-        task = self._files.pop(result.index, None)
-        if task is not None:
-            self._progress.remove_task(task)
-        self._progress.update(self._overall, description=self._overall_label())
 
 
 def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> Table:
@@ -206,51 +128,6 @@ def print_summary(table: Table, file: TextIO | None = None) -> None:
         for column in table.columns:
             column.no_wrap = True  # nothing can need wrapping at that width: skip rich's line breaking per cell
     console.print(table)
-
-
-def check_writable(path: Path) -> None:
-    """Raise the OSError that writing the JSON report at ``path`` would meet, by going as far as write_json
-    goes (its directory, its temp file) without leaving anything but the directory."""
-    if path.is_dir():
-        raise IsADirectoryError(errno.EISDIR, os.strerror(errno.EISDIR), str(path))
-    _make_directory(path.parent)
-    probe = durable.temp_path(path)
-    os.close(os.open(probe, os.O_WRONLY | os.O_CREAT, 0o666))
-    probe.unlink()
-
-
-def write_json(path: Path, results: Sequence[FileResult], totals: Totals) -> None:
-    doc = {
-        "files": [
-            {
-                "url": r.url,
-                "path": r.name,
-                "status": r.status.value,
-                "bytes": r.size,
-                "transferred": r.transferred,
-                "sha256": r.sha256,
-                "elapsed_s": round(r.elapsed, 3),
-                "error": r.error,
-                "notes": list(r.notes),
-            }
-            for r in results
-        ],
-        "summary": {
-            **{status.value: n for status, n in totals.counts if n or status in _RUN_STATUSES},
-            "bytes": totals.bytes,
-            "transferred": totals.transferred,
-            "elapsed_s": round(totals.elapsed, 3),
-        },
-    }
-    _make_directory(path.parent)
-    durable.write_bytes(path, (json.dumps(doc, indent=2) + "\n").encode())
-
-
-def _make_directory(directory: Path) -> None:
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-    except FileExistsError:  # mkdir's word for a file in the way, which is no reason a user can act on
-        raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), str(directory)) from None
 
 
 def _duration(seconds: float) -> str:

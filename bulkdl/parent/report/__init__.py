@@ -1,0 +1,1 @@
+"""What people and machines read: live progress, the summary, the JSON report. The only rich importers."""
