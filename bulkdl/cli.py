@@ -15,7 +15,8 @@ import sqlite3
 import sys
 import time
 import traceback
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
 
@@ -25,7 +26,9 @@ from .parent import manifest
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
 from .parent.report.jsonreport import check_writable, write_json
-from .parent.report.summary import Totals, plan_table, print_summary, summary_table
+from .parent.report.page import counted, glyph, print_page
+from .parent.report.plan import plan_page
+from .parent.report.summary import About, Earlier, Totals, summary_page
 from .parent.run import decide_all, download, redownload
 from .parent.state import Row, State, UnreadableState, read_rows
 from .parent.verify import CORRUPT, MISSING, verify
@@ -37,6 +40,7 @@ EXIT_USAGE = 2
 EXIT_LOCKED = 3
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+CHANGES, FULL = "changes", "full"  # --summary
 
 
 def _count(low: int, high: int) -> Callable[[str], int]:
@@ -76,6 +80,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output (the summary still prints)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    _summary_option(run)
     run.set_defaults(handler=_run)
 
     check = commands.add_parser("check", help="validate the manifest and exit")
@@ -94,8 +99,18 @@ def build_parser() -> argparse.ArgumentParser:
         "--repair", action="store_true", help="then download the corrupt and missing files again (uses the network)"
     )
     verify_.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="for --repair: trust these CAs")
+    _summary_option(verify_)
     verify_.set_defaults(handler=_verify)
     return parser
+
+
+def _summary_option(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--summary",
+        choices=(CHANGES, FULL),
+        default=CHANGES,
+        help="changes: failures and changed files, a count of the others (default); full: every file",
+    )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -129,13 +144,17 @@ def _print_whatever_the_encoding() -> None:
             stream.reconfigure(errors="backslashreplace")
 
 
-def _to() -> str:
-    """The arrow of a summary's title, as the encoding of stdout allows."""
-    try:
-        "→".encode(sys.stdout.encoding or "ascii")
-    except (UnicodeEncodeError, LookupError):
-        return "->"
-    return "→"
+def _title(command: str, loaded: Manifest) -> str:
+    return f"{command}: {counted(len(loaded.jobs), 'file')} {glyph('→', '->')} {loaded.dest}"
+
+
+def _about(command: str, loaded: Manifest, args: argparse.Namespace) -> About:
+    """Taken when the command starts: the verdict says when that was."""
+    return About(_title(command, loaded), loaded.source.absolute(), datetime.now(timezone.utc), args.summary == FULL)
+
+
+def _earlier(rows: Mapping[str, Row]) -> dict[str, Earlier]:
+    return {path: (row.sha256, row.size) for path, row in rows.items()}
 
 
 def _check(args: argparse.Namespace) -> int:
@@ -149,18 +168,18 @@ def _run(args: argparse.Namespace) -> int:
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:
         decisions = decide_all(loaded, _recorded(loaded.dest), args.force)
-        lines = ((job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True))
-        print_summary(plan_table(lines, f"bulkdl --dry-run: {len(loaded.jobs)} files {_to()} {loaded.dest}"))
+        plan = [(job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True)]
+        print_page(plan_page(plan, _title("bulkdl --dry-run", loaded), args.summary == FULL))
         return EXIT_OK
     _check_report(args.report)
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
-    started = time.monotonic()
+    about, started = _about("bulkdl", loaded, args), time.monotonic()
     with _stoppable(), _destination(loaded.dest) as state:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)
         results = download(loaded, decisions, rows, state, show_progress)
     _say_what_was_not_recorded(state)
-    return _finish(loaded, results, time.monotonic() - started, args.report, "bulkdl")
+    return _finish(results, time.monotonic() - started, args.report, about, _earlier(rows))
 
 
 @contextlib.contextmanager
@@ -215,14 +234,14 @@ def _verify(args: argparse.Namespace) -> int:
     overrides = Overrides(dest=args.dest, workers=args.workers, ca_bundle=args.ca_bundle)
     loaded = manifest.load(args.manifest, overrides)
     _check_report(args.report)
+    about = _about("bulkdl verify --repair" if args.repair else "bulkdl verify", loaded, args)
     started = time.monotonic()
     rows = _recorded(loaded.dest)
     results = verify(loaded.jobs, rows, loaded.workers)
     found = [r for r in results if r.status in (CORRUPT, MISSING)]
     if found:
         results = _act_on(loaded, results, found, rows, args.repair)
-    title = "bulkdl verify --repair" if args.repair else "bulkdl verify"
-    return _finish(loaded, results, time.monotonic() - started, args.report, title)
+    return _finish(results, time.monotonic() - started, args.report, about, _earlier(rows))
 
 
 def _act_on(
@@ -248,10 +267,12 @@ def _act_on(
     return [by_index.get(r.index, r) for r in results]
 
 
-def _finish(loaded: Manifest, results: Sequence[FileResult], elapsed: float, report: Path | None, title: str) -> int:
+def _finish(
+    results: Sequence[FileResult], elapsed: float, report: Path | None, about: About, earlier: Mapping[str, Earlier]
+) -> int:
     ordered = sorted(results, key=lambda r: r.index)
     totals = Totals.of(ordered, elapsed)
-    print_summary(summary_table(ordered, totals, f"{title}: {len(ordered)} files {_to()} {loaded.dest}"))
+    print_page(summary_page(ordered, totals, earlier, about))
     written = True
     if report is not None:
         try:

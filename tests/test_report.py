@@ -1,20 +1,27 @@
-"""The report module rendered into fixed-width, colourless consoles."""
+"""The report package: progress, the summary in a pipe and on a terminal, the JSON report's path, encodings."""
 
 from __future__ import annotations
 
+import fcntl
 import io
+import os
+import pty
 import re
 import shutil
+import struct
 import subprocess
 import sys
+import termios
 import time
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import TextIO
 
 import pytest
-from rich.console import Console
 
+from bulkdl.parent.report.page import print_page
 from bulkdl.parent.report.progress import ProgressView
-from bulkdl.parent.report.summary import Totals, print_summary, summary_table
+from bulkdl.parent.report.summary import About, Totals, summary_page
 from bulkdl.values import FileResult, Status
 
 from .conftest import cli_env, write_manifest
@@ -39,36 +46,39 @@ def test_late_tick_does_not_resurrect_a_finished_file() -> None:
     assert view.active == ["b"]
 
 
-def test_summary_in_a_narrow_pipe_keeps_digests_whole() -> None:
+def _summary_of(results: list[FileResult], file: TextIO) -> None:
+    about = About("title", Path("/m.yaml"), datetime.now(timezone.utc))
+    print_page(summary_page(results, Totals.of(results, 3.0), {}, about), file)
+
+
+def test_summary_in_a_pipe_keeps_paths_and_digests_whole_with_reasons_and_notes_beside_them() -> None:
     results = [
-        _result(0),
-        _result(1, "failed", sha256=None, size=None, error="HTTP 404 Not Found"),
+        _result(0, name="d/" + "n" * 200),
+        _result(1, "failed", sha256=None, size=None, transferred=0, error="HTTP 404 Not Found"),
         _result(2, notes=("x",)),
     ]
     out = io.StringIO()  # not a terminal
-    print_summary(summary_table(results, Totals.of(results, 3.0), "title"), file=out)
+    _summary_of(results, out)
     lines = out.getvalue().splitlines()
-    assert sum(DIGEST in line for line in lines) == 2
-    assert any("dir/file1.bin" in line and "HTTP 404 Not Found" in line for line in lines)
-    assert any(line.strip().startswith("note: x") for line in lines)
-    total = next(line for line in lines if line.strip().startswith("total"))
-    assert "3 files" in total and "4.00 KiB" in total
-    assert any(line.strip() == "2 downloaded, 1 failed" for line in lines)
+    assert sum(line.split()[0] in ("d/" + "n" * 200, "dir/file2.bin") and line.endswith(DIGEST) for line in lines) == 2
+    assert any(
+        line.split()[:2] == ["dir/file1.bin", "failed"] and line.endswith("HTTP 404 Not Found") for line in lines
+    )
+    assert lines[lines.index(next(line for line in lines if "dir/file2.bin" in line)) + 1].strip() == "note: x"
+    assert lines[-1].startswith("FAILED: 1 of 3 files failed (2 new), 4.00 KiB in place, 4.00 KiB received, 3.0s;")
 
 
-def test_summary_fits_a_terminal_without_wrapping_digests() -> None:
-    results = [_result(i, status) for i, status in enumerate(["downloaded", "skipped", "interrupted"])]
-    results.append(_result(3, "failed", sha256=None, size=None, error="HTTP 404 Not Found"))
-    out = io.StringIO()
-    Console(file=out, width=120).print(summary_table(results, Totals.of(results, 3.0), "title"))
-    assert out.getvalue().count(DIGEST) == 3, out.getvalue()
-
-
-def test_summary_in_a_narrow_terminal_folds_digests_but_never_cuts_them() -> None:
-    results = [_result(0), _result(1, "failed", sha256=None, size=None, error="HTTP 404 Not Found")]
-    out = io.StringIO()
-    Console(file=out, width=80).print(summary_table(results, Totals.of(results, 3.0), "title"))
-    assert "".join(line.strip() for line in out.getvalue().splitlines()).count(DIGEST) == 1, out.getvalue()
+def test_summary_on_a_narrow_terminal_is_coloured_and_never_folds_or_cuts() -> None:
+    results = [_result(0, name="d/" + "n" * 200), _result(1, "failed", sha256=None, size=None, error="HTTP 404")]
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 80, 0, 0))
+    with open(slave, "w", encoding="utf-8") as terminal:
+        _summary_of(results, terminal)
+    shown = os.read(master, 65536).decode()
+    os.close(master)
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", shown)
+    assert plain != shown, "coloured"
+    assert any(line.startswith("  d/" + "n" * 200) and line.endswith(DIGEST) for line in plain.splitlines()), plain
 
 
 @pytest.mark.parametrize("where", ["under a file", "a directory"])
@@ -119,13 +129,13 @@ def test_a_stdout_that_is_not_utf8_gets_the_whole_summary(
     builtin: FaultServer, tmp_path: Path, encoding: str, shown: str
 ) -> None:
     manifest = write_manifest(tmp_path, [{"url": builtin.add("c.bin", content("c", 3000)), "path": "café.bin"}])
-    for command in (["run"], ["run", "--dry-run"], ["verify"]):
+    for command in (["run"], ["run", "--dry-run"], ["verify", "--summary", "full"]):
         argv = [sys.executable, "-m", "bulkdl", *command, str(manifest)]
         done = subprocess.run(
             argv, cwd=tmp_path, env=cli_env(PYTHONIOENCODING=encoding), capture_output=True, timeout=60
         )
         stdout, stderr = done.stdout.decode(encoding), done.stderr.decode(encoding)  # strict: all of it encodable
         assert done.returncode == 0 and "Traceback" not in stderr, stderr
-        assert stdout.startswith("bulkdl") and " 1 files -> " in stdout.splitlines()[0], stdout
+        assert stdout.startswith("bulkdl") and " 1 file -> " in stdout.splitlines()[0], stdout
         assert any(re.match(rf"\W*{re.escape(shown)}[ |]", row) for row in stdout.splitlines()), stdout  # its own cell
     assert (tmp_path / "mirror/café.bin").read_bytes() == content("c", 3000)

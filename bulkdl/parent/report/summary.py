@@ -1,24 +1,24 @@
-"""The summary a person reads at the end of a run, and the --dry-run plan.
+"""The summary a person reads at the end of a run or a verify: what went wrong, what changed, a verdict.
 
-The summary is printed at the end of every run. On a terminal it fits the window; anywhere else (cron mail,
-a pipe, a log file) the table is laid out as wide as it needs, so every path and every full SHA-256 stays on
-one line and can be grepped.
+Sections, most urgent first: failed (verify: corrupt, missing), interrupted, new, updated; then what did
+not change, as one count line per kind; the verdict last, where ``tail -1`` and a mail preview find it. A
+night without change is a few lines whatever the number of files; ``--summary full`` lists every file
+(the JSON report always does). Every listed file shows its full path, and its full SHA-256 or its reason.
 """
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Iterable, Sequence
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import TextIO
-
-from rich import box
-from rich.console import Console
-from rich.table import Table
-from rich.text import Text
+from datetime import datetime
+from pathlib import Path
 
 from ...sizes import format_size
 from ...values import FileResult, Status
+from .page import Cell, Line, Page, Row, counted
+
+Earlier = tuple[str, int]  # (sha256, size) the state recorded for a path before this run
 
 _STYLES = {
     Status.DOWNLOADED: "green",
@@ -30,7 +30,26 @@ _STYLES = {
     Status.CORRUPT: "bold red",
     Status.MISSING: "bold red",
 }
-_UNCONSTRAINED = 100_000  # columns: wider than any summary line
+# What each file counts as, in the order the summary shows them. A downloaded file is "new" or "updated".
+_LABELS = ("failed", "corrupt", "missing", "interrupted", "new", "updated", "unchanged", "verified", "unverified")
+# Sections: (heading, the labels in it, style). Listed file by file, but for the collapsed ones below.
+_SECTIONS = (
+    ("failed", ("failed", "corrupt", "missing"), "bold red"),
+    ("interrupted", ("interrupted",), "bold yellow"),
+    ("new", ("new",), "bold green"),
+    ("updated", ("updated",), "bold green"),
+    ("unchanged", ("unchanged",), "bold cyan"),
+    ("verified", ("verified",), "bold green"),
+    ("unverified", ("unverified",), "bold yellow"),
+)
+# Without --summary full, these are one count line each instead of a section.
+_COLLAPSED = {
+    "unchanged": "unchanged (skipped or not modified)",
+    "verified": "verified (digests match)",
+    "unverified": "unverified (no digest in the manifest or the state to compare with)",
+}
+NOT_STARTED = "not started"  # the pool's reason for an interrupted file that never began
+_RIGHT = frozenset({2, 3, 4})  # size, time, rate
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,79 +77,85 @@ class Totals:
         return sum(n for status, n in self.counts if status.bad)
 
 
-def summary_table(results: Iterable[FileResult], totals: Totals, title: str) -> Table:
-    table = Table(
-        title=title,
-        box=box.SIMPLE_HEAVY,
-        title_justify="left",
-        caption_justify="left",
-        # The box draws a space between columns; no padding or edges on top, so that a 120-column terminal
-        # keeps each digest on one line.
-        padding=0,
-        show_edge=False,
+@dataclass(frozen=True, slots=True)
+class About:
+    """What the summary says besides the files: its first line, and where the verdict says it came from."""
+
+    title: str
+    manifest: Path
+    started: datetime  # wall clock, UTC
+    full: bool = False  # every file listed, not only failures and changes
+
+
+def summary_page(results: Sequence[FileResult], totals: Totals, earlier: Mapping[str, Earlier], about: About) -> Page:
+    """``results`` in manifest order; ``earlier``: the state's rows from before the run, by path."""
+    labelled = [(_label(r, earlier), r) for r in results]
+    lines: list[Line | Row] = [Line(about.title, "bold")]
+    for heading, labels, style in _SECTIONS:
+        members = [(label, r) for label, r in labelled if label in labels]
+        if members:
+            lines += _section(heading, style, members, earlier, about.full)
+    lines.append(verdict(Counter(label for label, _ in labelled), totals, about))
+    return Page(tuple(lines), _RIGHT)
+
+
+def _label(r: FileResult, earlier: Mapping[str, Earlier]) -> str:
+    if r.status == Status.DOWNLOADED:
+        return "updated" if r.name in earlier else "new"
+    return "unchanged" if r.status == Status.SKIPPED else r.status.value
+
+
+def _section(
+    heading: str, style: str, members: list[tuple[str, FileResult]], earlier: Mapping[str, Earlier], full: bool
+) -> list[Line | Row]:
+    if heading in _COLLAPSED and not full:
+        return [Line(f"{len(members):,} {_COLLAPSED[heading]}", "dim")]
+    shown, idle = members, 0
+    if heading == "interrupted" and not full:  # files that never began have nothing to say each
+        shown = [(label, r) for label, r in members if r.error != NOT_STARTED]
+        idle = len(members) - len(shown)
+    lines: list[Line | Row] = [Line(f"{heading} ({len(members):,})", style)]
+    lines += [_row(r, earlier.get(r.name) if label == "updated" else None) for label, r in shown]
+    if idle:
+        lines.append(Line(f"{idle:,} {NOT_STARTED}", "yellow", indent=2))
+    return lines
+
+
+def _row(r: FileResult, was: Earlier | None) -> Row:
+    detail: Cell = (r.error, "red") if r.error else (r.sha256 or "", "")
+    cells: tuple[Cell, ...] = (
+        (r.name, ""),
+        (r.status.value, _STYLES[r.status]),
+        (format_size(r.size) if r.size is not None else "-", ""),
+        (duration(r.elapsed), ""),
+        (_rate(r.transferred, r.elapsed), ""),
+        detail,
     )
-    table.add_column("File", overflow="fold")
-    table.add_column("Status")
-    table.add_column("Size", justify="right", no_wrap=True)
-    table.add_column("Time", justify="right", no_wrap=True)
-    table.add_column("Rate", justify="right", no_wrap=True)
-    table.add_column("SHA-256 / reason", overflow="fold")
-    for r in results:
-        detail = Text(r.sha256 or "")
-        if r.error:
-            detail = Text(r.error, style="red")
-        for note in r.notes:
-            detail.append(f"\nnote: {note}", style="yellow")
-        size = format_size(r.size) if r.size is not None else "-"
-        # Text, not str, for every cell: rich would read a name's "[...]" as markup (and parse each cell).
-        table.add_row(
-            Text(r.name),
-            Text(r.status, style=_STYLES[r.status]),
-            Text(size),
-            Text(_duration(r.elapsed)),
-            Text(_rate(r.transferred, r.elapsed)),
-            detail,
-        )
-    table.add_section()
-    # The per-status counts go under the table: in the Status column they would widen it for every row.
-    table.caption = ", ".join(f"{n} {status}" for status, n in totals.counts if n) or "no files"
-    table.add_row(
-        Text("total", style="bold"),
-        f"{sum(n for _, n in totals.counts)} files",
-        format_size(totals.bytes),
-        _duration(totals.elapsed),
-        _rate(totals.transferred, totals.elapsed),
-        f"{format_size(totals.transferred)} received",
+    under = [(f"was {was[0]} {format_size(was[1])}", "")] if was else []
+    under += [(f"note: {note}", "yellow") for note in r.notes]
+    return Row(cells, tuple(under))
+
+
+def verdict(labels: Counter[str], totals: Totals, about: About) -> Line:
+    """One line, last: ``OK`` or ``FAILED``, the counts, the bytes, how long, which manifest, when."""
+    files = counted(sum(labels.values()), "file")
+    interrupted = labels["interrupted"]
+    if interrupted:
+        head, said, style = f"FAILED: interrupted, {interrupted:,} of {files} not finished", "interrupted", "bold red"
+    elif totals.bad:
+        head, said, style = f"FAILED: {totals.bad:,} of {files} failed", "failed", "bold red"
+    else:
+        head, said, style = f"OK: {files}", "", "bold green"
+    kinds = ", ".join(f"{labels[label]:,} {label}" for label in _LABELS if labels[label] and label != said)
+    return Line(
+        f"{head}{f' ({kinds})' if kinds else ''}, {format_size(totals.bytes)} in place, "
+        f"{format_size(totals.transferred)} received, {duration(totals.elapsed)}; manifest {about.manifest}; "
+        f"started {about.started:%Y-%m-%d %H:%M:%S} UTC",
+        style,
     )
-    return table
 
 
-def plan_table(rows: Iterable[tuple[str, str, str]], title: str) -> Table:
-    """``--dry-run``: what a run would do with each file, and why."""
-    table = Table(title=title, box=box.SIMPLE_HEAVY, title_justify="left")
-    table.add_column("File", overflow="fold")
-    table.add_column("Action")
-    table.add_column("Why", overflow="fold")
-    for name, action, reason in rows:
-        table.add_row(Text(name), Text(action, style=_ACTION_STYLES.get(action, "")), Text(reason))
-    return table
-
-
-_ACTION_STYLES = {"download": "green", "resume": "yellow", "check": "cyan", "skip": "dim"}
-
-
-def print_summary(table: Table, file: TextIO | None = None) -> None:
-    console = Console(file=file or sys.stdout)
-    if not console.is_terminal:
-        # No window to fit: a table that does not expand is laid out at its natural width, so in a console
-        # too wide to constrain it nothing is folded or cut (and no separate measuring pass is needed).
-        console = Console(file=file or sys.stdout, width=_UNCONSTRAINED, no_color=True)
-        for column in table.columns:
-            column.no_wrap = True  # nothing can need wrapping at that width: skip rich's line breaking per cell
-    console.print(table)
-
-
-def _duration(seconds: float) -> str:
+def duration(seconds: float) -> str:
     if seconds < 60:
         return f"{seconds:.1f}s"
     minutes, secs = divmod(int(seconds), 60)
