@@ -148,9 +148,10 @@ def _title(command: str, loaded: Manifest) -> str:
     return f"{command}: {counted(len(loaded.jobs), 'file')} {glyph('→', '->')} {loaded.dest}"
 
 
-def _about(command: str, loaded: Manifest, args: argparse.Namespace) -> About:
+def _about(command: str, loaded: Manifest, args: argparse.Namespace, repairing: bool = False) -> About:
     """Taken when the command starts: the verdict says when that was."""
-    return About(_title(command, loaded), loaded.source.absolute(), datetime.now(timezone.utc), args.summary == FULL)
+    started = datetime.now(timezone.utc)
+    return About(_title(command, loaded), loaded.source.absolute(), started, args.summary == FULL, repairing)
 
 
 def _earlier(rows: Mapping[str, Row]) -> dict[str, Earlier]:
@@ -234,7 +235,7 @@ def _verify(args: argparse.Namespace) -> int:
     overrides = Overrides(dest=args.dest, workers=args.workers, ca_bundle=args.ca_bundle)
     loaded = manifest.load(args.manifest, overrides)
     _check_report(args.report)
-    about = _about("bulkdl verify --repair" if args.repair else "bulkdl verify", loaded, args)
+    about = _about("bulkdl verify --repair" if args.repair else "bulkdl verify", loaded, args, args.repair)
     started = time.monotonic()
     rows = _recorded(loaded.dest)
     results = verify(loaded.jobs, rows, loaded.workers)

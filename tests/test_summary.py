@@ -330,3 +330,18 @@ def _in_terminal(args: list[str], cwd: Path, columns: int) -> str:
                 chunks.append(chunk)
     os.close(master)
     return b"".join(chunks).decode().replace("\r\n", "\n")
+
+
+def test_what_verify_repair_downloaded_is_repaired_with_what_verify_had_found() -> None:
+    results = [_result(0, notes=("repaired: verify found it missing (not on disk)",)), _result(1, "verified")]
+    page = summary_page(
+        results,
+        Totals.of(results, 1.0),
+        {"dir/file0.bin": (DIGEST, 2048)},
+        About("t", Path("/m"), STARTED, repairing=True),
+    )
+    out = io.StringIO()
+    print_page(page, out)
+    lines = out.getvalue().splitlines()
+    assert lines[1:4] == ["repaired (1)", lines[2], "      note: repaired: verify found it missing (not on disk)"]
+    assert lines[-1].startswith("OK: 2 files (1 repaired, 1 verified),")

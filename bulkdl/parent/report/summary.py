@@ -30,18 +30,20 @@ _STYLES = {
     Status.CORRUPT: "bold red",
     Status.MISSING: "bold red",
 }
-# What each file counts as, in the order the summary shows them. A downloaded file is "new" or "updated".
-_LABELS = ("failed", "corrupt", "missing", "interrupted", "new", "updated", "unchanged", "verified", "unverified")
-# Sections: (heading, the labels in it, style). Listed file by file, but for the collapsed ones below.
+# Sections in the order shown: (heading, what files in it count as, style). What a file counts as is its
+# status, but that a downloaded file is "new", "updated" (its path had a row in the state before the run)
+# or "repaired" (by verify --repair), and a skipped one "unchanged". Listed file by file, but see _COLLAPSED.
 _SECTIONS = (
     ("failed", ("failed", "corrupt", "missing"), "bold red"),
     ("interrupted", ("interrupted",), "bold yellow"),
     ("new", ("new",), "bold green"),
     ("updated", ("updated",), "bold green"),
+    ("repaired", ("repaired",), "bold green"),
     ("unchanged", ("unchanged",), "bold cyan"),
     ("verified", ("verified",), "bold green"),
     ("unverified", ("unverified",), "bold yellow"),
 )
+_LABELS = tuple(label for _, labels, _ in _SECTIONS for label in labels)
 # Without --summary full, these are one count line each instead of a section.
 _COLLAPSED = {
     "unchanged": "unchanged (skipped or not modified)",
@@ -85,11 +87,12 @@ class About:
     manifest: Path
     started: datetime  # wall clock, UTC
     full: bool = False  # every file listed, not only failures and changes
+    repairing: bool = False  # verify --repair: what was downloaded was repaired
 
 
 def summary_page(results: Sequence[FileResult], totals: Totals, earlier: Mapping[str, Earlier], about: About) -> Page:
     """``results`` in manifest order; ``earlier``: the state's rows from before the run, by path."""
-    labelled = [(_label(r, earlier), r) for r in results]
+    labelled = [(_label(r, earlier, about.repairing), r) for r in results]
     lines: list[Line | Row] = [Line(about.title, "bold")]
     for heading, labels, style in _SECTIONS:
         members = [(label, r) for label, r in labelled if label in labels]
@@ -99,9 +102,9 @@ def summary_page(results: Sequence[FileResult], totals: Totals, earlier: Mapping
     return Page(tuple(lines), _RIGHT)
 
 
-def _label(r: FileResult, earlier: Mapping[str, Earlier]) -> str:
+def _label(r: FileResult, earlier: Mapping[str, Earlier], repairing: bool) -> str:
     if r.status == Status.DOWNLOADED:
-        return "updated" if r.name in earlier else "new"
+        return "repaired" if repairing else "updated" if r.name in earlier else "new"
     return "unchanged" if r.status == Status.SKIPPED else r.status.value
 
 
