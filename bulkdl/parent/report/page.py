@@ -10,9 +10,8 @@ a line longer than the window wraps as the terminal wraps it.
 from __future__ import annotations
 
 import codecs
-import functools
 import sys
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TextIO
 
@@ -23,7 +22,7 @@ from rich.style import Style
 Cell = tuple[str, str]  # (text, rich style; "" for none)
 _GAP = "  "  # between columns
 _INDENT = "  "  # a row's
-_UNDER = "      "  # what is shown under a row (its notes): below its second column
+_UNDER = "      "  # what is shown under a row (notes): indented further than the rows, to read as theirs
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,6 +40,8 @@ class Row:
 
 @dataclass(frozen=True, slots=True)
 class Page:
+    """Lines of text and rows, every row with as many cells as the others."""
+
     lines: tuple[Line | Row, ...]
     right: frozenset[int] = frozenset()  # the columns aligned right (numbers)
 
@@ -66,10 +67,10 @@ def print_page(page: Page, file: TextIO | None = None) -> None:
     # Colours only on a terminal that takes them (not NO_COLOR, not TERM=dumb). Each fragment is painted on
     # its own, not through a rich Text: its wrapping pass took 1.5 s for 20,000 rows, and the terminal wraps.
     colours = COLOR_SYSTEMS.get(console.color_system or "") if console.is_terminal else None
-    paint = functools.cache(Style.parse)
     stream.write(
         "".join(
-            "".join(paint(style).render(text, color_system=colours) if style else text for text, style in line) + "\n"
+            "".join(Style.parse(style).render(text, color_system=colours) if style else text for text, style in line)
+            + "\n"
             for line in lines
         )
     )
@@ -90,39 +91,40 @@ def layout(page: Page, encoding: str) -> list[list[Cell]]:
     """Each line of ``page`` as its fragments, padded into columns; what ``encoding`` cannot show is
     escaped first (``caf\\xe9.bin``), so that widths count what will be printed."""
     fit = _fitting(encoding)
-    lines = [_fit(line, fit) for line in page.lines]
-    widths = _widths(line.cells for line in lines if isinstance(line, Row))
+    rows = [line for line in page.lines if isinstance(line, Row)]
+    texts = [[fit(text) for text, _ in row.cells] for row in rows]
+    sizes = [[_width(text) for text in row] for row in texts]
+    widths = [max(column) for column in zip(*sizes, strict=True)]
+    laid = iter(zip(rows, texts, sizes, strict=True))
     out: list[list[Cell]] = []
-    for line in lines:
+    for line in page.lines:
         if isinstance(line, Line):
-            out.append([(" " * line.indent + line.text, line.style)])
+            out.append([(" " * line.indent + fit(line.text), line.style)])
             continue
-        out.append(_row(line.cells, widths, page.right))
-        out.extend([(_UNDER + text, style)] for text, style in line.under)
+        row, row_texts, row_sizes = next(laid)
+        out.append(_row(row_texts, [style for _, style in row.cells], row_sizes, widths, page.right))
+        out.extend([(_UNDER + fit(text), style)] for text, style in row.under)
     return out
 
 
-def _row(cells: Sequence[Cell], widths: Sequence[int], right: frozenset[int]) -> list[Cell]:
-    out: list[Cell] = [(_INDENT, "")]
-    last = len(cells) - 1
-    for column, (text, style) in enumerate(cells):
-        pad = " " * (widths[column] - _width(text))
+def _row(texts: list[str], styles: list[str], sizes: list[int], widths: list[int], right: frozenset[int]) -> list[Cell]:
+    """One row's fragments: each styled cell alone, the unstyled text between them in one piece."""
+    out: list[Cell] = []
+    plain = _INDENT
+    last = len(texts) - 1
+    for column, (text, style, size, width) in enumerate(zip(texts, styles, sizes, widths, strict=True)):
+        pad = " " * (width - size)
         if column in right:
-            out.append((pad, ""))
-        out.append((text, style))
+            plain += pad
+        if style:
+            out += [(plain, ""), (text, style)]
+            plain = ""
+        else:
+            plain += text
         if column < last:
-            out.append((("" if column in right else pad) + _GAP, ""))
+            plain += ("" if column in right else pad) + _GAP
+    out.append((plain, ""))
     return out
-
-
-def _widths(rows: Iterable[tuple[Cell, ...]]) -> list[int]:
-    widths: list[int] = []
-    for cells in rows:
-        if len(widths) < len(cells):
-            widths += [0] * (len(cells) - len(widths))
-        for column, (text, _) in enumerate(cells):
-            widths[column] = max(widths[column], _width(text))
-    return widths
 
 
 def _width(text: str) -> int:
@@ -147,12 +149,6 @@ def _fitting(encoding: str) -> Callable[[str], str]:
         return text.encode(name, "backslashreplace").decode(name)
 
     return fit
-
-
-def _fit(line: Line | Row, fit: Callable[[str], str]) -> Line | Row:
-    if isinstance(line, Line):
-        return Line(fit(line.text), line.style, line.indent)
-    return Row(tuple((fit(t), s) for t, s in line.cells), tuple((fit(t), s) for t, s in line.under))
 
 
 def _encoding(stream: TextIO) -> str:

@@ -63,8 +63,9 @@ class Totals:
 
     @classmethod
     def of(cls, results: Sequence[FileResult], elapsed: float) -> Totals:
+        counted = Counter(r.status for r in results)  # one pass, not one per status
         return cls(
-            counts=tuple((status, sum(r.status == status for r in results)) for status in Status),
+            counts=tuple((status, counted[status]) for status in Status),
             bytes=sum(r.size or 0 for r in results if r.status.present),
             transferred=sum(r.transferred for r in results),
             elapsed=elapsed,
