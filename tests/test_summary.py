@@ -18,6 +18,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+from rich.cells import cell_len
 
 from bulkdl.parent.report.page import Line, Page, Row, glyph, layout, print_page
 from bulkdl.parent.report.plan import plan_page
@@ -74,6 +77,24 @@ def test_a_wide_character_takes_two_columns() -> None:
     out = io.StringIO()
     print_page(page, out)
     assert out.getvalue().splitlines() == ["  日本   x", "  abcde  y"]
+
+
+_WORD = st.text(st.characters(blacklist_categories=("Cc", "Cf", "Cs", "Co", "Cn", "Zl", "Zp", "Zs")), min_size=1)
+
+
+@given(st.lists(st.tuples(_WORD, _WORD, _WORD), min_size=1, max_size=8))
+def test_any_rows_line_up_whole_and_end_without_spaces(cells: list[tuple[str, str, str]]) -> None:
+    page = Page(tuple(Row(((a, ""), (n, "red"), (b, ""))) for a, n, b in cells), right=frozenset({1}))
+    out = io.StringIO()
+    print_page(page, out)
+    lines = out.getvalue().splitlines()
+    assert len(lines) == len(cells)
+    starts = set()
+    for line, (a, n, b) in zip(lines, cells, strict=True):
+        assert line.startswith("  " + a) and line.endswith(b)
+        assert line[: len(line) - len(b)].endswith(n + "  "), "the middle column ends where the last begins"
+        starts.add(cell_len(line) - cell_len(b))  # the column where the last cell starts
+    assert len(starts) == 1
 
 
 @pytest.mark.parametrize(
