@@ -273,7 +273,8 @@ def _finish(
 ) -> int:
     ordered = sorted(results, key=lambda r: r.index)
     totals = Totals.of(ordered, elapsed)
-    print_page(summary_page(ordered, totals, earlier, about))
+    # The report first: a line saying it could not be written comes before the summary, and the verdict,
+    # which says so too, stays last.
     written = True
     if report is not None:
         try:
@@ -281,6 +282,7 @@ def _finish(
         except OSError as exc:  # a disk that filled, a directory removed since the check: the files are done
             print(f"bulkdl: could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
             written = False
+    print_page(summary_page(ordered, totals, earlier, about, None if written else report))
     if totals.count(Status.INTERRUPTED):
         return EXIT_INTERRUPTED
     return EXIT_FAILED if totals.bad or not written else EXIT_OK

@@ -117,6 +117,9 @@ def test_a_report_that_cannot_be_written_at_the_end_is_one_line(builtin: FaultSe
     assert run.returncode == 1, stderr
     assert stderr.splitlines() == [f"bulkdl: could not write the report {reports / 'last.json'}: Not a directory"]
     assert "slow.bin" in stdout and (tmp_path / "mirror/slow.bin").read_bytes() == data
+    assert stdout.splitlines()[-1].startswith(
+        f"FAILED: the report {reports / 'last.json'} could not be written; 1 file"
+    )
 
 
 def _bulkdl(*args: str | Path, cwd: Path) -> subprocess.CompletedProcess[str]:

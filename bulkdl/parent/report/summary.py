@@ -91,15 +91,22 @@ class About:
     repairing: bool = False  # verify --repair: what was downloaded was repaired
 
 
-def summary_page(results: Sequence[FileResult], totals: Totals, earlier: Mapping[str, Earlier], about: About) -> Page:
-    """``results`` in manifest order; ``earlier``: the state's rows from before the run, by path."""
+def summary_page(
+    results: Sequence[FileResult],
+    totals: Totals,
+    earlier: Mapping[str, Earlier],
+    about: About,
+    unwritten: Path | None = None,
+) -> Page:
+    """``results`` in manifest order; ``earlier``: the state's rows from before the run, by path;
+    ``unwritten``: a JSON report that could not be written (the exit code is 1: the verdict says FAILED)."""
     labelled = [(_label(r, earlier, about.repairing), r) for r in results]
     lines: list[Line | Row] = [Line(about.title, "bold")]
     for heading, labels, style in _SECTIONS:
         members = [(label, r) for label, r in labelled if label in labels]
         if members:
             lines += _section(heading, style, members, earlier, about.full)
-    lines.append(verdict(Counter(label for label, _ in labelled), totals, about))
+    lines.append(verdict(Counter(label for label, _ in labelled), totals, about, unwritten))
     return Page(tuple(lines), _RIGHT)
 
 
@@ -140,7 +147,7 @@ def _row(r: FileResult, was: Earlier | None) -> Row:
     return Row(cells, tuple(under))
 
 
-def verdict(labels: Counter[str], totals: Totals, about: About) -> Line:
+def verdict(labels: Counter[str], totals: Totals, about: About, unwritten: Path | None = None) -> Line:
     """One line, last: ``OK`` or ``FAILED``, the counts, the bytes, how long, which manifest, when."""
     files = counted(sum(labels.values()), "file")
     interrupted = labels["interrupted"]
@@ -148,6 +155,8 @@ def verdict(labels: Counter[str], totals: Totals, about: About) -> Line:
         head, said, style = f"FAILED: interrupted, {interrupted:,} of {files} not finished", "interrupted", "bold red"
     elif totals.bad:
         head, said, style = f"FAILED: {totals.bad:,} of {files} failed", "failed", "bold red"
+    elif unwritten is not None:
+        head, said, style = f"FAILED: the report {unwritten} could not be written; {files}", "", "bold red"
     else:
         head, said, style = f"OK: {files}", "", "bold green"
     kinds = ", ".join(f"{labels[label]:,} {label}" for label in _LABELS if labels[label] and label != said)
