@@ -242,7 +242,7 @@ def _verify(args: argparse.Namespace) -> int:
     found = [r for r in results if r.status in (CORRUPT, MISSING)]
     if found:
         results = _act_on(loaded, results, found, rows, args.repair)
-    return _finish(results, time.monotonic() - started, args.report, about, _earlier(rows))
+    return _finish(results, time.monotonic() - started, args.report, about, {})  # it downloads only to repair
 
 
 def _act_on(
