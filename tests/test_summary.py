@@ -9,10 +9,12 @@ import io
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import sys
 import termios
+import time
 from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -200,6 +202,12 @@ def test_interrupted_files_that_never_started_are_one_count_line() -> None:
     assert sum("not started" in line for line in _summary(results, full=True)) == 4
 
 
+@pytest.mark.parametrize(("transferred", "reason"), [(2048, "stopped after 2.00 KiB received"), (0, "stopped")])
+def test_an_interrupted_file_without_a_reason_says_it_was_stopped(transferred: int, reason: str) -> None:
+    lines = _summary([_result(0, "interrupted", error=None, sha256=None, transferred=transferred)])
+    assert lines[2].split()[:2] == ["dir/file0.bin", "interrupted"] and lines[2].endswith(f"  {reason}")
+
+
 def test_verify_lists_what_is_broken_and_counts_what_verified() -> None:
     results = [_result(i, "verified", transferred=0) for i in range(3)]
     results += [_result(3, "missing", size=None, sha256=None, error="not on disk"), _result(4, "unverified")]
@@ -366,3 +374,29 @@ def test_what_verify_repair_downloaded_is_repaired_with_what_verify_had_found() 
     lines = out.getvalue().splitlines()
     assert lines[1:4] == ["repaired (1)", lines[2], "      note: repaired: verify found it missing (not on disk)"]
     assert lines[-1].startswith("OK: 2 files (1 repaired, 1 verified),")
+
+
+def test_an_interrupted_run_lists_what_had_begun_with_a_reason_and_counts_what_had_not(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    urls = [builtin.add(f"held{i}.bin", content(f"held{i}", 4 * 2**20), stall_after=2**20) for i in range(5)]
+    manifest = write_manifest(tmp_path, urls, workers=1, defaults={"segments": 1, "timeout": 60})
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest)]
+    part = tmp_path / "mirror/held0.bin.part0"
+    with subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, text=True) as run:
+        deadline = time.monotonic() + 30
+        while not (part.exists() and part.stat().st_size > 0):  # the server logs a request once answered
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.02)
+        run.send_signal(signal.SIGTERM)
+        stdout, _ = run.communicate(timeout=60)
+    assert run.returncode == 130
+    lines = _checked(stdout)
+    assert lines[1] == "interrupted (5)" and lines[-1].startswith("FAILED: interrupted, 5 of 5 files not finished, ")
+    rows = [line for line in lines[2:-2] if not line.startswith("      note: ")]
+    assert rows[0].split()[:2] == ["held0.bin", "interrupted"] and re.search(
+        r"  stopped( after .* received)?$", rows[0]
+    )
+    assert all(row.split()[1] == "interrupted" and "  stopped" in row for row in rows), stdout
+    idle = re.fullmatch(r"  (\d+) not started", lines[-2])
+    assert idle and int(idle[1]) >= 1 and len(rows) + int(idle[1]) == 5, stdout

@@ -134,6 +134,8 @@ def _section(
 
 def _row(r: FileResult, was: Earlier | None) -> Row:
     detail: Cell = (r.error, "red") if r.error else (r.sha256 or "", "")
+    if r.status == Status.INTERRUPTED and not r.error:  # a worker that stopped when asked gives no reason
+        detail = (f"stopped after {format_size(r.transferred)} received" if r.transferred else "stopped", "yellow")
     cells: tuple[Cell, ...] = (
         (r.name, ""),
         (r.status.value, _STYLES[r.status]),
