@@ -1,15 +1,22 @@
-"""The live progress view rendered into a recording console."""
+"""The live progress view rendered into a recording console, and the batch loop that feeds it."""
 
 from __future__ import annotations
 
 import io
 import re
 import time
+from pathlib import Path
 
+import pytest
 from rich.console import Console
 
+from bulkdl.parent import manifest, pool
+from bulkdl.parent.pool import Batch
 from bulkdl.parent.report.progress import RATE_WINDOW_SECONDS, ProgressView
 from bulkdl.values import FileResult, Status
+
+from .conftest import write_manifest
+from .httpserver import FaultServer, content
 
 MiB = 1024**2
 _UNITS = {"B": 1, "KiB": 1024, "MiB": MiB, "GiB": 1024 * MiB, "TiB": 1024**4}
@@ -137,3 +144,37 @@ def test_eta_from_files_while_sizes_are_unknown() -> None:
     clock.now += 10
     view.finished(_result(0))
     assert "ETA 0:00:30" in _frame(view)[0]  # three files left at ten seconds a file
+
+
+def _jobs(builtin: FaultServer, tmp_path: Path, count: int, size: int) -> list[pool.Task]:
+    urls = [builtin.add(f"p{i}.bin", content(f"p{i}", size)) for i in range(count)]
+    jobs = manifest.load(write_manifest(tmp_path, urls, workers=1, defaults={"segments": 1})).jobs
+    return [(job, None) for job in jobs]
+
+
+def test_results_are_reported_while_ticks_keep_coming(
+    builtin: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Ticks queue up faster than the parent takes them (here: the first one blocks until the worker has
+    # done every file). A step that drained until the queue was empty reported no result before every
+    # queued tick: the counter stayed at 3/300, and a Ctrl-C waited as long.
+    monkeypatch.setattr(pool, "_TICKS_PER_STEP", 5)
+    count = 40
+    tasks = _jobs(builtin, tmp_path, count, 4096)
+    events: list[str] = []
+
+    def on_tick(index: int, n: int, size: int | None) -> None:
+        if not events:
+            deadline = time.monotonic() + 60
+            while len(list((tmp_path / "mirror").glob("p*.bin"))) < count:
+                assert time.monotonic() < deadline
+                time.sleep(0.02)
+        events.append("tick")
+
+    batch = Batch(1, 1)
+    try:
+        batch.run(tasks, on_tick, lambda result: events.append("result"), lambda: None)
+    finally:
+        batch.close()
+    assert events.count("result") == count
+    assert events.index("result") < count // 2, "results wait behind every queued tick"

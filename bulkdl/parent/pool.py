@@ -40,6 +40,7 @@ GRACE_SECONDS = 1.5
 MAX_WORKER_DEATHS = 2  # a file whose worker died this often fails; the others are tried again
 MAX_POOL_RESTARTS = 10  # a bound even if a dying worker never got to say which file it was on
 _POLL_SECONDS = 0.1
+_TICKS_PER_STEP = 2000  # ten steps a second take 20,000: 256 workers send at most 2,560 (meter.py)
 
 Task = tuple[Job, Condition | None]
 
@@ -272,7 +273,9 @@ class Batch:
         self._deadline = None
 
     def _drain(self, on_tick: Send) -> None:
-        while True:
+        # At most so many ticks a step: workers that tick faster than on_tick takes them kept a step draining
+        # for as long as they ran, and no result (a progress counter stuck at 3/300) nor stop was handled.
+        for _ in range(_TICKS_PER_STEP):
             try:
                 index, n, size = self._ticks.get_nowait()
             except queue.Empty:
