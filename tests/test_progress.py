@@ -1,10 +1,14 @@
-"""The live progress view rendered into a recording console, and the batch loop that feeds it."""
+"""The live progress view rendered into a recording console, and the batch loop that feeds it and stops."""
 
 from __future__ import annotations
 
 import io
+import os
 import re
+import signal
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -14,6 +18,7 @@ from bulkdl.parent import manifest, pool
 from bulkdl.parent.pool import Batch
 from bulkdl.parent.report.progress import RATE_WINDOW_SECONDS, ProgressView
 from bulkdl.values import FileResult, Status
+from bulkdl.worker.meter import Send
 
 from .conftest import write_manifest
 from .httpserver import FaultServer, content
@@ -178,3 +183,77 @@ def test_results_are_reported_while_ticks_keep_coming(
         batch.close()
     assert events.count("result") == count
     assert events.index("result") < count // 2, "results wait behind every queued tick"
+
+
+class _LateInterrupt(Batch):
+    """A batch that gets a Ctrl-C just after its last result was reported, before its loop looks again:
+    as the signal, or (off the main thread, where no handler can be set) as KeyboardInterrupt itself."""
+
+    def __init__(self, how: str) -> None:
+        self.how = how
+        super().__init__(1, 1)
+
+    def _step(self, open_: dict[int, pool.Task], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
+        super()._step(open_, on_tick, on_result)
+        if open_:
+            return
+        if self.how == "signal":
+            os.kill(os.getpid(), signal.SIGINT)
+        else:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupt_after_the_last_result_still_ends_the_run_as_interrupted(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    # It used to be counted and then forgotten: every file had finished, so the run ended with exit 0.
+    tasks = _jobs(builtin, tmp_path, 3, 4096)
+    results: list[FileResult] = []
+    batch = _LateInterrupt("signal")
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            batch.run(tasks, lambda *_: None, results.append, lambda: None)
+    finally:
+        batch.close()
+    assert sorted(r.status for r in results) == [Status.DOWNLOADED] * 3, "every result still reported, once"
+
+
+def test_an_interrupt_off_the_main_thread_after_the_last_result_too(builtin: FaultServer, tmp_path: Path) -> None:
+    tasks = _jobs(builtin, tmp_path, 2, 4096)
+    raised: list[BaseException] = []
+
+    def run() -> None:
+        batch = _LateInterrupt("exception")
+        try:
+            batch.run(tasks, lambda *_: None, lambda _: None, lambda: None)
+        except KeyboardInterrupt as exc:
+            raised.append(exc)
+        finally:
+            batch.close()
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=60)
+    assert raised, "the stop it asked for was forgotten"
+
+
+def test_a_signal_while_the_handlers_go_in_leaves_none_of_them_behind(monkeypatch: pytest.MonkeyPatch) -> None:
+    # A SIGTERM right after SIGINT's handler went in raises there (cli's handler): SIGINT kept a handler
+    # that only counts, and every later Ctrl-C of the process was counted by a batch long gone.
+    install = signal.signal
+
+    def sigterm_arrives(number: int, handler: object) -> object:
+        if number == signal.SIGTERM:
+            raise KeyboardInterrupt
+        return install(number, handler)  # type: ignore[arg-type]
+
+    before = signal.getsignal(signal.SIGINT)
+    batch = Batch(1, 1)
+    monkeypatch.setattr(signal, "signal", sigterm_arrives)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            batch.run([], lambda *_: None, lambda _: None, lambda: None)
+    finally:
+        monkeypatch.undo()
+        batch.close()
+    assert signal.getsignal(signal.SIGINT) is before
