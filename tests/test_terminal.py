@@ -108,13 +108,14 @@ def test_names_that_look_like_markup_are_shown_as_they_are(builtin: FaultServer,
 
 
 def _slow_batch(builtin: FaultServer, tmp_path: Path, count: int, workers: int) -> Path:
-    # Each file takes about 0.15 s, in two pieces, so that its row is drawn in a frame or two.
-    urls = [builtin.add(f"t{i:03}.bin", content(f"t{i}", 24 * 1024), rate=160 * 1024) for i in range(count)]
+    # Each file comes in three pieces over about 0.4 s: its bytes so far reach the view in a tick well before
+    # its result does (when both arrive in one step, no frame can show its row), even on a loaded machine.
+    urls = [builtin.add(f"t{i:03}.bin", content(f"t{i}", 48 * 1024), rate=128 * 1024) for i in range(count)]
     return write_manifest(tmp_path, urls, workers=workers, defaults={"segments": 1})
 
 
 def test_the_view_counts_every_file_and_draws_only_the_files_in_flight(builtin: FaultServer, tmp_path: Path) -> None:
-    workers = 15
+    workers = 20
     code, output = _run_in_pty(["run", str(_slow_batch(builtin, tmp_path, 300, workers))], tmp_path)
     assert code == 0, output[-3000:]
     frames, _ = _frames(output)
