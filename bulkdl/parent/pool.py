@@ -40,6 +40,7 @@ GRACE_SECONDS = 1.5
 MAX_WORKER_DEATHS = 2  # a file whose worker died this often fails; the others are tried again
 MAX_POOL_RESTARTS = 10  # a bound even if a dying worker never got to say which file it was on
 _POLL_SECONDS = 0.1
+_TICKS_PER_STEP = 2000  # ten steps a second take 20,000: 256 workers send at most 2,560 (meter.py)
 
 Task = tuple[Job, Condition | None]
 
@@ -148,11 +149,20 @@ class Batch:
     ) -> None:
         """Submit every task; report ticks and results as they arrive, and poll about ten times a second.
 
-        Ctrl-C and SIGTERM stop the batch; a second one kills what still runs.
+        Ctrl-C and SIGTERM stop the batch; a second one kills what still runs. A stop that came too late to
+        interrupt any file (every file had finished, or it arrived in the last step) raises KeyboardInterrupt
+        once every result is reported: the run was still interrupted, and must not end as if it was not.
         """
         open_ = {task[0].index: task for task in tasks}
         self._waiting = list(reversed(open_))
         handled = 0
+        interrupted = 0
+
+        def report(result: FileResult) -> None:
+            nonlocal interrupted
+            interrupted += result.status == Status.INTERRUPTED
+            on_result(result)
+
         with self._signals_deferred():
             while open_:
                 try:
@@ -163,12 +173,14 @@ class Batch:
                         if self._broken and self._waiting:
                             self._restart()
                         self._submit_waiting(open_)
-                    self._step(open_, on_tick, on_result)
+                    self._step(open_, on_tick, report)
                     if self.stopping:
-                        self._settle_unsubmitted(open_, on_result)
+                        self._settle_unsubmitted(open_, report)
                     on_poll()
                 except KeyboardInterrupt:  # raised where signals could not be deferred (not the main thread)
                     self.stop(at_once=self.stopping)
+        if (self._asked or self.stopping) and not interrupted:
+            raise KeyboardInterrupt
 
     @contextlib.contextmanager
     def _signals_deferred(self) -> Iterator[None]:
@@ -179,8 +191,10 @@ class Batch:
         def ask(signum: int, frame: FrameType | None) -> None:
             self._asked += 1  # nothing more: a handler runs between any two bytecodes, even under a lock
 
-        previous = {number: signal.signal(number, ask) for number in (signal.SIGINT, signal.SIGTERM)}
-        try:
+        previous: dict[signal.Signals, Any] = {}
+        try:  # installed inside: a SIGTERM between the two (it raises) must not leave ask() behind
+            for number in (signal.SIGINT, signal.SIGTERM):
+                previous[number] = signal.signal(number, ask)
             yield
         finally:
             for number, handler in previous.items():
@@ -272,7 +286,9 @@ class Batch:
         self._deadline = None
 
     def _drain(self, on_tick: Send) -> None:
-        while True:
+        # At most so many ticks a step: workers that tick faster than on_tick takes them kept a step draining
+        # for as long as they ran, and no result (a progress counter stuck at 3/300) nor stop was handled.
+        for _ in range(_TICKS_PER_STEP):
             try:
                 index, n, size = self._ticks.get_nowait()
             except queue.Empty:
