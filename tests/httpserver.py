@@ -153,6 +153,7 @@ class _Handler(BaseHTTPRequestHandler):
         self._serve(head_only=True)
 
     def _serve(self, head_only: bool) -> None:
+        self.epoch = self.server.epoch  # what a later reset must not see in its log
         path = self.path.split("?", 1)[0]
         turn = self.server.turn(path)
         if turn is None:
@@ -342,6 +343,9 @@ class _Server(ThreadingHTTPServer):
         self.generated: dict[str, Resource] = {}
         self.log: list[Request] = []
         self.errors: list[BaseException] = []
+        # Bumped by each reset: a request a previous test's client still had in flight (a throttled body whose
+        # client was killed) finishes after the reset and must not land in the next test's log.
+        self.epoch = 0
 
     def lookup(self, path: str) -> Resource | None:
         with self.lock:
@@ -385,7 +389,8 @@ class _Server(ThreadingHTTPServer):
             headers=dict(handler.headers.items()),
         )
         with self.lock:
-            self.log.append(entry)
+            if handler.epoch == self.epoch:
+                self.log.append(entry)
 
 
 class FaultServer:
@@ -439,6 +444,7 @@ class FaultServer:
             self._server.resources.clear()
             self._server.log.clear()
             self._server.errors.clear()
+            self._server.epoch += 1
 
     def close(self) -> None:
         self._server.shutdown()

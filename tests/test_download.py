@@ -193,10 +193,8 @@ def test_summary_when_piped_shows_full_digests_and_paths(server: Server, tmp_pat
         row = next(line for line in lines if name in line)  # the whole path on one line
         assert _sha(data) in row and "downloaded" in row
     assert any("gone.txt" in line and "failed" in line and "HTTP 404 Not Found" in line for line in lines)
-    assert any(line.split()[:3] == ["total", "3", "files"] for line in lines)
-    assert any(line.strip() == "2 downloaded, 1 failed" for line in lines)
+    assert lines[-1].startswith("FAILED: 1 of 3 files failed (2 new), ")
     assert "\x1b[" not in result.stdout, "no colour codes in a pipe"
-    assert "━" in result.stdout or "-" in result.stdout
 
 
 def test_dest_override_and_subdirectories(server: Server, tmp_path: Path) -> None:

@@ -20,7 +20,6 @@ from typing import TextIO
 import pytest
 
 from bulkdl.parent.report.page import print_page
-from bulkdl.parent.report.progress import ProgressView
 from bulkdl.parent.report.summary import About, Totals, summary_page
 from bulkdl.values import FileResult, Status
 
@@ -34,16 +33,6 @@ MiB = 1024**2
 def _result(index: int, status: str = "downloaded", **changes: object) -> FileResult:
     base = FileResult(index, f"dir/file{index}.bin", f"http://h/{index}", Status(status), 2048, 2048, DIGEST, 1.5)
     return FileResult(**{**{f: getattr(base, f) for f in FileResult.__dataclass_fields__}, **changes})  # type: ignore[arg-type]
-
-
-def test_late_tick_does_not_resurrect_a_finished_file() -> None:
-    view = ProgressView(True, {0: "a", 1: "b"}, {0: 10, 1: None})  # not started: draws nothing
-    view.tick(0, 5, 10)
-    view.tick(1, 5, None)
-    assert view.active == ["a", "b"]
-    view.finished(_result(0))
-    view.tick(0, 5, 10)  # the last tick, overtaken by the result
-    assert view.active == ["b"]
 
 
 def _summary_of(results: list[FileResult], file: TextIO) -> None:

@@ -88,7 +88,7 @@ def test_progress_only_on_a_terminal_and_when_wanted(
     code, output = _run_in_pty(["run", str(manifest), *flags], tmp_path)
     assert code == 0, output
     assert ("all files" in output) is drawn, output
-    assert "total" in output and "3 downloaded" in output  # the summary is always printed
+    assert "OK: 3 files (3 new)" in output  # the summary is always printed
 
 
 def test_names_that_look_like_markup_are_shown_as_they_are(builtin: FaultServer, tmp_path: Path) -> None:
