@@ -19,12 +19,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
+from .paths import PLAIN_URL
+
 CREDENTIAL_HEADERS = frozenset({"authorization", "proxy-authorization", "cookie"})
 ENV_REFERENCE = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
 _SENSITIVE_QUERY = re.compile(r"token|key|sig|secret|passw|auth|credential|session", re.IGNORECASE)
 HIDDEN = "***"
 
 Netrc = Callable[[str], tuple[str, str] | None]  # host → (login, password)
+Headers = tuple[tuple[str, str], ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,25 +42,65 @@ def missing_variables(value: str) -> list[str]:
     return [name for name in ENV_REFERENCE.findall(value) if name not in os.environ]
 
 
-def resolve(url: str, headers: tuple[tuple[str, str], ...], lookup: Netrc) -> Resolved:
-    """Expand environment references, move URL credentials into a header, consult netrc."""
-    secrets: list[str] = []
-    expanded = []
-    for name, value in headers:
-        real = ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), ""), value)
-        if real != value or name.lower() in CREDENTIAL_HEADERS:
-            secrets.append(real)
-        expanded.append((name, real))
+class Resolver:
+    """Credentials for every URL of a manifest; each header set is expanded once, netrc asked once per host.
+
+    Entries that share headers and a host get the very same headers tuple back, so they can share Settings.
+    """
+
+    def __init__(self, lookup: Netrc) -> None:
+        self._lookup = lookup
+        self._logins: dict[str, tuple[str, str] | None] = {}
+        self._expanded: dict[Headers, tuple[Headers, tuple[str, ...], bool]] = {}
+        self._results: dict[tuple[Headers, tuple[str, str] | None], tuple[Headers, tuple[str, ...]]] = {}
+
+    def resolve(self, url: str, headers: Headers) -> Resolved:
+        """Expand environment references, move URL credentials into a header, consult netrc."""
+        expanded, secrets, authorized = self._expand(headers)
+        clean, shown, netloc, login = _split(url)
+        if login is None and not authorized:
+            if netloc not in self._logins:  # asked once per host and port as written
+                self._logins[netloc] = self._lookup(urlsplit(url).hostname or "")
+            login = self._logins[netloc]
+        if authorized:
+            login = None
+        result = self._results.get((headers, login))
+        if result is None:
+            result = self._results[(headers, login)] = _with_login(expanded, secrets, login)
+        return Resolved(clean, shown, *result)
+
+    def _expand(self, headers: Headers) -> tuple[Headers, tuple[str, ...], bool]:
+        if headers not in self._expanded:
+            secrets = []
+            expanded = []
+            for name, value in headers:
+                real = ENV_REFERENCE.sub(lambda m: os.environ.get(m.group(1), ""), value)
+                if real != value or name.lower() in CREDENTIAL_HEADERS:
+                    secrets.append(real)
+                expanded.append((name, real))
+            authorized = any(n.lower() == "authorization" for n, _ in expanded)
+            self._expanded[headers] = (tuple(expanded), tuple(secrets), authorized)
+        return self._expanded[headers]
+
+
+def _split(url: str) -> tuple[str, str, str, tuple[str, str] | None]:
+    """The URL to request, the URL to show, its netloc, and the login its userinfo gives."""
+    if PLAIN_URL.fullmatch(url):  # nothing to move or hide, and urlsplit would give it back unchanged
+        return url, url, url.split("/", 3)[2], None
     parts = urlsplit(url)
-    login = (unquote(parts.username or ""), unquote(parts.password or "")) if parts.username is not None else None
+    login = (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
     clean = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))
-    if login is None and not any(n.lower() == "authorization" for n, _ in expanded):
-        login = lookup(parts.hostname or "")
-    if login is not None and not any(n.lower() == "authorization" for n, _ in expanded):
-        token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
-        expanded.append(("Authorization", f"Basic {token}"))
-        secrets += [login[1], token, f"Basic {token}"]
-    return Resolved(clean, redact_url(url), tuple(expanded), tuple(s for s in secrets if s))
+    return clean, redact_url(url), parts.netloc, login
+
+
+def _with_login(
+    expanded: Headers, secrets: tuple[str, ...], login: tuple[str, str] | None
+) -> tuple[Headers, tuple[str, ...]]:
+    if login is None:
+        return expanded, tuple(s for s in secrets if s)
+    token = base64.b64encode(f"{login[0]}:{login[1]}".encode()).decode()
+    more = (*secrets, login[1], token, f"Basic {token}")
+    return (*expanded, ("Authorization", f"Basic {token}")), tuple(s for s in more if s)
 
 
 def redact_url(url: str) -> str:

@@ -19,17 +19,23 @@ NAME_MAX = 255  # bytes in one path component on Linux file systems (ext4, xfs, 
 # The longest name bulkdl writes beside a file is the sidecar's temp, ".<name>.bulkdl.bulkdl-tmp": 19 bytes
 # more (".<name>.bulkdl-tmp" adds 12, "<name>.bulkdl" 7, "<name>.part<K>" 5 and the digits of K).
 BESIDE = len(".") + len(".bulkdl") + len(".bulkdl-tmp")
+# An http(s) URL that leaves urlsplit nothing to decide: no userinfo, query, fragment, brackets, spaces or
+# non-ASCII, and a path. Nearly every manifest URL is one, and each check of it has a shortcut (100,000 URLs:
+# urlsplit alone is 0.3 s).
+PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]*)?/[\x21\x22\x24-\x3e\x40-\x7e]*")
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+_DRIVE = re.compile(r"[A-Za-z]:")
 
 
 def check_relpath(raw: str) -> str:
     """Return ``raw`` normalised (``a//./b`` → ``a/b``), or raise ValueError saying why it is unsafe."""
     if not raw:
         raise ValueError("path is empty")
-    if any(ord(ch) < 32 or ord(ch) == 127 for ch in raw):
+    if _CONTROL.search(raw):  # one regular expression, not a Python step per character: 100,000 names a run
         raise ValueError("path contains NUL or control characters")
     if "\\" in raw:
         raise ValueError("path contains a backslash; use / between directories")
-    if raw.startswith("/") or re.match(r"[A-Za-z]:", raw):
+    if raw.startswith("/") or _DRIVE.match(raw):
         raise ValueError("path must be relative to dest, not absolute")
     parts = [part for part in raw.split("/") if part not in ("", ".")]
     if ".." in parts:
@@ -63,7 +69,7 @@ def _check_lengths(parts: list[str]) -> None:
 
 def name_from_url(url: str) -> str:
     """The last segment of the URL path, percent-decoded; raise ValueError when there is none."""
-    segment = urlsplit(url).path.rsplit("/", 1)[-1]
+    segment = (url if PLAIN_URL.fullmatch(url) else urlsplit(url).path).rsplit("/", 1)[-1]
     name = unquote(segment)
     if not name:
         raise ValueError("the URL path ends in '/', so no file name can be derived from it; give a path")

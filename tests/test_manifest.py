@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from bulkdl.errors import ManifestError
-from bulkdl.parent import schema
+from bulkdl.parent import yamldoc
 from bulkdl.parent.manifest import Overrides, load, parse
 
 from .conftest import cli_env, run_cli
@@ -260,7 +260,7 @@ def test_a_manifest_built_to_explode_is_a_quick_manifest_error(tmp_path: Path, n
 
 def test_the_pure_python_yaml_composer_nested_too_deeply(monkeypatch: pytest.MonkeyPatch) -> None:
     # Without libyaml, PyYAML composes recursively: a RecursionError, not a traceback for the user.
-    monkeypatch.setattr(schema, "_LOADER", yaml.SafeLoader)
+    monkeypatch.setattr(yamldoc, "_LOADER", yaml.SafeLoader)
     with pytest.raises(ManifestError, match=r"^/m\.yaml:1: yaml: nested too deeply$"):
         parse("files: " + "[" * 3000 + "]" * 3000, Path("/m.yaml"), Overrides())
 

@@ -1,41 +1,66 @@
-"""YAML nodes to checked values: every problem is collected with the line it stands on, none raised.
+"""Plain YAML data to checked values: every problem is collected with where it stands, none raised.
 
-The manifest is composed into PyYAML nodes rather than loaded into dicts, so that a problem can name its
-line; the converters here check one value each and raise ValueError with a message a user can act on.
+A problem names a *path* into the document (``("files", 4321, "sha256")``), or a line the parser gave;
+paths become lines only when the problems are reported, with one more read of the text (yamldoc.lines),
+so a valid manifest never pays for marks. The key tables say what each value must be; the converters check
+one value each and raise ValueError with a message a user can act on.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import re
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urlsplit
 
-import yaml
-
 from ..credentials import missing_variables
 from ..errors import ManifestError
+from ..paths import PLAIN_URL
 from ..sizes import parse_size
+from .scalars import Invalid
+from .yamldoc import BadKey, Document
 
 _MAX_SHOWN = 300  # characters of a key or message repeated from the file
-_ALIAS_ALLOWANCE = 100_000  # values aliases may add beyond one per character of the file
+_MAX_SEGMENTS = 64
+_SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")  # \s is exactly str.isspace()
+Where = tuple[Any, ...]  # a path into the document: mapping keys and list indices
+
+
+def label(path: Where) -> str:
+    """How a message names a place: ``files[3].sha256``."""
+    text = ""
+    for step in path:
+        text += f"[{step}]" if isinstance(step, int) else f".{step}" if text else str(step)
+    return text
 
 
 @dataclass
 class Problems:
     source: str
-    found: list[tuple[int, str]] = field(default_factory=list)
+    # (a line, or the path whose line it is), key, message, and a path whose line the message ends with
+    found: list[tuple[int | Where, str, str, Where | None]] = field(default_factory=list)
 
-    def add(self, node: yaml.Node, key: str, message: str) -> None:
-        self.at(node.start_mark.line + 1, key, message)
+    def add(self, path: Where, message: str, key: str | None = None, see: Where | None = None) -> None:
+        self.found.append((path, label(path) if key is None else key, message, see))
 
     def at(self, line: int, key: str, message: str) -> None:
-        # Keys and values come from the file: escape what is not printable, so one problem stays one line.
-        self.found.append((line, f"{self.source}:{line}: {_printable(key)}: {_printable(message)}"))
+        self.found.append((line, key, message, None))
 
-    def error(self) -> ManifestError:
-        """Every problem in file order, one line each."""
-        return ManifestError("\n".join(text for _, text in sorted(self.found, key=lambda p: p[0])))
+    def error(self, locate: Callable[[], Callable[[Where], int]]) -> ManifestError:
+        """Every problem in file order, one line each; ``locate`` is asked for lines only when a path needs one."""
+        line_of = locate() if any(not isinstance(p[0], int) or p[3] for p in self.found) else _no_paths
+        shown = []
+        for where, key, message, see in self.found:
+            line = where if isinstance(where, int) else line_of(where)
+            text = message if see is None else f"{message} (line {line_of(see)})"
+            # Keys and values come from the file: escape what is not printable, so one problem stays one line.
+            shown.append((line, f"{self.source}:{line}: {_printable(key)}: {_printable(text)}"))
+        return ManifestError("\n".join(text for _, text in sorted(shown, key=lambda p: p[0])))
+
+
+def _no_paths(path: Where) -> int:
+    raise AssertionError(path)
 
 
 def _printable(text: str) -> str:
@@ -88,7 +113,9 @@ def non_empty_text(value: Any) -> str:
 
 def http_url(value: Any) -> str:
     url = non_empty_text(value)
-    if any(ch.isspace() or ord(ch) < 32 for ch in url):
+    if PLAIN_URL.fullmatch(url):
+        return url
+    if _SPACE_OR_CONTROL.search(url):
         raise ValueError("URL contains whitespace or control characters")
     parts = urlsplit(url)
     if parts.scheme.lower() not in ("http", "https"):
@@ -103,10 +130,11 @@ DIGEST_HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "blake
 
 def hex_digest(algorithm: str) -> Convert:
     length = DIGEST_HEX_LENGTHS[algorithm]
+    digits = re.compile(f"[0-9a-f]{{{length}}}")
 
     def convert(value: Any) -> str:
         hex_text = non_empty_text(value).strip().lower()
-        if len(hex_text) != length or any(ch not in "0123456789abcdef" for ch in hex_text):
+        if not digits.fullmatch(hex_text):
             raise ValueError(f"expected {length} hex digits for {algorithm}, got {value!r}")
         return hex_text
 
@@ -123,119 +151,84 @@ def header_value(value: Any) -> str:
     return text
 
 
-class Reader:
-    """Walks the node tree, converting scalars and recording problems instead of raising."""
+# The manifest's keys and what each value must be.
+SETTING_KEYS: dict[str, Convert] = {
+    "segments": whole(1, _MAX_SEGMENTS, "segments per file"),
+    "min_segment_size": positive_size,
+    "retries": whole(0),
+    "timeout": seconds,
+    "min_speed": parse_size,
+    "stall_time": seconds,
+    "max_retry_after": seconds,
+    "max_size": positive_size,
+}
+ENTRY_KEYS: dict[str, Convert] = {
+    "url": http_url,
+    "path": non_empty_text,
+    "size": parse_size,
+    **{name: hex_digest(name) for name in DIGEST_HEX_LENGTHS},
+    "insecure": flag,
+    "mirrors": http_url,  # each item of the list
+}
+TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle"}
 
-    def __init__(self, loader: yaml.SafeLoader, problems: Problems) -> None:
-        self._loader = loader
+
+def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
+    by_lower: dict[str, tuple[str, str]] = {}
+    for name, value in headers.items():
+        by_lower[name.lower()] = (name, value)
+    return tuple(by_lower.values())
+
+
+def known(extra: dict[str, Convert]) -> str:
+    return ", ".join([*extra, *SETTING_KEYS, "headers"])
+
+
+class Reader:
+    """Walks the data, converting scalars and recording problems instead of raising."""
+
+    def __init__(self, document: Document, problems: Problems) -> None:
+        self._bad_keys = document.bad_keys
         self.problems = problems
 
-    def items(self, node: yaml.Node, where: str) -> Iterator[tuple[str, yaml.Node]]:
-        if not isinstance(node, yaml.MappingNode):
-            self.problems.add(node, where, "expected a mapping of key: value")
-            return
-        seen: set[str] = set()
-        for key_node, value_node in node.value:
-            key = self._loader.construct_object(key_node) if isinstance(key_node, yaml.ScalarNode) else None
-            label = f"{where}.{key}" if where else str(key)
-            if not isinstance(key, str):
-                self.problems.add(key_node, where or "manifest", f"keys must be strings, got {key!r}")
-            elif key in seen:
-                self.problems.add(key_node, label, "given twice")
-            else:
-                seen.add(key)
-                yield key, value_node
+    def items(self, value: Any, path: Where) -> Iterable[tuple[str, Any]]:
+        if value.__class__ is not dict:
+            self.problems.add(path, "expected a mapping of key: value")
+            return ()
+        bad = self._bad_keys.get(id(value)) if self._bad_keys else None
+        return value.items() if bad is None else self._as_written(value, bad, path)
 
-    def scalar(self, node: yaml.Node, where: str, convert: Convert) -> Any:
-        if not isinstance(node, yaml.ScalarNode):
-            self.problems.add(node, where, "expected a single value, not a list or mapping")
+    def _as_written(self, mapping: dict[Any, Any], bad: list[BadKey], path: Where) -> Iterator[tuple[str, Any]]:
+        """The usable pairs of a mapping, each bad key reported where it stands among them."""
+        waiting = iter(bad)
+        nxt = next(waiting, None)
+        for index, (key, value) in enumerate([*mapping.items(), (None, None)]):
+            while nxt is not None and nxt.before <= index:
+                shown = label((*path, nxt.key)) if nxt.key is not None else label(path) or "manifest"
+                self.problems.at(nxt.line, shown, nxt.problem)
+                nxt = next(waiting, None)
+            if key.__class__ is str:
+                yield key, value
+
+    def scalar(self, value: Any, path: Where, convert: Convert) -> Any:
+        if value.__class__ is list or value.__class__ is dict:
+            self.problems.add(path, "expected a single value, not a list or mapping")
+            return None
+        if value.__class__ is Invalid:
+            self.problems.add(path, value.message)
             return None
         try:
-            return convert(self._loader.construct_object(node))
-        except (ValueError, yaml.YAMLError) as exc:
-            self.problems.add(node, where, str(exc))
+            return convert(value)
+        except ValueError as exc:
+            self.problems.add(path, str(exc))
             return None
 
-    def headers(self, node: yaml.Node, where: str) -> dict[str, str]:
+    def headers(self, value: Any, path: Where) -> dict[str, str]:
         headers: dict[str, str] = {}
-        for name, value_node in self.items(node, where):
-            value = self.scalar(value_node, f"{where}.{name}", header_value)
+        for name, item in self.items(value, path):
+            checked = self.scalar(item, (*path, name), header_value)
             if any(ch in name for ch in ":\r\n") or not name.strip() or name != name.strip():
-                self.problems.add(value_node, f"{where}.{name}", "not a valid header name")
-            elif value is not None:
-                headers[name] = value
+                self.problems.add((*path, name), "not a valid header name")
+            elif checked is not None:
+                headers[name] = checked
         return headers
-
-
-# libyaml composes the same nodes, with the same marks, several times faster (2,000 entries: 0.2 s → 0.04 s).
-_LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
-
-
-def compose(text: str, problems: Problems) -> tuple[yaml.SafeLoader | None, yaml.Node | None]:
-    """The document's node tree, or None with the reason recorded; the loader must be disposed of."""
-    try:
-        loader = _LOADER(text)
-    except yaml.reader.ReaderError as exc:  # a character YAML does not allow, such as NUL
-        line = text.count("\n", 0, exc.position) + 1
-        problems.at(
-            line, "yaml", f"{exc.reason} ({chr(exc.character) if isinstance(exc.character, int) else exc.character!r})"
-        )
-        return None, None
-    try:
-        root = loader.get_single_node()
-    except RecursionError:  # PyYAML's pure-Python composer recurses; libyaml stops at 1000 levels itself
-        problems.at(1, "yaml", "nested too deeply")
-    except yaml.MarkedYAMLError as exc:
-        mark = exc.problem_mark or exc.context_mark
-        line = mark.line + 1 if mark else 1
-        where = f" ({exc.context} on line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
-        problems.at(line, "yaml", f"{exc.problem or exc.context}{where}")
-    except yaml.YAMLError as exc:
-        problems.at(1, "yaml", str(exc))
-    else:
-        return loader, (root if root is None or _bounded(root, len(text), problems) else None)
-    return loader, None
-
-
-def _bounded(root: yaml.Node, text_length: int, problems: Problems) -> bool:
-    """Whether the document, with every alias written out, stays about as large as its text.
-
-    Composing shares an aliased node instead of copying it, but reading the manifest visits each use, so
-    nested aliases (a "billion laughs") or one long list aliased in every entry make a small file cost
-    hours and gigabytes. A manifest has no reason to expand beyond one value per character of its text
-    plus an allowance; counting needs one pass over the distinct nodes, post-order with sizes memoised,
-    which also finds an alias inside the node it names (composing allows that; nothing here could end it).
-    """
-    limit = text_length + _ALIAS_ALLOWANCE
-    sizes: dict[int, int] = {}
-    ancestors: set[int] = set()
-    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
-    while stack:
-        node, children_done = stack.pop()
-        key = id(node)
-        if children_done:
-            ancestors.discard(key)
-            sizes[key] = 1 + sum(sizes[id(child)] for child in _children(node))
-            if sizes[key] > limit:
-                problems.add(
-                    node,
-                    "yaml",
-                    f"aliases expand the manifest to over {limit} values, far more than it holds; write them out",
-                )
-                return False
-        elif key in ancestors:
-            problems.add(node, "yaml", "an alias refers to a node that contains it")
-            return False
-        elif key not in sizes:
-            ancestors.add(key)
-            stack.append((node, True))
-            stack.extend((child, False) for child in _children(node))
-    return True
-
-
-def _children(node: yaml.Node) -> list[yaml.Node]:
-    if isinstance(node, yaml.SequenceNode):
-        return list(node.value)
-    if isinstance(node, yaml.MappingNode):
-        return [item for pair in node.value for item in pair]
-    return []
