@@ -105,17 +105,17 @@ def download(
     loaded: Manifest, decisions: Sequence[Decision], rows: dict[str, Row], state: State, show_progress: bool
 ) -> list[FileResult]:
     results: dict[int, FileResult] = {}
-    tasks = []
+    tasks, skipped = [], []
     for job, decision in zip(loaded.jobs, decisions, strict=True):
         if decision.action == SKIP:
             results[job.index] = _unchanged(job, rows[job.name], decision)
-            state.checked(job.name)
+            skipped.append(job.name)
         else:
             tasks.append((job, decision.condition))
+    state.checked(skipped)
     if not tasks:
         return list(results.values())
-    waiting = {job.index: job for job, _ in tasks}
-    view = ProgressView(show_progress, {i: j.name for i, j in waiting.items()}, {i: j.size for i, j in waiting.items()})
+    view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
 
     def finished(result: FileResult) -> None:
         results[result.index] = result
