@@ -154,3 +154,33 @@ def test_verify_and_dry_run_read_a_corrupt_state_as_empty_and_leave_it(
     assert statuses == ["verified"] * len(files), "the manifest's digests still verify every file"
     assert planned.stdout.count("on disk, but no earlier run recorded it") == len(files)
     assert sorted(p.name for p in db.parent.iterdir()) == ["lock", "state.db"] and db.read_bytes() == damaged
+
+
+def test_rows_read_back_as_written_with_one_digest_or_several(tmp_path: Path) -> None:
+    several = (("sha256", "ab" * 32), ("md5", "cd" * 16))
+    odd = Row("odd.bin", "http://x/odd.bin", 3, None, None, "ab" * 32, (("sha256", "ef" * 32),), 3, 1, 0.0)
+    written = [_row("one.bin"), Row("two.bin", "http://x/two.bin", 3, '"e"', "d", "ab" * 32, several, 4, 1, 0.5), odd]
+    with State(tmp_path) as state:
+        for row in written:
+            state.put(row)
+        state.commit()
+        assert state.rows() == {row.path: row for row in written}
+    assert read_rows(tmp_path) == {row.path: row for row in written}
+
+
+def test_writes_wait_for_the_commit_and_keep_their_order(tmp_path: Path) -> None:
+    with State(tmp_path) as state:
+        for name in ("kept.bin", "checked.bin", "forgotten.bin"):
+            state.put(_row(name))
+        state.commit()
+        state.forget(_row("kept.bin"))
+        state.put(_row("kept.bin", mtime_ns=2))  # rewritten after it was forgotten: kept
+        state.put(_row("forgotten.bin", mtime_ns=2))
+        state.forget(_row("forgotten.bin", mtime_ns=2))  # forgotten after it was rewritten: gone
+        state.checked(["checked.bin", "not-a-row.bin"])
+        assert read_rows(tmp_path) == {n: _row(n) for n in ("kept.bin", "checked.bin", "forgotten.bin")}
+        state.commit()
+    rows = read_rows(tmp_path)
+    assert set(rows) == {"kept.bin", "checked.bin"}
+    assert rows["kept.bin"] == _row("kept.bin", mtime_ns=2)
+    assert rows["checked.bin"].checked_at > 0 and rows["kept.bin"].checked_at == 0

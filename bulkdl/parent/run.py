@@ -7,10 +7,13 @@ arrives, so an interrupted run still remembers what it finished.
 
 from __future__ import annotations
 
+import functools
 import os
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import replace
+from pathlib import Path
+from typing import cast
 
 from ..values import FileResult, Job, Status
 from ..worker import parts
@@ -20,35 +23,99 @@ from .pool import Batch
 from .report.progress import ProgressView
 from .state import Row, State
 
+# A file's sidecar is named by parts.py alone; the suffix it adds lets a directory's listing answer for it.
+_SIDECAR_SUFFIX = parts.sidecar_path(Path("f")).name.removeprefix("f")
+# From this many files in one directory, one listing of it is cheaper than a lookup per name (_listed).
+_LIST_FROM = 8
+
+_Look = tuple[int, os.stat_result | None, bool]  # a job's position, its file's stat (None: absent), a sidecar?
+
 
 def decide_all(loaded: Manifest, rows: dict[str, Row], force: bool) -> list[Decision]:
-    return [
-        decide(job, rows.get(job.name), _stat(job), parts.sidecar_path(job.path).exists(), force) for job in loaded.jobs
-    ]
+    """Every file's decision, in the manifest's order, from one look at the disk in the order of the tree."""
+    decisions = cast("list[Decision]", [None] * len(loaded.jobs))  # _on_disk yields every position once
+    for position, local, has_sidecar in _on_disk(loaded.jobs):
+        job = loaded.jobs[position]
+        decisions[position] = decide(job, rows.get(job.name), local, has_sidecar, force)
+    return decisions
 
 
-def _stat(job: Job) -> os.stat_result | None:
+def _on_disk(jobs: Sequence[Job]) -> Iterator[_Look]:
+    """Each job's file, directory by directory in sorted order: lookups move through the tree as it lies on
+    disk rather than jump about in the manifest's order. A stat lives only until its file is decided
+    (100,000 of them would hold 50 MB)."""
+    by_directory: dict[str, list[tuple[int, str]]] = {}
+    for position, job in enumerate(jobs):
+        path = os.fspath(job.path)  # absolute and normalised: it has a "/" and ends in a name
+        by_directory.setdefault(path[: path.rindex("/")] or "/", []).append((position, path))
+    for directory in sorted(by_directory):
+        wanted = by_directory.pop(directory)
+        yield from (_listed if len(wanted) >= _LIST_FROM else _one_by_one)(directory, wanted)
+
+
+def _one_by_one(directory: str, wanted: list[tuple[int, str]]) -> Iterator[_Look]:
+    for position, path in wanted:
+        yield position, _stat(path), os.path.exists(path + _SIDECAR_SUFFIX)
+
+
+def _listed(directory: str, wanted: list[tuple[int, str]]) -> Iterator[_Look]:
+    """One listing says which files and sidecars exist; only the files there are stat'ed, relative to the
+    open directory (no path walk).
+
+    Measured on 20,000 files with a warm cache: 100 per directory, 54 ms against 64-68 ms for a lookup per
+    name; 2 per directory, 105 ms against 77 ms (a listing is an open, a read and a close). A name that is
+    not listed byte for byte (a case-folding filesystem) is taken as absent: the file is downloaded again,
+    never wrongly skipped.
+    """
     try:
-        return job.path.stat()
+        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    except FileNotFoundError:  # a new directory: nothing in it to stat
+        yield from ((position, None, False) for position, _ in wanted)
+        return
+    except OSError:  # a file in the way, or unreadable but searchable (mode --x): a stat answers either
+        yield from _one_by_one(directory, wanted)
+        return
+    try:
+        names = set(os.listdir(fd))
+        for position, path in wanted:
+            name = path.rpartition("/")[2]
+            sidecar = name + _SIDECAR_SUFFIX
+            # A listed sidecar is stat'ed too, as exists() would: a dangling symlink is no sidecar.
+            yield position, _stat(name, fd) if name in names else None, sidecar in names and _exists(sidecar, fd)
+    finally:
+        os.close(fd)
+
+
+def _stat(path: str, directory: int | None = None) -> os.stat_result | None:
+    try:
+        return os.stat(path, dir_fd=directory)
     except (FileNotFoundError, NotADirectoryError):
         return None
+
+
+def _exists(name: str, directory: int) -> bool:
+    try:
+        os.stat(name, dir_fd=directory)
+    except OSError:
+        return False
+    return True
 
 
 def download(
     loaded: Manifest, decisions: Sequence[Decision], rows: dict[str, Row], state: State, show_progress: bool
 ) -> list[FileResult]:
     results: dict[int, FileResult] = {}
-    tasks = []
+    tasks, skipped = [], []
     for job, decision in zip(loaded.jobs, decisions, strict=True):
         if decision.action == SKIP:
             results[job.index] = _unchanged(job, rows[job.name], decision)
-            state.checked(job.name)
+            skipped.append(job.name)
         else:
             tasks.append((job, decision.condition))
+    state.checked(skipped)
     if not tasks:
         return list(results.values())
-    waiting = {job.index: job for job, _ in tasks}
-    view = ProgressView(show_progress, {i: j.name for i, j in waiting.items()}, {i: j.size for i, j in waiting.items()})
+    view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
 
     def finished(result: FileResult) -> None:
         results[result.index] = result
@@ -90,9 +157,14 @@ def _unchanged(job: Job, row: Row, decision: Decision) -> FileResult:
         transferred=0,
         sha256=row.sha256,
         elapsed=0.0,
-        notes=(f"unchanged: {decision.reason}",),
+        notes=_unchanged_notes(decision.reason),
         digests=row.digests,
     )
+
+
+@functools.cache
+def _unchanged_notes(reason: str) -> tuple[str]:
+    return (f"unchanged: {reason}",)  # one tuple for every file skipped for the same reason
 
 
 def _record(state: State, result: FileResult) -> None:

