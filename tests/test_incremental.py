@@ -137,7 +137,7 @@ def test_dry_run_says_what_and_why_and_touches_nothing(builtin: FaultServer, tmp
     manifest = write_manifest(tmp_path, entries)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mirror").rglob("*"))
     mark = watermark(builtin)
-    result = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
+    result = run_cli("run", manifest, "--dry-run", "--summary", "full", cwd=tmp_path)
     assert result.code == 0 and result.report is None
     rows = {line.split()[0]: line.strip().split(None, 2)[1:] for line in result.stdout.splitlines() if ".bin" in line}
     assert rows["same.bin"] == ["skip", "size, mtime and digest match the last run"]

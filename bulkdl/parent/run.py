@@ -120,7 +120,7 @@ def download(
     def finished(result: FileResult) -> None:
         results[result.index] = result
         view.finished(result)
-        _record(state, result)
+        record(state, result)
 
     batch = Batch(min(loaded.workers, len(tasks)), max(job.settings.segments for job, _ in tasks))
     try:
@@ -167,7 +167,7 @@ def _unchanged_notes(reason: str) -> tuple[str]:
     return (f"unchanged: {reason}",)  # one tuple for every file skipped for the same reason
 
 
-def _record(state: State, result: FileResult) -> None:
+def record(state: State, result: FileResult) -> None:
     if result.status not in (Status.DOWNLOADED, Status.SKIPPED) or result.size is None or result.mtime_ns is None:
         return  # a failed or interrupted file leaves the previous copy, and its row, as they were
     digests = dict(result.digests)
@@ -183,5 +183,6 @@ def _record(state: State, result: FileResult) -> None:
             local_size=result.size,
             local_mtime_ns=result.mtime_ns,
             checked_at=time.time(),
-        )
+        ),
+        renamed=result.status == Status.DOWNLOADED,
     )

@@ -139,7 +139,9 @@ class State:
             self.problem = self.problem or str(exc)
             return {}
 
-    def put(self, row: Row) -> None:
+    def put(self, row: Row, renamed: bool = True) -> None:
+        """Queue ``row``; ``renamed`` says a file was just renamed into place, so its directory is fsynced first
+        (a 304 renames nothing: fsyncing for it cost a re-run of 20,000 files 20,000 fsyncs, 3.6 s)."""
         values = tuple(
             json.dumps(dict(row.digests)) if f == "digests" else getattr(row, f) for f in Row.__dataclass_fields__
         )
@@ -151,7 +153,8 @@ class State:
             self.unrecorded.append(f"{row.path} ({problem})")
             self._queue("DELETE FROM files WHERE path = ?", [(row.path,)])
             return
-        self._renamed_in.add(self._dest.joinpath(*row.path.split("/")).parent)
+        if renamed:
+            self._renamed_in.add(self._dest.joinpath(*row.path.split("/")).parent)
         self._queue(_INSERT, [values])
 
     def forget(self, row: Row) -> None:
