@@ -90,6 +90,9 @@ INVALID = [
     ("", "m.yaml:1: manifest: the file is empty"),
     ("- http://h/a\n", "m.yaml:1: : expected a mapping"),
     ("version: 1\n", "m.yaml:1: files: missing"),
+    # Both raised a traceback before the event loader (a merge key's tag has no constructor of its own).
+    ("files:\n  - url: http://h/a\n    <<: {size: 1}\n", "m.yaml:3: files[0]: merge keys (<<) are not supported"),
+    ("files:\n  - url: http://h/a\n    =: 1\n", "m.yaml:3: files[0]: could not determine a constructor"),
     ("version: 2\nfiles: [http://h/a]\n", "m.yaml:1: version: only version 1"),
     ("files: []\n", "m.yaml:1: files: expected a non-empty list"),
     ("files: http://h/a\n", "m.yaml:1: files: expected a non-empty list"),
