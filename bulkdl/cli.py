@@ -16,6 +16,7 @@ import sys
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import replace
 from datetime import datetime, timezone
 from pathlib import Path
 from types import FrameType
@@ -181,9 +182,9 @@ def _run(args: argparse.Namespace) -> int:
     with _stoppable(), _destination(loaded.dest) as state:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)
-        results = download(loaded, decisions, rows, state, show_progress)
+        results, stopped = download(loaded, decisions, rows, state, show_progress)
     _say_what_was_not_recorded(state)
-    return _finish(results, time.monotonic() - started, args.report, about, _earlier(rows))
+    return _finish(results, time.monotonic() - started, args.report, replace(about, stopped=stopped), _earlier(rows))
 
 
 @contextlib.contextmanager
@@ -243,32 +244,34 @@ def _verify(args: argparse.Namespace) -> int:
     rows = _recorded(loaded.dest)
     results = verify(loaded.jobs, rows, loaded.workers)
     found = [r for r in results if r.status in (CORRUPT, MISSING)]
+    stopped = False
     if found:
-        results = _act_on(loaded, results, found, rows, args.repair)
+        results, stopped = _act_on(loaded, results, found, rows, args.repair)
+    about = replace(about, stopped=stopped)
     return _finish(results, time.monotonic() - started, args.report, about, {})  # it downloads only to repair
 
 
 def _act_on(
     loaded: Manifest, results: list[FileResult], found: list[FileResult], rows: dict[str, Row], repair: bool
-) -> list[FileResult]:
+) -> tuple[list[FileResult], bool]:
     """Forget the state's rows of the files verify found broken, so that the next run fetches them (it would
     skip them: their size and mtime still match); with ``repair``, fetch them now."""
     stale = [rows[r.name] for r in found if r.name in rows]
     if not (stale or repair):
-        return results  # nothing to write: no lock to take
+        return results, False  # nothing to write: no lock to take
     try:
         with _stoppable(), _destination(loaded.dest) as state:
             for row in stale:
                 state.forget(row)
             state.commit()
-            fixed = redownload(loaded, found, state, sys.stdout.isatty()) if repair else []
+            fixed, stopped = redownload(loaded, found, state, sys.stdout.isatty()) if repair else ([], False)
         _say_what_was_not_recorded(state)
     except BulkdlError as exc:  # another run holds the destination, or it cannot be written: still report
         left = "nothing was repaired and the state" if repair else "the state"
         print(f"bulkdl: {exc}; {left} was left as it is", file=sys.stderr)
-        return results
+        return results, False
     by_index = {r.index: r for r in fixed}
-    return [by_index.get(r.index, r) for r in results]
+    return [by_index.get(r.index, r) for r in results], stopped
 
 
 def _finish(
@@ -286,7 +289,7 @@ def _finish(
             print(f"bulkdl: could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
             written = False
     print_page(summary_page(ordered, totals, earlier, about, None if written else report))
-    if totals.count(Status.INTERRUPTED):
+    if totals.count(Status.INTERRUPTED) or about.stopped:
         return EXIT_INTERRUPTED
     return EXIT_FAILED if totals.bad or not written else EXIT_OK
 

@@ -14,7 +14,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from bulkdl.parent import manifest, pool
+from bulkdl import cli
+from bulkdl.parent import manifest, pool, run
 from bulkdl.parent.pool import Batch
 from bulkdl.parent.report.progress import RATE_WINDOW_SECONDS, ProgressView
 from bulkdl.values import FileResult, Status
@@ -211,8 +212,7 @@ def test_an_interrupt_after_the_last_result_still_ends_the_run_as_interrupted(
     results: list[FileResult] = []
     batch = _LateInterrupt("signal")
     try:
-        with pytest.raises(KeyboardInterrupt):
-            batch.run(tasks, lambda *_: None, results.append, lambda: None)
+        assert batch.run(tasks, lambda *_: None, results.append, lambda: None), "the stop was forgotten"
     finally:
         batch.close()
     assert sorted(r.status for r in results) == [Status.DOWNLOADED] * 3, "every result still reported, once"
@@ -220,21 +220,19 @@ def test_an_interrupt_after_the_last_result_still_ends_the_run_as_interrupted(
 
 def test_an_interrupt_off_the_main_thread_after_the_last_result_too(builtin: FaultServer, tmp_path: Path) -> None:
     tasks = _jobs(builtin, tmp_path, 2, 4096)
-    raised: list[BaseException] = []
+    raised: list[bool] = []
 
     def run() -> None:
         batch = _LateInterrupt("exception")
         try:
-            batch.run(tasks, lambda *_: None, lambda _: None, lambda: None)
-        except KeyboardInterrupt as exc:
-            raised.append(exc)
+            raised.append(batch.run(tasks, lambda *_: None, lambda _: None, lambda: None))
         finally:
             batch.close()
 
     thread = threading.Thread(target=run)
     thread.start()
     thread.join(timeout=60)
-    assert raised, "the stop it asked for was forgotten"
+    assert raised == [True], "the stop it asked for was forgotten"
 
 
 def test_a_signal_while_the_handlers_go_in_leaves_none_of_them_behind(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -257,3 +255,19 @@ def test_a_signal_while_the_handlers_go_in_leaves_none_of_them_behind(monkeypatc
         monkeypatch.undo()
         batch.close()
     assert signal.getsignal(signal.SIGINT) is before
+
+
+def test_a_stop_after_the_last_result_still_prints_the_summary_and_writes_the_report(
+    builtin: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # It raised KeyboardInterrupt out of the batch: exit 130, but no summary and no report, so a failure among
+    # the finished files was never shown.
+    urls = [builtin.add("ok.bin", content("ok", 4096)), builtin.add_error("bad.bin", 404)]
+    manifest_path = write_manifest(tmp_path, urls, workers=1)
+    monkeypatch.setattr(run, "Batch", lambda workers, segments: _LateInterrupt("signal"))
+    code = cli.main(["run", str(manifest_path), "--report", str(tmp_path / "r.json")])
+    lines = capsys.readouterr().out.splitlines()
+    assert code == 130
+    assert lines[-1].startswith("FAILED: interrupted after every file had finished; 2 files"), lines
+    assert any("bad.bin" in line and "HTTP 404" in line for line in lines), lines
+    assert (tmp_path / "r.json").exists()

@@ -146,23 +146,17 @@ class Batch:
 
     def run(
         self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None], on_poll: Callable[[], None]
-    ) -> None:
+    ) -> bool:
         """Submit every task; report ticks and results as they arrive, and poll about ten times a second.
 
-        Ctrl-C and SIGTERM stop the batch; a second one kills what still runs. A stop that came too late to
-        interrupt any file (every file had finished, or it arrived in the last step) raises KeyboardInterrupt
-        once every result is reported: the run was still interrupted, and must not end as if it was not.
+        Ctrl-C and SIGTERM stop the batch; a second one kills what still runs. Returns whether a stop was
+        asked for: one that came too late to interrupt any file (every file had finished, or it arrived in the
+        last step) still makes the run an interrupted one, which must not end as if it was not, but with its
+        summary and report, since every result is in.
         """
         open_ = {task[0].index: task for task in tasks}
         self._waiting = list(reversed(open_))
         handled = 0
-        interrupted = 0
-
-        def report(result: FileResult) -> None:
-            nonlocal interrupted
-            interrupted += result.status == Status.INTERRUPTED
-            on_result(result)
-
         with self._signals_deferred():
             while open_:
                 try:
@@ -173,14 +167,13 @@ class Batch:
                         if self._broken and self._waiting:
                             self._restart()
                         self._submit_waiting(open_)
-                    self._step(open_, on_tick, report)
+                    self._step(open_, on_tick, on_result)
                     if self.stopping:
-                        self._settle_unsubmitted(open_, report)
+                        self._settle_unsubmitted(open_, on_result)
                     on_poll()
                 except KeyboardInterrupt:  # raised where signals could not be deferred (not the main thread)
                     self.stop(at_once=self.stopping)
-        if (self._asked or self.stopping) and not interrupted:
-            raise KeyboardInterrupt
+        return bool(self._asked) or self.stopping
 
     @contextlib.contextmanager
     def _signals_deferred(self) -> Iterator[None]:

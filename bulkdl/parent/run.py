@@ -103,7 +103,9 @@ def _exists(name: str, directory: int) -> bool:
 
 def download(
     loaded: Manifest, decisions: Sequence[Decision], rows: dict[str, Row], state: State, show_progress: bool
-) -> list[FileResult]:
+) -> tuple[list[FileResult], bool]:
+    """Every file's result, and whether a stop (Ctrl-C, SIGTERM) was asked for, even one too late to interrupt
+    any file."""
     results: dict[int, FileResult] = {}
     tasks, skipped = [], []
     for job, decision in zip(loaded.jobs, decisions, strict=True):
@@ -114,7 +116,7 @@ def download(
             tasks.append((job, decision.condition))
     state.checked(skipped)
     if not tasks:
-        return list(results.values())
+        return list(results.values()), False
     view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
 
     def finished(result: FileResult) -> None:
@@ -125,26 +127,29 @@ def download(
     batch = Batch(min(loaded.workers, len(tasks)), max(job.settings.segments for job, _ in tasks))
     try:
         with view:
-            batch.run(tasks, view.tick, finished, state.commit_if_due)
+            stopped = batch.run(tasks, view.tick, finished, state.commit_if_due)
     finally:
         batch.close()
-    return list(results.values())
+    return list(results.values()), stopped
 
 
-def redownload(loaded: Manifest, found: Sequence[FileResult], state: State, show_progress: bool) -> list[FileResult]:
+def redownload(
+    loaded: Manifest, found: Sequence[FileResult], state: State, show_progress: bool
+) -> tuple[list[FileResult], bool]:
     """``verify --repair``: download every file verify ``found`` corrupt or missing, at once and whatever the
     state says; each result says what verify had found."""
     jobs = {job.index: job for job in loaded.jobs}
     broken = replace(loaded, jobs=tuple(jobs[r.index] for r in found))
     decisions = [Decision(DOWNLOAD, f"verify found it {r.status}") for r in found]
-    results = {r.index: r for r in download(broken, decisions, {}, state, show_progress)}
+    done, stopped = download(broken, decisions, {}, state, show_progress)
+    results = {r.index: r for r in done}
     repaired = []
     for before in found:
         after = results[before.index]
         what = f"{before.status} ({before.error})" if before.error else before.status
         note = f"repaired: verify found it {what}" if after.status == Status.DOWNLOADED else f"verify found it {what}"
         repaired.append(replace(after, notes=(note, *after.notes)))
-    return repaired
+    return repaired, stopped
 
 
 def _unchanged(job: Job, row: Row, decision: Decision) -> FileResult:

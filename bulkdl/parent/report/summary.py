@@ -89,6 +89,7 @@ class About:
     started: datetime  # wall clock, UTC
     full: bool = False  # every file listed, not only failures and changes
     repairing: bool = False  # verify --repair: what was downloaded was repaired
+    stopped: bool = False  # Ctrl-C or SIGTERM asked the run to stop, maybe after every file had finished
 
 
 def summary_page(
@@ -155,6 +156,8 @@ def verdict(labels: Counter[str], totals: Totals, about: About, unwritten: Path 
     interrupted = labels["interrupted"]
     if interrupted:
         head, said, style = f"FAILED: interrupted, {interrupted:,} of {files} not finished", "interrupted", "bold red"
+    elif about.stopped:
+        head, said, style = f"FAILED: interrupted after every file had finished; {files}", "", "bold red"
     elif totals.bad:
         head, said, style = f"FAILED: {totals.bad:,} of {files} failed", "failed", "bold red"
     elif unwritten is not None:
