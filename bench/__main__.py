@@ -8,10 +8,8 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
-import platform
 import shutil
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -20,7 +18,8 @@ from pathlib import Path
 
 from tests.nginx import NginxServer
 
-from . import measure
+from . import doc, measure, scale
+from .ceilings import ceilings, steps
 from .data import DataSet, generate
 from .tools import TOOLS, available, command
 
@@ -40,6 +39,10 @@ class Scenario:
             return "one connection at 20 MiB/s: ~51 s by arithmetic"
         if self.digests and tool != "bulkdl":
             return "only bulkdl can use digests to skip"
+        if self.data == scale.NAME and tool == "aria2c":
+            return "SCALE compares curl and wget2"
+        if self.data == scale.NAME and self.rerun and tool == "curl":
+            return "SCALE: curl on the first run only"
         return None
 
 
@@ -53,6 +56,9 @@ SCENARIOS = [
     Scenario("RERUN MANY, digests", "MANY", False, rerun=True, digests=True),
     Scenario("RERUN MANY", "MANY", False, rerun=True),
     Scenario("RERUN MIXED", "MIXED", False, rerun=True),
+    Scenario("SCALE first run", scale.NAME, False),
+    Scenario("SCALE re-run, digests", scale.NAME, False, rerun=True, digests=True),
+    Scenario("SCALE re-run", scale.NAME, False, rerun=True),
 ]
 
 
@@ -60,11 +66,13 @@ SCENARIOS = [
 class Cell:
     samples: list[measure.Sample] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)
+    peaks: list[int] = field(default_factory=list)  # SCALE, bulkdl: the parent's own VmHWM, bytes
+    lines: list[int] = field(default_factory=list)  # SCALE, bulkdl: lines printed to stdout
 
 
-def _verify(data: DataSet, out: Path) -> None:
+def _verify(data: DataSet, out: Path, tool: str) -> None:
     for rel, size, sha in data.files:
-        path = out / rel.rsplit("/", 1)[1]
+        path = out / data.local(rel, tool)
         digest = hashlib.sha256()
         with open(path, "rb") as f:
             while block := f.read(8 * 1024**2):
@@ -73,7 +81,7 @@ def _verify(data: DataSet, out: Path) -> None:
             raise RuntimeError(f"{path}: wrong bytes")
 
 
-def _once(tool: str, scenario: Scenario, data: DataSet, nginx: NginxServer, work: Path) -> tuple[measure.Sample, int]:
+def _once(tool: str, scenario: Scenario, data: DataSet, nginx: NginxServer, work: Path, cell: Cell) -> None:
     base = nginx.capped_url if scenario.capped else nginx.base_url
     out = work / f"{tool}-out"
     shutil.rmtree(out, ignore_errors=True)
@@ -81,65 +89,18 @@ def _once(tool: str, scenario: Scenario, data: DataSet, nginx: NginxServer, work
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     if scenario.rerun:  # a finished mirror first, by the same tool, unmeasured
         measure.run(command(tool, data, base, out, False, scenario.digests), work, env)
+        _verify(data, out, tool)
     nginx.clear_log()
-    sample = measure.run(command(tool, data, base, out, scenario.rerun, scenario.digests), work, env)
-    sent = sum(r.sent for r in nginx.requests())
-    _verify(data, out)
-    return sample, sent
-
-
-def _ceilings(data: dict[str, DataSet], root: Path, work: Path) -> list[str]:
-    lines = []
-    for name in ("BIG", "MIXED"):
-        files = [root / rel for rel, _, _ in data[name].files]
-        subprocess.run(["cat", *map(str, files)], stdout=subprocess.DEVNULL, check=True)  # warm the cache
-        started = time.perf_counter()
-        subprocess.run(["cat", *map(str, files)], stdout=subprocess.DEVNULL, check=True)
-        read = time.perf_counter() - started
-        target = work / f"copy-{name}"
-        shutil.rmtree(target, ignore_errors=True)
-        target.mkdir()
-        started = time.perf_counter()
-        subprocess.run(["cp", *map(str, files), str(target)], check=True)
-        subprocess.run(["sync", "-f", str(target)], check=True)
-        copy = time.perf_counter() - started
-        mib = data[name].payload / 1024**2
-        lines.append(f"| {name} | {read:.2f} s ({mib / read:.0f} MiB/s) | {copy:.2f} s ({mib / copy:.0f} MiB/s) |")
-    return lines
-
-
-def _steps(big: Path, work: Path) -> list[str]:
-    """What assembling costs per GiB on this machine: a SHA-256 pass, a copy (two ways), an fsync.
-
-    bulkdl does these while the parts download (assemble.py); they bound what is left after the last byte.
-    """
-    gib = big.stat().st_size / 1024**3
-    timings = []
-    started = time.perf_counter()
-    digest = hashlib.sha256()
-    with open(big, "rb") as f:
-        while block := f.read(1024**2):
-            digest.update(block)
-    timings.append(("SHA-256 of data in page cache", time.perf_counter() - started))
-    copy = work / "step-copy.bin"
-    started = time.perf_counter()
-    with open(big, "rb") as src, open(copy, "wb") as out:
-        shutil.copyfileobj(src, out, 1024**2)
-    timings.append(("copy through user space into a new file (1 MiB buffers)", time.perf_counter() - started))
-    copy.unlink()
-    started = time.perf_counter()
-    with open(big, "rb") as src, open(copy, "wb") as out:
-        while os.copy_file_range(src.fileno(), out.fileno(), 1024**3):
-            pass
-    timings.append(
-        ("os.copy_file_range into a new file (the kernel copies; bulkdl's way)", time.perf_counter() - started)
-    )
-    started = time.perf_counter()
-    with open(copy, "rb+") as f:
-        os.fsync(f.fileno())
-    timings.append(("fsync of that file", time.perf_counter() - started))
-    copy.unlink()
-    return [f"| {what} | {seconds / gib:.2f} s/GiB |" for what, seconds in timings]
+    argv = command(tool, data, base, out, scenario.rerun, scenario.digests)
+    own = tool == "bulkdl" and data.name == scale.NAME
+    peak, printed = work / "parent-hwm.txt", work / "stdout.txt"
+    sample = measure.run(scale.own_peak(argv, peak) if own else argv, work, env, printed if own else None)
+    cell.samples.append(sample)
+    cell.sent.append(sum(r.sent for r in nginx.requests()))
+    if own:
+        cell.peaks.append(int(peak.read_text()) * 1024)
+        cell.lines.append(len(printed.read_bytes().splitlines()))
+    _verify(data, out, tool)
 
 
 def _table(results: dict[tuple[str, str], Cell], data: dict[str, DataSet], scenarios: list[Scenario]) -> list[str]:
@@ -171,92 +132,96 @@ def _table(results: dict[tuple[str, str], Cell], data: dict[str, DataSet], scena
     return rows
 
 
-def _machine() -> str:
-    model = next(
-        (
-            line.split(":", 1)[1].strip()
-            for line in Path("/proc/cpuinfo").read_text().splitlines()
-            if line.startswith("model name")
-        ),
-        "?",
-    )
-    versions = []
-    for tool, flag in (("aria2c", "--version"), ("curl", "--version"), ("wget2", "--version"), ("nginx", "-v")):
-        if shutil.which(tool) or tool == "nginx":
-            done = subprocess.run([shutil.which(tool) or "/usr/sbin/nginx", flag], capture_output=True, text=True)
-            versions.append((done.stdout or done.stderr).splitlines()[0].strip())
-    memory = os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES") / 1024**3
-    return (
-        f"{os.cpu_count()} cores ({model}), {memory:.0f} GiB, Linux {platform.release()}, "
-        f"Python {platform.python_version()}; {'; '.join(versions)}"
-    )
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--only", default="", help="comma-separated scenario name prefixes")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the data sets for a quick look")
+    parser.add_argument("--scale-files", type=int, default=20_000, help="files in the SCALE data set")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "performance.md")
     args = parser.parse_args()
     scenarios = [s for s in SCENARIOS if not args.only or any(s.name.startswith(p) for p in args.only.split(","))]
+    common = [s for s in scenarios if s.data != scale.NAME]
+    scaled = [s for s in scenarios if s.data == scale.NAME]
     missing = [t for t in TOOLS if not available(t)]
     if missing:
         print(f"bench: not installed, left out: {', '.join(missing)} (apt-get install nginx-light aria2 curl wget2)")
     measure.become_subreaper()
+    blocks: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="bulkdl-bench-") as tmp:
         work = Path(tmp)
         nginx = NginxServer(work / "nginx", capped_rate="20m")
         try:
             print("bench: generating data …", flush=True)
-            data = generate(nginx.root, args.scale)
-            results: dict[tuple[str, str], Cell] = {}
-            for round_ in range(args.rounds):
-                order = TOOLS[round_ % len(TOOLS) :] + TOOLS[: round_ % len(TOOLS)]  # alternate who goes first
-                for scenario in scenarios:
-                    for tool in order:
-                        if not available(tool) or scenario.skip(tool):
-                            continue
-                        sample, sent = _once(tool, scenario, data[scenario.data], nginx, work)
-                        cell = results.setdefault((scenario.name, tool), Cell())
-                        cell.samples.append(sample)
-                        cell.sent.append(sent)
-                        print(f"  round {round_ + 1} {scenario.name:<22} {tool:<7} {sample.wall:7.2f} s", flush=True)
-            table = _table(results, data, scenarios)
-            ceilings = _ceilings(data, nginx.root, work)
-            steps = _steps(nginx.root / data["BIG"].files[0][0], work)
+            data = generate(nginx.root, args.scale) if common else {}
+            if scaled:
+                data[scale.NAME] = scale.generate(nginx.root, int(args.scale_files * args.scale))
+            results = _rounds(args.rounds, scenarios, data, nginx, work)
+            if common:  # only what was measured is rewritten: --only SCALE keeps the other rows
+                table = _table(results, data, common)
+                found = ceilings(data, nginx.root, work), steps(nginx.root / data["BIG"].files[0][0], work)
+                blocks[doc.MARKER] = doc.common_block(table, *found, args)
+            if scaled:
+                blocks[doc.SCALE_MARKER] = _scale_block(results, data, scaled, nginx, work, args)
         finally:
             nginx.close()
-    print("\n".join(table))
-    _write_doc(args.out, table, ceilings, steps, args)
+    for lines in blocks.values():
+        print("\n".join(line for line in lines if line.startswith(("|", "target:"))))
+    doc.write(args.out, blocks)
     return 0
 
 
-def _write_doc(path: Path, table: list[str], ceilings: list[str], steps: list[str], args: argparse.Namespace) -> None:
-    marker = "<!-- bench:results -->"
-    text = path.read_text() if path.exists() else f"# Performance\n\n{marker}\n{marker}\n"
-    head, _, rest = text.partition(marker)
-    _, _, tail = rest.partition(marker)
-    results = [
-        f"Measured {time.strftime('%Y-%m-%d')} by `make bench` ({args.rounds} rounds, scale {args.scale}) on "
-        f"{_machine()}.",
+def _rounds(
+    rounds: int, scenarios: list[Scenario], data: dict[str, DataSet], nginx: NginxServer, work: Path
+) -> dict[tuple[str, str], Cell]:
+    results: dict[tuple[str, str], Cell] = {}
+    for round_ in range(rounds):
+        order = TOOLS[round_ % len(TOOLS) :] + TOOLS[: round_ % len(TOOLS)]  # alternate who goes first
+        for scenario in scenarios:
+            for tool in order:
+                if not available(tool) or scenario.skip(tool):
+                    continue
+                cell = results.setdefault((scenario.name, tool), Cell())
+                _once(tool, scenario, data[scenario.data], nginx, work, cell)
+                wall = cell.samples[-1].wall
+                print(f"  round {round_ + 1} {scenario.name:<22} {tool:<7} {wall:7.2f} s", flush=True)
+    return results
+
+
+def _scale_block(
+    results: dict[tuple[str, str], Cell],
+    data: dict[str, DataSet],
+    scenarios: list[Scenario],
+    nginx: NginxServer,
+    work: Path,
+    args: argparse.Namespace,
+) -> list[str]:
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    print("bench: SCALE extras …", flush=True)
+    load = scale.manifest_load(work, args.rounds, env)
+    pty_ = scale.interactive(data[scale.NAME], nginx, work, args.rounds, env)
+
+    def median(scenario: str, tool: str) -> float | None:
+        cell = results.get((scenario, tool))
+        return statistics.median(s.wall for s in cell.samples) if cell and cell.samples else None
+
+    mine = {s.name: results.get((s.name, "bulkdl"), Cell()) for s in scenarios}
+    peaks = {name: cell.peaks for name, cell in mine.items()}
+    lines = {name: cell.lines for name, cell in mine.items() if "re-run" in name}
+    every = [p for ps in peaks.values() for p in ps], [n for ns in lines.values() for n in ns]
+    d = data[scale.NAME]
+    return [
+        f"Measured {time.strftime('%Y-%m-%d')} by `python -m bench --only SCALE` ({args.rounds} rounds, "
+        f"{len(d.files):,} files, {d.payload / 1024**2:.1f} MiB) on {doc.machine()}.",
         "",
-        *table,
+        *_table(results, data, scenarios),
         "",
-        "Ceilings on the same machine (page cache, no network):",
+        *scale.figures(peaks, lines, load, pty_),
         "",
-        "| data | read from page cache | copy into a fresh directory + sync |",
-        "|---|---|---|",
-        *ceilings,
-        "",
-        "What the assembly steps cost here:",
-        "",
-        "| step | cost |",
-        "|---|---|",
-        *steps,
+        "```",
+        *scale.targets(median, *every, load, pty_),
+        "```",
     ]
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(f"{head}{marker}\n" + "\n".join(results) + f"\n{marker}{tail}")
 
 
 if __name__ == "__main__":

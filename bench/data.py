@@ -16,6 +16,11 @@ SEED = 20261124
 class DataSet:
     name: str
     files: tuple[tuple[str, int, str], ...]  # (path below the web root, size, sha256)
+    tree: bool = False  # bulkdl keeps the path below the data set's directory (pool/ab/x.deb); else the name
+
+    def local(self, rel: str, tool: str) -> str:
+        """Where ``tool`` puts ``rel`` in its output directory: peers flatten names, bulkdl keeps a tree."""
+        return rel.split("/", 1)[1] if self.tree and tool == "bulkdl" else rel.rsplit("/", 1)[1]
 
     @property
     def payload(self) -> int:

@@ -43,16 +43,20 @@ def _children() -> set[int]:
     return pids
 
 
-def run(argv: list[str], cwd: Path, env: dict[str, str] | None = None) -> Sample:
-    """Run ``argv`` to the end of its last descendant; raise if it fails."""
+def run(
+    argv: list[str], cwd: Path, env: dict[str, str] | None = None, stdout: Path | None = None, tty: int | None = None
+) -> Sample:
+    """Run ``argv`` to the end of its last descendant; raise if it fails.
+
+    ``stdout``: a file that keeps what the command printed; ``tty``: a terminal's fd for stdin, stdout, stderr.
+    """
     before = _children()  # nginx and anything else of ours: not part of this run
     started = time.perf_counter()
     log, peak_file = cwd / "stderr.log", cwd / "peak-rss.txt"
     timed = [TIME, "-f", "%M", "-o", str(peak_file), *argv]
-    with open(log, "wb") as stderr:  # a file, not a pipe: nobody reads a pipe while we wait
-        process = subprocess.Popen(
-            timed, cwd=cwd, env=env, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=stderr
-        )
+    with open(log, "wb") as stderr, open(stdout or os.devnull, "wb") as out:  # files: nobody reads a pipe
+        streams = {"stdin": tty, "stdout": tty, "stderr": tty} if tty is not None else {"stdout": out, "stderr": stderr}
+        process = subprocess.Popen(timed, cwd=cwd, env=env, **({"stdin": subprocess.DEVNULL} | streams))
     cpu, peak, code, wall = 0.0, 0, None, 0.0
     while True:
         others = _children() - before - {process.pid}
