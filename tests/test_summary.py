@@ -153,6 +153,15 @@ def test_an_updated_file_shows_the_digest_and_size_it_had() -> None:
     assert lines[row + 1 : row + 3] == [f"      was {OLD} 1.00 KiB", "      note: 3 retries"]
 
 
+def test_a_file_fetched_again_with_the_same_bytes_is_not_called_updated() -> None:
+    # --force, or a file touched on disk: "updated" with "was" the same digest told the reader upstream changed.
+    results = [_result(0), _result(1)]
+    lines = _summary(results, earlier={"dir/file0.bin": (DIGEST, 2048), "dir/file1.bin": (DIGEST, 1024)})
+    assert "1 re-fetched with the same bytes as before (--force, or changed or removed on disk)" in lines
+    assert "updated (1)" in lines and "dir/file0.bin" not in "\n".join(lines)
+    assert lines[-1].startswith("OK: 2 files (1 updated, 1 re-fetched), ")
+
+
 def test_a_night_without_change_is_three_lines_and_its_notes_are_not_listed() -> None:
     lines = _summary(_night(unchanged=20_000))
     assert lines[1:-1] == ["20,000 unchanged (skipped or not modified)"]

@@ -32,12 +32,15 @@ _STYLES = {
 }
 # Sections in the order shown: (heading, what files in it count as, style). What a file counts as is its
 # status, but that a downloaded file is "new", "updated" (its path had a row in the state before the run)
-# or "repaired" (by verify --repair), and a skipped one "unchanged". Listed file by file, but see _COLLAPSED.
+# or "repaired" (by verify --repair), or "re-fetched" (downloaded again with the very bytes the state recorded:
+# --force, a file touched or removed locally; calling it updated would tell the reader upstream changed), and a
+# skipped one "unchanged". Listed file by file, but see _COLLAPSED.
 _SECTIONS = (
     ("failed", ("failed", "corrupt", "missing"), "bold red"),
     ("interrupted", ("interrupted",), "bold yellow"),
     ("new", ("new",), "bold green"),
     ("updated", ("updated",), "bold green"),
+    ("re-fetched", ("re-fetched",), "bold cyan"),
     ("repaired", ("repaired",), "bold green"),
     ("unchanged", ("unchanged",), "bold cyan"),
     ("verified", ("verified",), "bold green"),
@@ -47,6 +50,7 @@ _LABELS = tuple(label for _, labels, _ in _SECTIONS for label in labels)
 # Without --summary full, these are one count line each instead of a section.
 _COLLAPSED = {
     "unchanged": "unchanged (skipped or not modified)",
+    "re-fetched": "re-fetched with the same bytes as before (--force, or changed or removed on disk)",
     "verified": "verified (digests match)",
     "unverified": "unverified (no digest in the manifest or the state to compare with)",
 }
@@ -113,7 +117,11 @@ def summary_page(
 
 def _label(r: FileResult, earlier: Mapping[str, Earlier], repairing: bool) -> str:
     if r.status == Status.DOWNLOADED:
-        return "repaired" if repairing else "updated" if r.name in earlier else "new"
+        if repairing:
+            return "repaired"
+        if r.name not in earlier:
+            return "new"
+        return "re-fetched" if earlier[r.name] == (r.sha256, r.size) else "updated"
     return "unchanged" if r.status == Status.SKIPPED else r.status.value
 
 
