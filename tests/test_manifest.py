@@ -90,6 +90,12 @@ INVALID = [
     ("", "m.yaml:1: manifest: the file is empty"),
     ("- http://h/a\n", "m.yaml:1: : expected a mapping"),
     ("version: 1\n", "m.yaml:1: files: missing"),
+    # An anchor reused across key and value roles broke the line lookup (exit 70) once another problem needed it.
+    (
+        "defaults:\n  &k retries: 1\n  timeout: *k\nfiles: [http://h/a]\n",
+        "m.yaml:2: defaults.timeout: expected seconds",
+    ),
+    ("files:\n  - url: &s http://h/a\n    *s : 1\n", "m.yaml:2: files[0].http://h/a: unknown key"),
     # Both raised a traceback before the event loader (a merge key's tag has no constructor of its own).
     ("files:\n  - url: http://h/a\n    <<: {size: 1}\n", "m.yaml:3: files[0]: merge keys (<<) are not supported"),
     ("files:\n  - url: http://h/a\n    =: 1\n", "m.yaml:3: files[0]: could not determine a constructor"),

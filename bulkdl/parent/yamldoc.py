@@ -74,10 +74,17 @@ def lines(text: str) -> Callable[[tuple[Any, ...]], int]:
     tree = _Build(len(text), lines=True).run(text).data
 
     def line(path: tuple[Any, ...]) -> int:
-        node = tree
-        for step in path:
-            node = node[1][step]
-        return node if isinstance(node, int) else int(node[0])
+        # An alias used once as a key and once as a value makes the line tree differ in shape from the data
+        # (a key stays its value, a value becomes its line): the problem is then reported at the line of the
+        # deepest container the walk reached, never with a traceback.
+        node, found = tree, 1
+        try:
+            for step in path:
+                found = int(node[0])
+                node = node[1][step]
+            return node if isinstance(node, int) else int(node[0])
+        except (KeyError, IndexError, TypeError, ValueError):
+            return found
 
     return line
 
