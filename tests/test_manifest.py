@@ -194,6 +194,14 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert not (tmp_path / "mirror").exists() and result.report is None
 
 
+def test_a_mapping_dropped_for_a_key_given_twice_lends_its_problems_to_no_other(tmp_path: Path) -> None:
+    # The dropped mapping's id was free for the next one built, which then reported "files[0].a: given twice".
+    text = "defaults:\n  retries: 1\n  retries: {a: 1, a: 2}\nfiles:\n  - {url: http://h/a}\n"
+    with pytest.raises(ManifestError) as caught:
+        parse(text, Path("m.yaml"), Overrides())
+    assert str(caught.value).splitlines() == ["m.yaml:3: defaults.retries: given twice"]
+
+
 def test_missing_manifest_file(tmp_path: Path) -> None:
     result = run_cli("run", "nope.yaml", cwd=tmp_path)
     assert result.code == 2

@@ -196,7 +196,7 @@ class Reader:
             self.problems.add(path, "expected a mapping of key: value")
             return ()
         bad = self._bad_keys.get(id(value)) if self._bad_keys else None
-        return value.items() if bad is None else self._as_written(value, bad, path)
+        return value.items() if bad is None else self._as_written(value, bad[1], path)
 
     def _as_written(self, mapping: dict[Any, Any], bad: list[BadKey], path: Where) -> Iterator[tuple[str, Any]]:
         """The usable pairs of a mapping, each bad key reported where it stands among them."""

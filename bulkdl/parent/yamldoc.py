@@ -60,8 +60,10 @@ class BadKey:
 class Document:
     data: Any = None
     empty: bool = True  # the stream holds no document at all
-    # id(mapping) → its keys given twice or not strings, for the few mappings that have any.
-    bad_keys: dict[int, list[BadKey]] = field(default_factory=dict)
+    # id(mapping) → the mapping and its keys given twice or not strings, for the few mappings that have any.
+    # The mapping is held so that its id stays its own: a mapping that was dropped (the value of a key given
+    # twice) would free it for a later one, which then got its messages.
+    bad_keys: dict[int, tuple[dict[Any, Any], list[BadKey]]] = field(default_factory=dict)
 
 
 def read(text: str) -> Document:
@@ -218,7 +220,7 @@ class _Build:
         text = key.__class__ is str
         before = len(mapping) - (_SKIP in mapping)
         problem = "given twice" if text else _not_text(key)
-        self.doc.bad_keys.setdefault(id(mapping), []).append(
+        self.doc.bad_keys.setdefault(id(mapping), (mapping, []))[1].append(
             BadKey(before, key if text else None, event.start_mark.line + 1, problem)
         )
         if text or isinstance(key, Invalid | list | dict | tuple):
