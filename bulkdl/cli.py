@@ -31,6 +31,7 @@ from .parent.report.page import counted, glyph, print_page
 from .parent.report.plan import plan_page
 from .parent.report.summary import About, Earlier, Totals, summary_page
 from .parent.run import decide_all, download, redownload
+from .parent.schema import positive_size
 from .parent.state import Row, State, UnreadableState, read_rows
 from .parent.verify import CORRUPT, MISSING, verify
 from .values import FileResult, Status
@@ -57,6 +58,13 @@ def _count(low: int, high: int) -> Callable[[str], int]:
     return convert
 
 
+def _rate(text: str) -> int:
+    try:
+        return positive_size(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _existing_file(text: str) -> Path:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
@@ -71,7 +79,14 @@ def build_parser() -> argparse.ArgumentParser:
     run = commands.add_parser("run", help="download every file the manifest lists")
     run.add_argument("manifest", type=Path)
     run.add_argument("--dest", type=Path, help="destination directory (overrides the manifest's dest)")
-    run.add_argument("--workers", type=_count(1, 256), help="worker processes (files at once)")
+    run.add_argument("--workers", type=_count(1, 256), help="worker processes: CPU for hashing (default: one per core)")
+    run.add_argument(
+        "--connections", type=_count(1, 1024), metavar="N", help="connections open at once over the run (default 16)"
+    )
+    run.add_argument(
+        "--max-connections-per-host", type=_count(1, 1024), metavar="N", help="of which to one host (default 8)"
+    )
+    run.add_argument("--limit-rate", type=_rate, metavar="RATE", help="bytes a second for the whole run, e.g. 50M")
     run.add_argument("--segments", type=_count(1, 64), help="maximum segment threads per file")
     run.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
     run.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="trust these CA certificates for HTTPS")
@@ -169,7 +184,15 @@ def _run(args: argparse.Namespace) -> int:
     # The verdict's start time and duration cover the whole command, reading the manifest included: on a big
     # mirror that is seconds of the run the user waited for.
     began, started = datetime.now(timezone.utc), time.monotonic()
-    overrides = Overrides(dest=args.dest, workers=args.workers, segments=args.segments, ca_bundle=args.ca_bundle)
+    overrides = Overrides(
+        dest=args.dest,
+        workers=args.workers,
+        segments=args.segments,
+        ca_bundle=args.ca_bundle,
+        connections=args.connections,
+        max_connections_per_host=args.max_connections_per_host,
+        limit_rate=args.limit_rate,
+    )
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:
         decisions = decide_all(loaded, _recorded(loaded.dest), args.force)

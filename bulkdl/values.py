@@ -56,6 +56,16 @@ class Settings:
 
 
 @dataclass(frozen=True, slots=True)
+class Budget:
+    """What the whole run may use at once, over every worker (worker/limits.py enforces it)."""
+
+    connections: int = 16  # sockets open at once: the files in flight, and the segments of big ones
+    per_host: int = 8  # of which to one host (host and port), as curl's --parallel-max-host
+    limit_rate: int | None = None  # body bytes per second for the whole run; None: no limit
+    hosts: tuple[str, ...] = ()  # "host:port" of every origin the manifest names, each counted on its own
+
+
+@dataclass(frozen=True, slots=True)
 class Job:
     """One file to fetch, fully resolved: the worker needs nothing else."""
 

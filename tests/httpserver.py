@@ -124,6 +124,8 @@ class Request:
     conn: int  # connection serial: equal for requests on one kept-alive connection
     headers: dict[str, str] = field(default_factory=dict)
     logged: float = field(default_factory=time.time)  # wall clock: tests compare it with HTTP dates
+    began: float = 0.0  # monotonic: when its head had been read (with ``ended``, which requests overlapped)
+    ended: float = field(default_factory=time.monotonic)
 
 
 class _Handler(BaseHTTPRequestHandler):
@@ -154,6 +156,7 @@ class _Handler(BaseHTTPRequestHandler):
 
     def _serve(self, head_only: bool) -> None:
         self.epoch = self.server.epoch  # what a later reset must not see in its log
+        self.began = time.monotonic()
         path = self.path.split("?", 1)[0]
         turn = self.server.turn(path)
         if turn is None:
@@ -387,6 +390,7 @@ class _Server(ThreadingHTTPServer):
             sent=sent,
             conn=handler.conn_id,
             headers=dict(handler.headers.items()),
+            began=handler.began,
         )
         with self.lock:
             if handler.epoch == self.epoch:

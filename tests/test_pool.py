@@ -10,7 +10,6 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -140,17 +139,19 @@ def test_workers_end_when_bulkdl_alone_is_killed(builtin: FaultServer, tmp_path:
 class _InterruptedRestart(Batch):
     """A batch whose first pool restart meets a Ctrl-C: as the signal it is, or as KeyboardInterrupt itself."""
 
-    def __init__(self, how: str, workers: int, max_connections: int) -> None:
+    def __init__(self, how: str, workers: int) -> None:
         self.how = how
-        super().__init__(workers, max_connections)
+        self.starts = 0
+        super().__init__(workers)
 
-    def _new_executor(self) -> ProcessPoolExecutor:
-        if hasattr(self, "_executor"):  # not the first pool: a restart
+    def _start_workers(self) -> None:
+        self.starts += 1
+        if self.starts > 1:  # not the first pool: a restart
             if self.how == "signal":
                 os.kill(os.getpid(), signal.SIGINT)
             else:
                 raise KeyboardInterrupt
-        return super()._new_executor()
+        super()._start_workers()
 
 
 def _children(pid: int) -> list[int]:
@@ -173,7 +174,7 @@ def test_an_interrupt_while_the_pool_restarts_loses_no_task(builtin: FaultServer
     urls = [builtin.add(f"r{i}.bin", content(f"r{i}", 3 * MiB), rate=MiB // 2) for i in range(3)]
     jobs = manifest.load(write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})).jobs
     results: list[FileResult] = []
-    batch = _InterruptedRestart(how, 2, 1)
+    batch = _InterruptedRestart(how, 2)
 
     def kill_a_worker_once_both_fetch() -> None:
         deadline = time.monotonic() + 30

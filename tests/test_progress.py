@@ -158,41 +158,13 @@ def _jobs(builtin: FaultServer, tmp_path: Path, count: int, size: int) -> list[p
     return [(job, None) for job in jobs]
 
 
-def test_results_are_reported_while_ticks_keep_coming(
-    builtin: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # Ticks queue up faster than the parent takes them (here: the first one blocks until the worker has
-    # done every file). A step that drained until the queue was empty reported no result before every
-    # queued tick: the counter stayed at 3/300, and a Ctrl-C waited as long.
-    monkeypatch.setattr(pool, "_TICKS_PER_STEP", 5)
-    count = 40
-    tasks = _jobs(builtin, tmp_path, count, 4096)
-    events: list[str] = []
-
-    def on_tick(index: int, n: int, size: int | None) -> None:
-        if not events:
-            deadline = time.monotonic() + 60
-            while len(list((tmp_path / "mirror").glob("p*.bin"))) < count:
-                assert time.monotonic() < deadline
-                time.sleep(0.02)
-        events.append("tick")
-
-    batch = Batch(1, 1)
-    try:
-        batch.run(tasks, on_tick, lambda result: events.append("result"), lambda: None)
-    finally:
-        batch.close()
-    assert events.count("result") == count
-    assert events.index("result") < count // 2, "results wait behind every queued tick"
-
-
 class _LateInterrupt(Batch):
     """A batch that gets a Ctrl-C just after its last result was reported, before its loop looks again:
     as the signal, or (off the main thread, where no handler can be set) as KeyboardInterrupt itself."""
 
     def __init__(self, how: str) -> None:
         self.how = how
-        super().__init__(1, 1)
+        super().__init__(1)
 
     def _step(self, open_: dict[int, pool.Task], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
         super()._step(open_, on_tick, on_result)
@@ -246,7 +218,7 @@ def test_a_signal_while_the_handlers_go_in_leaves_none_of_them_behind(monkeypatc
         return install(number, handler)  # type: ignore[arg-type]
 
     before = signal.getsignal(signal.SIGINT)
-    batch = Batch(1, 1)
+    batch = Batch(1)
     monkeypatch.setattr(signal, "signal", sigterm_arrives)
     try:
         with pytest.raises(KeyboardInterrupt):

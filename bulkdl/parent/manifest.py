@@ -10,7 +10,7 @@ Job is final when it leaves this module.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 from .. import credentials
 from ..errors import ManifestError
 from ..paths import check_relpath, name_from_url
-from ..values import Job, Settings
+from ..values import Budget, Job, Settings
 from . import claims, schema, yamldoc
 from .schema import DIGEST_HEX_LENGTHS
 
@@ -31,6 +31,9 @@ class Overrides:
     workers: int | None = None
     segments: int | None = None
     ca_bundle: Path | None = None
+    connections: int | None = None
+    max_connections_per_host: int | None = None
+    limit_rate: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,6 +42,7 @@ class Manifest:
     dest: Path
     workers: int
     jobs: tuple[Job, ...]
+    budget: Budget = field(default_factory=Budget)
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -106,9 +110,23 @@ class _Builder:
             return None
         jobs = self._jobs(top["files"], dest, settings)
         workers = self._workers(top, len(jobs))
+        budget = self._budget(top)
         if self.problems.found:
             return None
-        return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs))
+        return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs), budget=budget)
+
+    def _budget(self, top: dict[str, Any]) -> Budget:
+        """The run's budget: the command line's, else the manifest's, else the built-in one."""
+        given: dict[str, Any] = {}
+        for key, convert in schema.BUDGET_KEYS.items():
+            value = getattr(self.overrides, key)
+            if value is None and key in top:
+                value = self.reader.scalar(top[key], (key,), convert)
+            if value is not None:
+                given[key] = value
+        if "max_connections_per_host" in given:
+            given["per_host"] = given.pop("max_connections_per_host")
+        return Budget(**given)
 
     def _settings(
         self, value: Any, path: schema.Where, base: Settings, extra: dict[str, schema.Convert]

@@ -1,71 +1,51 @@
-"""The process pool: the only module that touches multiprocessing.
+"""The process pool: the only module that starts, feeds, watches and stops worker processes.
 
-Each worker process handles one file at a time and keeps one urllib3 pool for its whole life, so
-connections stay alive from file to file. Workers put small throttled progress ticks on a queue; only the
-parent draws.
+``workers`` processes (CPU for hashing and copying) each run many files at once on threads
+(worker/serve.py), so the files in flight are the run's connection budget, not a number of processes. Each
+worker has a task pipe and a result pipe of its own: the parent sends it lists of tasks, keeping it a little
+ahead of what its threads can take, and reads a message from it at most every 50 ms with what started,
+the bytes received and the results. Only the parent draws.
 
 Stopping is the parent's decision. Workers ignore SIGINT and SIGTERM (a terminal or ``kill`` of the process
-group reaches them too) and watch a shared Event between chunks, so a stop leaves every part whole. A worker
+group reaches them too) and watch a shared flag between chunks, so a stop leaves every part whole. A worker
 that does not return within a grace period, or any worker on a second interrupt, is killed: part files are
 only ever appended to and sidecars replaced atomically, so a kill loses time, never correctness. A worker
 whose bulkdl process vanished (``kill -9``, the OOM killer) exits at once rather than write into a
-destination nobody locks, and exits even when idle: otherwise it, and the forkserver it keeps alive, would
-wait on a queue nobody feeds, and every killed nightly run would leave a handful of processes behind.
+destination nobody locks (serve.py).
+
+A worker killed from outside (the OOM killer) may hold permits of the run's budget (worker/limits.py), or
+its lock: the pool then starts every worker again with a new budget table, and every unfinished task goes
+back to wait, its parts resuming. Only a file that was running in a worker that died twice fails.
 """
 
 from __future__ import annotations
 
 import contextlib
-import functools
+import math
 import multiprocessing
-import os
-import queue
+import multiprocessing.connection
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from concurrent.futures import Future, ProcessPoolExecutor
-from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
+from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
-from ..values import Condition, FileResult, Job, Status
-from ..worker import net
-from ..worker.fetch import fetch_file
+from ..values import Budget, FileResult, Job, Status
+from ..worker import limits, serve
 from ..worker.meter import Send
-from ..worker.retry import StopFlag
+from ..worker.serve import Task, not_started
 
 GRACE_SECONDS = 1.5
-MAX_WORKER_DEATHS = 2  # a file whose worker died this often fails; the others are tried again
+MAX_WORKER_DEATHS = 2  # a file running in a worker that died this often fails; the others are tried again
 MAX_POOL_RESTARTS = 10  # a bound even if a dying worker never got to say which file it was on
 _POLL_SECONDS = 0.1
-_TICKS_PER_STEP = 2000  # ten steps a second take 20,000: 256 workers send at most 2,560 (meter.py)
-
-Task = tuple[Job, Condition | None]
-
-# Set in each worker process by _start_worker.
-_ticks: Any = None
-_starts: Any = None
-_stop: StopFlag | None = None
-
-
-def _exit_when_orphaned() -> None:
-    """Watch bulkdl from a daemon thread; once it is gone, exit at once, busy or not.
-
-    Nobody holds the destination lock any more, so nothing may be installed into it, not even the file
-    that is almost done: a new run may already have started on it. Exiting mid-fetch is as safe as a kill
-    by the parent: parts are only appended to, sidecars and installs are atomic renames.
-
-    A worker's parent is the forkserver, which outlives bulkdl, so its pid tells nothing. The sentinel
-    multiprocessing hands every child is a pipe whose other end bulkdl holds: it turns readable when
-    bulkdl dies, however it dies.
-    """
-    parent = multiprocessing.parent_process()
-    if parent is None:
-        return
-    parent.join()
-    os._exit(0)
+_BATCH = 64  # tasks per message to a worker, at most
 
 
 def _context() -> BaseContext:
@@ -77,77 +57,56 @@ def _context() -> BaseContext:
     return context
 
 
-def _start_worker(ticks: Any, starts: Any, stop: StopFlag, max_connections: int) -> None:
-    global _ticks, _starts, _stop
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _ticks, _starts, _stop = ticks, starts, stop
-    threading.Thread(target=_exit_when_orphaned, name="orphan-watch", daemon=True).start()
-    net.start(max_connections)
-
-
-def _send(index: int, n: int, size: int | None) -> None:
-    _ticks.put((index, n, size))
-
-
-def _work(task: Task) -> FileResult:
-    assert _stop is not None
-    job, condition = task
-    _starts.put((job.index, os.getpid()))
-    return fetch_file(job, condition, _stop, _send)
+@dataclass(eq=False)
+class _Worker:
+    process: BaseProcess
+    tasks: Connection  # the parent's end: it writes
+    results: Connection | None  # the parent's end: it reads; None once closed (the worker is gone)
+    assigned: set[int] = field(default_factory=set)  # job indexes sent to it and not yet reported
+    started: set[int] = field(default_factory=set)  # those its threads have begun
+    told_to_end: bool = False
 
 
 class Batch:
     """Runs tasks over ``workers`` processes until all are done or the run is interrupted.
 
-    A worker killed from outside (the OOM killer) breaks a ProcessPoolExecutor for every task in it. The
-    batch then starts a fresh pool and resubmits every unfinished task, whose parts resume; only a file
-    whose own worker died twice fails. Which file a worker is on, it says when it starts one.
-
-    Every task stays open, keyed by its job, until its result is reported, whichever pool it is on or
-    between pools: a stop reports each open task that has no future as interrupted, so none can drop out
-    of the summary. While the batch runs, Ctrl-C and SIGTERM only count a request to stop, which the loop
-    acts on between steps, so no interrupt lands between submitting a task and recording its future.
+    Every task stays open, keyed by its job, until its result is reported, whichever worker has it or while
+    none does: a stop reports each open task no worker has as interrupted, so none can drop out of the
+    summary. While the batch runs, Ctrl-C and SIGTERM only count a request to stop, which the loop acts on
+    between steps, so no interrupt lands between sending a task and recording who has it.
     """
 
-    def __init__(self, workers: int, max_connections: int) -> None:
+    def __init__(self, workers: int, budget: Budget | None = None) -> None:
         self._context = _context()
-        self._ticks = self._context.Queue()
-        self._starts = self._context.Queue()  # (job index, worker pid) as each worker takes a file
-        self._stop_event = self._context.Event()
-        self._deadline: float | None = None  # when running workers get killed, once stopping
-        self._workers, self._max_connections = workers, max_connections
-        self._running: set[int] = set()  # job indexes a worker has started and not finished
-        self._deaths: dict[int, int] = {}  # job index → pools that broke while it was running
-        self._restarts = 0
-        self._generation = 0  # the pool a future was submitted to; a restart starts the next one
-        self._broken = False  # the current pool broke: replace it before submitting more
-        self._current: dict[int, Future[FileResult]] = {}  # job index → its future, while it has one
-        self._waiting: list[int] = []  # job indexes to submit, last first
-        self._retrying: set[int] = set()  # job indexes waiting because their pool broke
-        self._asked = 0  # stop requests (SIGINT, SIGTERM) received while running
-        # Futures append themselves here when done, so a step costs what finished, not what is pending:
-        # concurrent.futures.wait() locks every pending future on every call, quadratic over a big batch.
-        self._finished: list[tuple[int, int, Future[FileResult]]] = []  # (job index, generation, future)
-        self._finishing = threading.Event()
-        self._executor = self._new_executor()
-
-    def _new_executor(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(
-            max_workers=self._workers,
-            mp_context=self._context,
-            initializer=_start_worker,
-            initargs=(self._ticks, self._starts, self._stop_event, self._max_connections),
+        self._budget = budget or Budget()
+        self._stop_flag = limits.SharedFlag(self._context)
+        self._count = workers
+        # More threads than connections could ever be open at once would only wait: a one-host mirror's
+        # files in flight are its host's cap.
+        useful = min(
+            self._budget.connections, self._budget.per_host * len(self._budget.hosts) or self._budget.connections
         )
+        files = max(1, math.ceil(useful / workers))
+        self._config = serve.Config(files=files, max_idle_per_host=min(self._budget.per_host, files * 2))
+        self._ahead = files + max(4, files // 2)  # tasks a worker holds: enough that no thread waits for one
+        self._workers: list[_Worker] = []
+        self._owner: dict[int, _Worker] = {}  # job index → the worker that has it
+        self._deadline: float | None = None  # when running workers get killed, once stopping
+        self._deaths: dict[int, int] = {}  # job index → workers that died while it was running
+        self._restarts = 0
+        self._broken = False  # a worker died: start them all again before sending more
+        self._waiting: deque[int] = deque()  # job indexes to send, in order
+        self._retrying: set[int] = set()  # job indexes waiting because their worker died
+        self._asked = 0  # stop requests (SIGINT, SIGTERM) received while running
 
     @property
     def stopping(self) -> bool:
-        return self._stop_event.is_set()
+        return self._stop_flag.is_set()
 
     def run(
         self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None], on_poll: Callable[[], None]
     ) -> bool:
-        """Submit every task; report ticks and results as they arrive, and poll about ten times a second.
+        """Send every task; report ticks and results as they arrive, and poll about ten times a second.
 
         Ctrl-C and SIGTERM stop the batch; a second one kills what still runs. Returns whether a stop was
         asked for: one that came too late to interrupt any file (every file had finished, or it arrived in the
@@ -155,7 +114,7 @@ class Batch:
         summary and report, since every result is in.
         """
         open_ = {task[0].index: task for task in tasks}
-        self._waiting = list(reversed(open_))
+        self._waiting.extend(open_)
         handled = 0
         with self._signals_deferred():
             while open_:
@@ -164,15 +123,17 @@ class Batch:
                         handled += 1
                         self.stop(at_once=self.stopping)
                     if not self.stopping:
-                        if self._broken and self._waiting:
-                            self._restart()
-                        self._submit_waiting(open_)
+                        if self._broken:
+                            self._restart(open_, on_result)
+                        elif not self._workers:
+                            self._start_workers()
+                        self._feed(open_)
                     self._step(open_, on_tick, on_result)
                     if self.stopping:
-                        self._settle_unsubmitted(open_, on_result)
-                    on_poll()
+                        self._settle_unsent(open_, on_result)
                 except KeyboardInterrupt:  # raised where signals could not be deferred (not the main thread)
                     self.stop(at_once=self.stopping)
+                on_poll()
         return bool(self._asked) or self.stopping
 
     @contextlib.contextmanager
@@ -193,122 +154,172 @@ class Batch:
             for number, handler in previous.items():
                 signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
-    def _restart(self) -> None:
-        """Replace the broken pool; the tasks it took down wait, still open, to be submitted to the new one."""
+    def _start_workers(self) -> None:
+        # Held here for the pool's life: a worker rebuilds the table's locks by name after start() returns,
+        # and they are unlinked once no object in this process refers to them.
+        self._shared = shared = limits.Shared(self._budget, self._context)
+        for _ in range(self._count):
+            task_r, task_w = self._context.Pipe(duplex=False)
+            result_r, result_w = self._context.Pipe(duplex=False)
+            process = self._context.Process(  # type: ignore[attr-defined]  # every concrete context has it
+                target=serve.main,
+                args=(self._config, task_r, result_w, self._stop_flag, shared),
+                name="bulkdl-worker",
+                daemon=True,
+            )
+            process.start()
+            # Only the worker may hold its ends: its death must read as the end of its result pipe.
+            task_r.close()
+            result_w.close()
+            self._workers.append(_Worker(process, task_w, result_r))
+
+    def _restart(self, open_: dict[int, Task], on_result: Callable[[FileResult], None]) -> None:
+        """A worker died: stop the others, put every unfinished task back to wait, start them all again."""
         self._restarts += 1
-        # Its other workers go on with files whose futures have already failed, and the pool's shutdown
-        # waits for them (they ignore the SIGTERM it sends): kill them, their parts resume on the new pool.
         self._kill_workers()
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        self._executor = self._new_executor()
-        self._generation += 1
+        back = sorted(i for w in self._workers for i in w.assigned if i in open_)
+        self._forget_workers()
+        for index in reversed(back):
+            job = open_[index][0]
+            if self._deaths.get(index, 0) >= MAX_WORKER_DEATHS or self._restarts > MAX_POOL_RESTARTS:
+                deaths = max(1, self._deaths.get(index, 0))
+                on_result(_died(job, deaths))
+                del open_[index]
+                continue
+            self._retrying.add(index)
+            self._waiting.appendleft(index)
         self._broken = False
+        self._start_workers()
 
-    def _submit_waiting(self, open_: dict[int, Task]) -> None:
-        while self._waiting:
-            index = self._waiting[-1]
-            if index in open_ and index not in self._current:
-                try:
-                    future = self._executor.submit(_work, open_[index])
-                except BrokenProcessPool:  # it broke since the last step: the next one restarts it
-                    self._broken = True
-                    return
-                future.add_done_callback(functools.partial(self._on_done, index, self._generation))
-                self._current[index] = future
-            self._retrying.discard(index)
-            self._waiting.pop()
-
-    def _on_done(self, index: int, generation: int, future: Future[FileResult]) -> None:
-        self._finished.append((index, generation, future))
-        self._finishing.set()
+    def _feed(self, open_: dict[int, Task]) -> None:
+        """Keep every worker ``_ahead`` tasks deep, least loaded first, in the order of the tasks."""
+        for worker in sorted(self._workers, key=lambda w: len(w.assigned)):
+            batch: list[Task] = []
+            while self._waiting and len(worker.assigned) + len(batch) < self._ahead and len(batch) < _BATCH:
+                index = self._waiting.popleft()
+                if index in open_ and index not in self._owner:
+                    batch.append(open_[index])
+            if not batch:
+                continue
+            try:
+                worker.tasks.send(batch)
+            except OSError:  # it died since the last step, which the next step sees: these wait again
+                self._waiting.extendleft(reversed([job.index for job, _ in batch]))
+                return
+            for job, _ in batch:
+                worker.assigned.add(job.index)
+                self._owner[job.index] = worker
+                self._retrying.discard(job.index)
 
     def _step(self, open_: dict[int, Task], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
-        """Report what finished; put the tasks a broken pool took down that deserve another try back to wait."""
-        self._finishing.wait(_POLL_SECONDS)
-        self._finishing.clear()
-        done = self._finished[:]  # dropped from the list only once handled: an interrupt loses nothing
-        self._drain(on_tick)
-        for index, generation, future in done:
-            if self._current.get(index) is not future:
-                continue  # handled by a step an interrupt cut short
-            job = open_[index][0]
-            if self._retry_after_breakage(future, job, generation):
-                self._retrying.add(index)
-                self._waiting.append(index)
-                del self._current[index]
+        """Read what the workers said; notice the ones that died."""
+        pipes = {w.results: w for w in self._workers if w.results is not None}
+        ready = multiprocessing.connection.wait([*pipes, *(w.process.sentinel for w in pipes.values())], _POLL_SECONDS)
+        for worker in list(pipes.values()):
+            if worker.results not in ready and worker.process.sentinel not in ready:
                 continue
-            on_result(_outcome(future, job, self.stopping, self._deaths.get(index, 0)))
-            self._running.discard(index)
-            del self._current[index], open_[index]  # only once reported: an interrupt before cannot lose it
-        del self._finished[: len(done)]  # callbacks only ever append
+            self._read(worker, open_, on_tick, on_result)
+            if worker.process.sentinel in ready and worker.results is not None:
+                self._read(worker, open_, on_tick, on_result, to_the_end=True)
         if self._deadline is not None and time.monotonic() > self._deadline:
             self._kill_workers()
 
-    def _retry_after_breakage(self, future: Future[FileResult], job: Job, generation: int) -> bool:
-        if self.stopping or future.cancelled() or not isinstance(future.exception(), BrokenProcessPool):
-            return False
-        # A pool that broke fails every future in it, maybe over several steps: only one of the current
-        # pool calls for a new pool; the rest of an old one just go to the pool that replaced it.
-        self._broken = self._broken or generation == self._generation
-        if self._restarts >= MAX_POOL_RESTARTS:
-            return False
-        if job.index in self._running:
-            self._deaths[job.index] = self._deaths.get(job.index, 0) + 1
-            self._running.discard(job.index)
-        return self._deaths.get(job.index, 0) < MAX_WORKER_DEATHS
+    def _read(
+        self,
+        worker: _Worker,
+        open_: dict[int, Task],
+        on_tick: Send,
+        on_result: Callable[[FileResult], None],
+        to_the_end: bool = False,
+    ) -> None:
+        """Handle the messages waiting on ``worker``'s pipe (every one, when it has exited)."""
+        pipe = worker.results
+        assert pipe is not None
+        try:
+            while to_the_end or pipe.poll():
+                started, ticks, results = pipe.recv()
+                worker.started.update(started)
+                for index, n, size in ticks:
+                    on_tick(index, n, size)
+                for result in results:
+                    self._report(worker, result, open_, on_result)
+        except (EOFError, OSError):  # it exited (maybe mid-message: what it had not sent is lost)
+            pipe.close()
+            worker.results = None
+            self._lost(worker, open_, on_result)
 
-    def _settle_unsubmitted(self, open_: dict[int, Task], on_result: Callable[[FileResult], None]) -> None:
-        """Once stopping, report every open task that has no future (it waited for a pool) as interrupted."""
-        for index in [i for i in open_ if i not in self._current]:
-            job = open_[index][0]
+    def _report(
+        self, worker: _Worker, result: FileResult, open_: dict[int, Task], on_result: Callable[[FileResult], None]
+    ) -> None:
+        if result.index not in open_ or self._owner.get(result.index) is not worker:
+            return  # a worker of a pool since replaced, or a task already reported
+        on_result(result)
+        worker.assigned.discard(result.index)
+        worker.started.discard(result.index)
+        del self._owner[result.index], open_[result.index]  # only once reported: an interrupt before cannot lose it
+
+    def _lost(self, worker: _Worker, open_: dict[int, Task], on_result: Callable[[FileResult], None]) -> None:
+        """``worker`` is gone; what it had and did not report is interrupted (stopping) or tried again."""
+        unfinished = sorted(i for i in worker.assigned if i in open_)
+        if not unfinished:
+            return
+        if self.stopping:  # killed because it did not stop within the grace period
+            for index in unfinished:
+                reason = "stopped" if index in worker.started else "not started"
+                self._report(worker, not_started(open_[index][0], reason), open_, on_result)
+            return
+        for index in worker.started & set(unfinished):  # the files it ran: one of them may be what kills it
+            self._deaths[index] = self._deaths.get(index, 0) + 1
+        self._broken = True
+
+    def _settle_unsent(self, open_: dict[int, Task], on_result: Callable[[FileResult], None]) -> None:
+        """Once stopping, report every open task that no worker has as interrupted."""
+        for index in [i for i in open_ if i not in self._owner]:
             reason = "stopped while its worker pool was replaced" if index in self._retrying else "not started"
-            on_result(FileResult(job.index, job.name, job.shown_url, Status.INTERRUPTED, None, 0, None, 0.0, reason))
+            on_result(not_started(open_[index][0], reason))
             del open_[index]
 
     def stop(self, at_once: bool = False) -> None:
-        """Drop tasks not started, ask running ones to stop, and kill what is still running after the grace."""
-        self._stop_event.set()
-        self._executor.shutdown(wait=False, cancel_futures=True)
+        """Send nothing more, ask running files to stop, and kill what still runs after the grace period."""
+        self._stop_flag.set()
+        self._tell_workers_to_end()
         self._deadline = time.monotonic() + (0 if at_once else GRACE_SECONDS)
         if at_once:
             self._kill_workers()
 
+    def _tell_workers_to_end(self) -> None:
+        for worker in self._workers:
+            if not worker.told_to_end:
+                worker.told_to_end = True
+                with contextlib.suppress(OSError):
+                    worker.tasks.send(None)
+
     def _kill_workers(self) -> None:
-        for child in multiprocessing.active_children():
-            child.kill()
+        for worker in self._workers:
+            worker.process.kill()
         self._deadline = None
 
-    def _drain(self, on_tick: Send) -> None:
-        # At most so many ticks a step: workers that tick faster than on_tick takes them kept a step draining
-        # for as long as they ran, and no result (a progress counter stuck at 3/300) nor stop was handled.
-        for _ in range(_TICKS_PER_STEP):
-            try:
-                index, n, size = self._ticks.get_nowait()
-            except queue.Empty:
-                break
-            on_tick(index, n, size)
-        while True:
-            try:
-                index, _pid = self._starts.get_nowait()
-            except queue.Empty:
-                return
-            self._running.add(index)
+    def _forget_workers(self) -> None:
+        for worker in self._workers:
+            worker.process.join()
+            worker.tasks.close()
+            if worker.results is not None:
+                worker.results.close()
+            for index in worker.assigned:
+                self._owner.pop(index, None)
+        self._workers = []
 
     def close(self) -> None:
-        self._executor.shutdown(wait=True, cancel_futures=True)
-        for q in (self._ticks, self._starts):
-            q.close()
-            q.join_thread()
+        """End every worker: the ones with nothing left exit by themselves, the others are killed."""
+        self._tell_workers_to_end()
+        ends = time.monotonic() + GRACE_SECONDS
+        for worker in self._workers:
+            worker.process.join(max(0.0, ends - time.monotonic()))
+        self._kill_workers()
+        self._forget_workers()
 
 
-def _outcome(future: Future[FileResult], job: Job, stopping: bool, deaths: int) -> FileResult:
-    if future.cancelled():
-        return FileResult(job.index, job.name, job.shown_url, Status.INTERRUPTED, None, 0, None, 0.0, "not started")
-    exc = future.exception()
-    if exc is None:
-        return future.result()
-    if stopping:  # killed because it did not stop within the grace period
-        return FileResult(job.index, job.name, job.shown_url, Status.INTERRUPTED, None, 0, None, 0.0, "stopped")
+def _died(job: Job, deaths: int) -> FileResult:
     # The worker process itself died (the OOM killer, a crash in C code), as often as we allow.
     reason = f"the worker process fetching it died {deaths} times (killed by the system?); its parts are kept"
     return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason)

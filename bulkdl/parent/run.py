@@ -10,13 +10,14 @@ from __future__ import annotations
 import functools
 import os
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import cast
+from urllib.parse import urlsplit
 
 from ..values import FileResult, Job, Status
-from ..worker import parts
+from ..worker import limits, parts
 from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .pool import Batch
@@ -124,13 +125,23 @@ def download(
         view.finished(result)
         record(state, result)
 
-    batch = Batch(min(loaded.workers, len(tasks)), max(job.settings.segments for job, _ in tasks))
+    batch = Batch(min(loaded.workers, len(tasks)), replace(loaded.budget, hosts=_origins(job for job, _ in tasks)))
     try:
         with view:
             stopped = batch.run(tasks, view.tick, finished, state.commit_if_due)
     finally:
         batch.close()
     return list(results.values()), stopped
+
+
+def _origins(jobs: Iterable[Job]) -> tuple[str, ...]:
+    """Every host the jobs name (URL and mirrors), each to be counted on its own against the per-host cap."""
+    seen: dict[str, None] = {}
+    for job in jobs:
+        for url in (job.url, *job.mirrors):
+            parts = urlsplit(url)
+            seen[limits.host_key(parts.hostname or "", parts.port, parts.scheme)] = None
+    return tuple(seen)
 
 
 def redownload(

@@ -170,7 +170,13 @@ ENTRY_KEYS: dict[str, Convert] = {
     "insecure": flag,
     "mirrors": http_url,  # each item of the list
 }
-TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle"}
+# The run's budget (values.Budget): what all files share.
+BUDGET_KEYS: dict[str, Convert] = {
+    "connections": whole(1, 1024, "connections"),
+    "max_connections_per_host": whole(1, 1024, "connections"),
+    "limit_rate": positive_size,
+}
+TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle", *BUDGET_KEYS}
 
 
 def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:

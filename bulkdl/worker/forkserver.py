@@ -12,4 +12,4 @@ import signal
 
 signal.signal(signal.SIGTERM, signal.SIG_IGN)
 
-from . import fetch  # noqa: E402, F401  (loaded once here, inherited by every worker)
+from . import serve  # noqa: E402, F401  (loaded once here, inherited by every worker)

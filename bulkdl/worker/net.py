@@ -9,13 +9,17 @@ decides what to retry, because only it knows how many bytes already arrived.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import http.client
+import logging
+import queue
 import threading
+import time
 import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urljoin, urlsplit
 
 import urllib3
@@ -23,7 +27,6 @@ from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.connectionpool import HTTPConnectionPool, HTTPSConnectionPool
 from urllib3.exceptions import (
     ConnectTimeoutError,
-    EmptyPoolError,
     HTTPError,
     InsecureRequestWarning,
     LocationParseError,
@@ -38,15 +41,31 @@ from urllib3.exceptions import (
 from urllib3.response import HTTPResponse
 from urllib3.util import parse_url
 
+if TYPE_CHECKING:  # a protocol urllib3 declares for type checkers only
+    from urllib3._base_connection import BaseHTTPConnection
+
 from ..credentials import CREDENTIAL_HEADERS
 from ..errors import FetchError, PermanentError, TransientError
-from . import deadline, heads
+from . import deadline, heads, limits
 from .heads import Head, retry_after, validator
 
-__all__ = ["CHUNK", "Body", "Head", "Tls", "request", "retry_after", "same_origin", "start", "stop", "validator"]
+__all__ = [
+    "CHUNK",
+    "Body",
+    "Head",
+    "Tls",
+    "close_idle",
+    "request",
+    "retry_after",
+    "same_origin",
+    "start",
+    "stop",
+    "validator",
+]
 
 CHUNK = 256 * 1024
 MAX_REDIRECTS = 10
+_IDLE_GRACE = 0.2  # seconds a pooled connection must have been idle before another thread may take its permit
 
 _max_connections = 8
 _clients: dict[tuple[str | None, str | None, bool], urllib3.PoolManager] = {}
@@ -54,10 +73,16 @@ _clients_lock = threading.Lock()
 
 
 def start(max_connections: int) -> None:
-    """Size this process's connection pools; call once per process, before any request."""
+    """Size this process's connection pools (idle connections kept per host); call once per process.
+
+    The pools never block: how many sockets may be open is the run's budget (limits.py), which a connection
+    waits for as it connects. A pool that is full when a connection comes back closes it, which urllib3
+    logs as a warning meant for a developer: not for the summary's reader.
+    """
     global _max_connections
     stop()
     _max_connections = max(1, max_connections)
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
 def stop() -> None:
@@ -88,7 +113,7 @@ def _client(url: str, tls: Tls) -> urllib3.PoolManager:
 
 
 def _new_client(proxy: str | None, tls: Tls) -> urllib3.PoolManager:
-    options: dict[str, object] = {"num_pools": 16, "maxsize": _max_connections, "block": True}
+    options: dict[str, object] = {"num_pools": 16, "maxsize": _max_connections, "block": False}
     if tls.verify:
         options |= {"cert_reqs": "CERT_REQUIRED", "ca_certs": tls.ca_bundle}
     else:
@@ -129,22 +154,102 @@ def _watched(conn: HTTPConnection, getresponse: Callable[[], HTTPResponse]) -> H
     return response
 
 
-class _HTTPConnection(HTTPConnection):
+class _Permitted(HTTPConnection):
+    """A connection that holds a permit of the run's budget (limits.py) from its connect to its close, and
+    tells the budget whether the host answered."""
+
+    _permit: tuple[limits.Shared, str] | None = None
+
+    def connect(self) -> None:
+        shared = limits.current()
+        if shared is None:  # outside a pool's worker (tests, verify): nothing to count
+            super().connect()
+            return
+        key = limits.host_key(self.host, self.port)
+        self._give_back()  # a connection object reconnecting after a failure holds none twice
+        shared.acquire(key, limits.stop_flag())
+        self._permit = (shared, key)
+        try:
+            super().connect()
+        except (NewConnectionError, ConnectTimeoutError) as exc:  # NameResolutionError is one of them
+            shared.failed(key, _strerror(exc))
+            self._give_back()
+            raise
+        except BaseException:
+            self._give_back()
+            raise
+        shared.connected(key)
+
+    def close(self) -> None:
+        try:
+            super().close()
+        finally:
+            self._give_back()
+
+    def _give_back(self) -> None:
+        permit, self._permit = self._permit, None
+        if permit is not None:
+            permit[0].release(permit[1])
+
+
+class _HTTPConnection(_Permitted):
     def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
         return _watched(self, super().getresponse)
 
 
-class _HTTPSConnection(HTTPSConnection):
+class _HTTPSConnection(_Permitted, HTTPSConnection):
     def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
         return _watched(self, super().getresponse)
 
 
-class _HTTPPool(HTTPConnectionPool):
+class _Stamped(HTTPConnectionPool):
+    """Notes when each connection came back, so that only one idle for a while is taken for another thread:
+    one between two files of its own worker is about to be used again."""
+
+    def _put_conn(self, conn: BaseHTTPConnection | None) -> None:
+        if conn is not None:
+            conn.idle_since = time.monotonic()  # type: ignore[attr-defined]  # our own attribute, on our classes
+        super()._put_conn(conn)
+
+
+class _HTTPPool(_Stamped):
     ConnectionCls = _HTTPConnection
 
 
-class _HTTPSPool(HTTPSConnectionPool):
+class _HTTPSPool(_Stamped, HTTPSConnectionPool):
     ConnectionCls = _HTTPSConnection
+
+
+def _key(conn: HTTPConnection) -> str:
+    return limits.host_key(conn.host, conn.port)
+
+
+def close_idle(surplus: Callable[[str], bool]) -> None:
+    """Close every idle pooled connection whose host ``surplus`` names: another thread, maybe in another
+    worker, waits for the permit it holds. The pool gets an empty slot back, which makes a new connection
+    when next needed."""
+    with _clients_lock:
+        clients = list(_clients.values())
+    for client in clients:
+        for key in client.pools.keys():  # noqa: SIM118  (it cannot be iterated: keys() copies under its lock)
+            pool = client.pools.get(key)
+            idle: queue.LifoQueue[HTTPConnection | None] | None = getattr(pool, "pool", None)
+            if idle is None:
+                continue
+            taken = []
+            with contextlib.suppress(queue.Empty):
+                while True:
+                    taken.append(idle.get(block=False))
+            for conn in taken:
+                quiet = time.monotonic() - getattr(conn, "idle_since", 0.0)
+                if conn is not None and conn.sock is not None and quiet >= _IDLE_GRACE and surplus(_key(conn)):
+                    conn.close()
+                    conn = None
+                try:
+                    idle.put(conn, block=False)
+                except queue.Full:  # a connection came back meanwhile and took the slot
+                    if conn is not None:
+                        conn.close()
 
 
 @functools.lru_cache(maxsize=256)
@@ -165,8 +270,13 @@ class Body:
 
     def read(self, amount: int) -> bytes:
         """Up to ``amount`` bytes, as soon as any have arrived (b"" at the end of the body)."""
+        shared = limits.current()
         try:
-            return self._response.read1(amount, decode_content=False)
+            if shared is None:
+                return self._response.read1(amount, decode_content=False)
+            data = self._response.read1(shared.read_size(amount), decode_content=False)
+            shared.pace(len(data), limits.stop_flag())
+            return data
         except SSLError as exc:
             # Past the handshake a TLS error is a broken stream (a bad record, a cut mid-record), not a
             # certificate that another attempt cannot cure: resume it like a reset.
@@ -235,13 +345,7 @@ def _get(url: str, headers: dict[str, str], timeout: float, tls: Tls) -> urllib3
             retries=False,
             redirect=False,
             timeout=urllib3.Timeout(connect=timeout, read=timeout),
-            # The pools block when all their connections are out: a connection never released (a bug)
-            # would otherwise make every later request wait for ever, silently.
-            pool_timeout=timeout,
         )
-    except EmptyPoolError as exc:
-        where = f"{exc.pool.host}:{exc.pool.port}"
-        raise TransientError(f"no free connection to {where} in {timeout:g} s: all {_max_connections} in use") from None
     except (HTTPError, LocationValueError, LocationParseError) as exc:
         raise _transport_error(exc) from None
 

@@ -1,0 +1,162 @@
+"""A worker process's life: many files at once on threads, tasks in and results out in batches.
+
+The parent (parent/pool.py) sends lists of tasks down this worker's task pipe and ``None`` once it has no
+more; ``files`` threads take them one by one, each running ``fetch_file`` over the process's urllib3 pools,
+so the files in flight are a number of threads, not of processes. What the parent needs to hear (which
+files started, bytes received, results) is gathered by a reporter thread and sent up the result pipe as one
+message at a time, at most every ``_FLUSH`` seconds: a few messages a second whatever the number of files,
+instead of four per file.
+
+Each pipe has one writer: the parent's task pipe is read only by the main thread here, the result pipe
+written only by the reporter. A worker killed mid-message leaves only its own pipe unreadable, which the
+parent then stops reading (pool.py).
+"""
+
+from __future__ import annotations
+
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+
+from ..values import Condition, FileResult, Job, Status
+from . import limits, net
+from .fetch import fetch_file
+from .retry import StopFlag
+
+_FLUSH = 0.05  # seconds between two messages to the parent, at most
+_JANITOR = 0.05  # seconds between two looks for idle connections another thread waits for
+
+Task = tuple[Job, Condition | None]
+
+# What a worker sends up, one message at a time: files started, progress ticks, results.
+Report = tuple[list[int], list[tuple[int, int, int | None]], list[FileResult]]
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    files: int  # files this worker has in flight at most (threads)
+    max_idle_per_host: int  # idle connections its pools keep per host
+
+
+def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag, shared: limits.Shared) -> None:
+    """The worker process: serve tasks until the parent says there are no more, then report and exit."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping is the parent's decision (pool.py)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    threading.Thread(target=_exit_when_orphaned, name="orphan-watch", daemon=True).start()
+    net.start(config.max_idle_per_host)
+    limits.install(shared, stop)
+    reporter = _Reporter(results)
+    files: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+    threads = [
+        threading.Thread(target=_serve, args=(files, stop, reporter), name=f"file-{i}", daemon=True)
+        for i in range(config.files)
+    ]
+    for thread in threads:
+        thread.start()
+    janitor = threading.Thread(target=_janitor, args=(shared, stop), name="janitor", daemon=True)
+    janitor.start()
+    try:
+        while (batch := tasks.recv()) is not None:
+            for task in batch:
+                files.put(task)
+    except EOFError:  # the parent is gone: the orphan watch ends the process
+        return
+    for _ in threads:
+        files.put(None)
+    for thread in threads:
+        thread.join()
+    reporter.close()
+
+
+def _serve(files: queue.SimpleQueue[Task | None], stop: StopFlag, reporter: _Reporter) -> None:
+    while (task := files.get()) is not None:
+        job, condition = task
+        if stop.is_set():  # queued here when the stop came: never started
+            reporter.result(not_started(job))
+            continue
+        reporter.started(job.index)
+        reporter.result(fetch_file(job, condition, stop, reporter.tick))
+
+
+def not_started(job: Job, reason: str = "not started") -> FileResult:
+    return FileResult(job.index, job.name, job.shown_url, Status.INTERRUPTED, None, 0, None, 0.0, reason)
+
+
+def _janitor(shared: limits.Shared, stop: StopFlag) -> None:
+    """Give back idle connections that a waiting thread (of any worker) needs: a worker whose files for a
+    host are done would otherwise keep that host's permits for as long as its connections stay alive."""
+    while not stop.wait(_JANITOR):
+        if shared.waiting():
+            net.close_idle(shared.surplus)
+
+
+def _exit_when_orphaned() -> None:
+    """Watch bulkdl; once it is gone, exit at once, busy or not.
+
+    Nobody holds the destination lock any more, so nothing may be installed into it, not even the file
+    that is almost done: a new run may already have started on it. Exiting mid-fetch is as safe as a kill
+    by the parent: parts are only appended to, sidecars and installs are atomic renames.
+
+    A worker's parent is the forkserver, which outlives bulkdl, so its pid tells nothing. The sentinel
+    multiprocessing hands every child is a pipe whose other end bulkdl holds: it turns readable when
+    bulkdl dies, however it dies.
+    """
+    parent = multiprocessing.parent_process()
+    if parent is None:
+        return
+    parent.join()
+    os._exit(0)
+
+
+class _Reporter:
+    """Gathers what the parent needs to hear and sends it as one message every ``_FLUSH`` seconds."""
+
+    def __init__(self, pipe: Connection) -> None:
+        self._pipe = pipe
+        self._lock = threading.Lock()
+        self._started: list[int] = []
+        self._ticks: dict[int, tuple[int, int | None]] = {}  # job index → (bytes since the last message, size)
+        self._results: list[FileResult] = []
+        self._closing = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
+        self._thread.start()
+
+    def started(self, index: int) -> None:
+        with self._lock:
+            self._started.append(index)
+
+    def tick(self, index: int, n: int, size: int | None) -> None:
+        with self._lock:
+            self._ticks[index] = (self._ticks.get(index, (0, None))[0] + n, size)
+
+    def result(self, result: FileResult) -> None:
+        with self._lock:
+            self._results.append(result)
+
+    def close(self) -> None:
+        self._closing.set()
+        self._thread.join()
+
+    def _run(self) -> None:
+        while not self._closing.wait(_FLUSH):
+            self._flush()
+        self._flush()
+
+    def _flush(self) -> None:
+        with self._lock:
+            if not (self._started or self._ticks or self._results):
+                return
+            report: Report = (
+                self._started,
+                [(index, n, size) for index, (n, size) in self._ticks.items()],
+                self._results,
+            )
+            self._started, self._ticks, self._results = [], {}, []
+        try:
+            self._pipe.send(report)
+        except OSError:  # the parent is gone: the orphan watch ends the process
+            self._closing.set()
