@@ -97,6 +97,20 @@ def test_batch_reuses_connections(server: Server, tmp_path: Path) -> None:
     assert len(connections) <= 8, f"{len(connections)} connections for 300 files over 4 workers"
 
 
+def test_a_rerun_of_conditional_gets_reuses_connections(server: Server, tmp_path: Path) -> None:
+    # A 304 has no body to read: its connection goes back to the pool. Closing it as a body left unread cost
+    # every file of a no-digest re-run a new connection.
+    urls = [server.add(f"again/f{i:03d}.txt", content(f"again{i}", 300 + i)) for i in range(100)]
+    manifest = write_manifest(tmp_path, urls, workers=2, connections=4)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    before = len(server.requests())
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    logged = server.requests()[before:]
+    assert [r.status for r in logged] == [304] * 100
+    assert len({r.conn for r in logged}) <= 4, f"{len({r.conn for r in logged})} connections for 100 answers 304"
+
+
 def test_server_without_range_support(server: Server, tmp_path: Path) -> None:
     data = content("norange", 3 * MiB + 5)
     url = server.add("plain.bin", data, ranges=False)

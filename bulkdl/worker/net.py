@@ -285,8 +285,10 @@ class Body:
             raise _transport_error(exc) from None
 
     def close(self) -> None:
-        if not self._response.closed:
-            # Unread bytes would poison the next request on this connection: drop it, keep the pool slot.
+        # Unread bytes would poison the next request on this connection: drop it, keep the pool slot. A body
+        # with nothing left (a 304, a range read to its end) leaves the connection reusable: dropping it cost
+        # a re-run a new connection per file (a round trip, and on HTTPS a handshake, each).
+        if not self._response.closed and self._response.length_remaining != 0:
             self._response.close()
         self._response.release_conn()
 
