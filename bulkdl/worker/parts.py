@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import durable
+from ..errors import LocalError
 from . import plan
 from .plan import Plan, Segment
 
@@ -174,10 +175,10 @@ class Parts:
         """
         if len(segments) == 1:
             index = segments[0].index
-            durable.install(part_path(self.final, index), self.final, self._fds[index], sync_dir=False)
+            _install(part_path(self.final, index), self.final, self._fds[index])
             left = [s.index for s in segments if s.index != index]
         else:
-            durable.install(durable.temp_path(self.final), self.final, self.temp(), sync_dir=False)
+            _install(durable.temp_path(self.final), self.final, self.temp())
             os.close(self.temp())
             self._temp = None
             left = [s.index for s in segments]
@@ -235,6 +236,14 @@ class Parts:
         for part in parts:
             part.unlink(missing_ok=True)
         self._plan, self._recorded, self._segments = None, False, {}
+
+
+def _install(path: Path, final: Path, fd: int) -> None:
+    """durable.install, with the directory's fsync left to the run; a failure is said as the user needs it."""
+    try:
+        durable.install(path, final, fd, sync_dir=False)
+    except OSError as exc:  # EIO from the fsync, say: the final path was not touched
+        raise LocalError(f"not installed: making it durable failed ({exc.strerror or exc})") from None
 
 
 def _length(path: Path) -> int:
