@@ -4,12 +4,23 @@ temp file in the target directory → write → fsync → ``os.replace`` → fsy
 final name sees the old content or the new, never a mix, even across a power cut; the temp file is removed
 on any failure. The temp name is fixed (``.<name>.bulkdl-tmp``): the destination lock means one writer,
 so a temp left by a killed run is simply truncated and reused by the next.
+
+Each file's data is made durable by its own ``fsync``, on the thread that finished it, not in batches by one
+``syncfs(2)``. Measured in one worker process (2,000 x 16 KiB from nginx over 8 threads, a loaded 2-core
+machine, three rounds): own fsyncs 10.8-12.9 s wall and 4.2-4.8 ms CPU a file; a group commit whose leader
+ran one syncfs per batch (3.5 files on average) 9.0-11.7 s and 2.9-3.3 ms; the leader fsyncing each file of
+its batch 12.7-17.8 s (serial fsyncs lose the journal's own grouping of concurrent ones). But syncfs flushes
+the whole file system, every process's dirty data: beside ``dd`` writing 2 GB, 500 files took 5.0-5.9 s with
+syncfs against 1.8-1.9 s with own fsyncs, and falling back to own fsyncs after one slow syncfs still took
+4.6 s, because that one syncfs waited for most of the 2 GB. A download must not stall on a neighbour's
+writes, so the fsync stays per file; concurrent fsyncs on ext4 already share one journal commit.
 """
 
 from __future__ import annotations
 
 import contextlib
 import os
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import BinaryIO
@@ -29,13 +40,19 @@ def fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+def fsync(fd: int, path: Path) -> None:
+    """Make the data of ``path`` (open as ``fd``) durable, and say so to audit hooks (tests/test_durable.py)."""
+    os.fsync(fd)
+    sys.audit("bulkdl.sync", os.fspath(path))
+
+
 def install(path: Path, final: Path, fd: int, sync_dir: bool = True) -> None:
     """Make the finished file at ``path`` (open as ``fd``) durable, then atomically the content of ``final``.
 
     Without ``sync_dir`` the caller promises to fsync ``final``'s directory before anything relies on the
     rename having survived a power cut (a run's downloads: see state.State.commit).
     """
-    os.fsync(fd)
+    fsync(fd, path)
     os.replace(path, final)
     if sync_dir:
         fsync_dir(final.parent)

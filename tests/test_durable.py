@@ -1,8 +1,9 @@
 """When renames become durable, observed in every bulkdl process through Python's audit hooks.
 
 A ``sitecustomize`` on PYTHONPATH installs a hook in bulkdl, its forkserver and (inherited) every worker. The
-hook logs each ``os.replace``/``os.rename`` and each directory opened with O_DIRECTORY (how a directory is
-fsynced), with a clock all processes share.
+hook logs each ``os.replace``/``os.rename``, each directory opened with O_DIRECTORY (how a directory is
+fsynced) and each ``bulkdl.sync`` event (durable.fsync: a file's data is on disk), with a clock all processes
+share.
 """
 
 from __future__ import annotations
@@ -22,22 +23,25 @@ _log = os.environ["BULKDL_AUDIT_LOG"]
 
 def _hook(event, args):
     if event == "open" and isinstance(args[2], int) and args[2] & os.O_DIRECTORY:
-        what = f"sync {os.fspath(args[0])}"
+        what = f"sync\\t{os.fspath(args[0])}"
     elif event == "os.rename":
-        what = f"rename {os.fspath(args[1])}"
+        what = f"rename\\t{os.fspath(args[1])}\\t{os.fspath(args[0])}"
+    elif event == "bulkdl.sync":
+        what = f"data\\t{args[0]}"
     else:
         return
     with open(_log, "a") as log:
-        log.write(f"{time.monotonic_ns()} {os.getpid()} {what}\\n")
+        log.write(f"{time.monotonic_ns()}\\t{os.getpid()}\\t{what}\\n")
 
 
 sys.addaudithook(_hook)
 """
 
 
-def test_directory_syncs_are_batched_and_come_after_the_renames(builtin: FaultServer, tmp_path: Path) -> None:
-    # Each file is fsynced before its rename; its directory is fsynced by the run before the state records
-    # the file, once per commit rather than once per file (60 files, not 60 directory fsyncs).
+def test_data_is_synced_before_its_rename_and_the_directory_after(builtin: FaultServer, tmp_path: Path) -> None:
+    # A rename may only publish data already on disk (synced in the process that renames), and the run fsyncs
+    # each directory after the renames in it, once per commit rather than once per file (60 files, not 60
+    # directory fsyncs), before the state records them (state.State.commit).
     urls = [builtin.add(f"d/f{i:02d}.bin", content(f"d{i}", 10_000 + i)) for i in range(60)]
     manifest = write_manifest(tmp_path, urls, workers=4)
     site = tmp_path / "site"
@@ -49,9 +53,18 @@ def test_directory_syncs_are_batched_and_come_after_the_renames(builtin: FaultSe
     done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=env, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stdout + done.stderr
     mirror = str(tmp_path / "mirror")
-    events = [line.split(" ", 3) for line in log.read_text().splitlines()]
-    renames = [int(t) for t, _, kind, path in events if kind == "rename" and path.startswith(mirror + "/")]
-    syncs = [int(t) for t, _, kind, path in events if kind == "sync" and path == mirror]
+    events = [line.split("\t") for line in log.read_text().splitlines()]
+    renames = [
+        (int(t), pid, rest[1])
+        for t, pid, kind, *rest in events
+        if kind == "rename"
+        and rest[0].startswith(mirror + "/")
+        and not rest[0].endswith(".bulkdl")  # sidecars: bookkeeping
+    ]
+    data = {(pid, rest[0]): int(t) for t, pid, kind, *rest in events if kind == "data"}
+    syncs = [int(t) for t, _, kind, *rest in events if kind == "sync" and rest[0] == mirror]
     assert len(renames) == 60, "every file renamed into place"
+    unsynced = [source for t, pid, source in renames if data.get((pid, source), t) >= t]
+    assert unsynced == [], "renamed before its data was synced"
     assert 1 <= len(syncs) <= 10, f"{len(syncs)} fsyncs of the directory for 60 files"
-    assert max(syncs) > max(renames), "the last rename was never made durable"
+    assert max(syncs) > max(renames)[0], "the last rename was never made durable"

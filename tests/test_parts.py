@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 from pathlib import Path
 
 import pytest
@@ -127,6 +128,23 @@ def test_a_new_plan_empties_what_an_unrecorded_run_left(tmp_path: Path) -> None:
     parts, _ = _started(final, bytes(10), 1, record=False)
     parts.close()
     assert part_path(final, 0).read_bytes() == b"" and not sidecar_path(final).exists()
+
+
+def test_a_small_file_unlinks_nothing_that_cannot_exist(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # adopt found no sidecar, the file had one part and no sidecar: start and install remove nothing.
+    final = tmp_path / "f.bin"
+    unlinked: list[str] = []
+    real = os.unlink
+    monkeypatch.setattr(os, "unlink", lambda path, **kw: (unlinked.append(os.fspath(path)), real(path, **kw)))
+    parts = Parts(final)
+    assert parts.adopt("u", 10) == (None, None)
+    current = Plan("u", "u", 10, '"v"', None, True, plan.single(10))
+    parts.start(current, record=False)
+    parts.append(0, 0, bytes(10))
+    with Assembly(parts, []) as assembly:
+        assembly.finish(current, 10, ())
+    parts.close()
+    assert unlinked == [] and final.read_bytes() == bytes(10)
 
 
 def test_a_steal_that_cannot_be_recorded_changes_nothing(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from types import TracebackType
 
 from ..errors import VerifyError
 from ..hashing import BUFFER
+from . import buffer
 from .parts import Parts
 from .plan import Plan, Segment
 
@@ -40,7 +41,6 @@ class Assembly:
         self._stopping = threading.Event()
         self._thread: threading.Thread | None = None
         self._copied: dict[int, int] = {}  # part index → bytes of it already in the temp file
-        self._buffer = bytearray(BUFFER)
         self._unsynced = 0
         self._hashes: dict[str, hashlib._Hash] = {}
         self._position = 0  # bytes of the in-order prefix hashed so far
@@ -135,7 +135,7 @@ class Assembly:
 
     def _hash(self, segments: Sequence[Segment]) -> int:
         moved = 0
-        view = memoryview(self._buffer)
+        view = buffer.get()
         while segment := _at(segments, self._position):
             offset = self._position - segment.start
             want = min(BUFFER, self._parts.length(segment.index) - offset)

@@ -184,6 +184,8 @@ class _Download:
 
 
 # Directories this worker made or found inside dest: each is checked and created once per process, not per file.
+# Shared by the worker's threads without a lock: membership and add are atomic, and two threads that both miss
+# a new directory both check it and mkdir(exist_ok) it, which gives the same result as one doing so.
 _INSIDE: set[Path] = set()
 
 

@@ -28,6 +28,7 @@ from dataclasses import replace
 from pathlib import Path
 
 from .. import durable
+from ..errors import LocalError
 from . import plan
 from .plan import Plan, Segment
 
@@ -53,6 +54,7 @@ class Parts:
         self._lock = threading.Lock()
         self._plan: Plan | None = None  # what the parts on disk hold, once started or resumed
         self._recorded = False  # whether a sidecar describes them
+        self._no_sidecar = False  # known absent (adopt found none, or this object removed it): no unlink needed
         self._segments: dict[int, Segment] = {}
         self._fds: dict[int, int] = {}
         self._lengths: dict[int, int] = {}
@@ -68,6 +70,7 @@ class Parts:
         try:
             data = sidecar_path(self.final).read_bytes()
         except FileNotFoundError:
+            self._no_sidecar = True
             return None, None
         except OSError as exc:
             data, reason = b"", f"{reason} ({exc.strerror})"
@@ -92,7 +95,10 @@ class Parts:
         else:
             # Nothing said what lies here, and nothing may be trusted: the sidecar goes before any part is
             # emptied. Without one, only part 0 can have been written (no sidecar, no split), and it is emptied.
-            sidecar_path(self.final).unlink(missing_ok=True)
+            # A sidecar adopt found absent is not unlinked again: the destination lock means no one made one.
+            if not self._no_sidecar:
+                sidecar_path(self.final).unlink(missing_ok=True)
+                self._no_sidecar = True
         self._open(new, truncate=True)
         self._recorded = False
         if record:
@@ -169,16 +175,17 @@ class Parts:
         """
         if len(segments) == 1:
             index = segments[0].index
-            durable.install(part_path(self.final, index), self.final, self._fds[index], sync_dir=False)
+            _install(part_path(self.final, index), self.final, self._fds[index])
             left = [s.index for s in segments if s.index != index]
         else:
-            durable.install(durable.temp_path(self.final), self.final, self.temp(), sync_dir=False)
+            _install(durable.temp_path(self.final), self.final, self.temp())
             os.close(self.temp())
             self._temp = None
             left = [s.index for s in segments]
         self._close()
         if self._recorded:  # without a sidecar there is none to remove: a small file costs no needless unlink
             sidecar_path(self.final).unlink(missing_ok=True)
+            self._no_sidecar = True
         for index in left:
             part_path(self.final, index).unlink(missing_ok=True)
         self._plan, self._recorded, self._segments = None, False, {}
@@ -204,6 +211,7 @@ class Parts:
             self._lengths[index] = 0 if truncate else os.fstat(fd).st_size
 
     def _save(self, current: Plan) -> None:
+        self._no_sidecar = False  # from before the rename on: a failed save may leave one
         durable.write_bytes(sidecar_path(self.final), plan.encode(current), sync=False)
 
     def _close(self) -> None:
@@ -217,6 +225,7 @@ class Parts:
         before the sidecar names it), or every ``name.part<K>`` when nothing says which exist."""
         self.close()
         sidecar_path(self.final).unlink(missing_ok=True)
+        self._no_sidecar = True
         if known is not None:
             indexes = [s.index for s in known.segments]
             parts = [part_path(self.final, i) for i in (*indexes, max(indexes, default=-1) + 1)]
@@ -227,6 +236,14 @@ class Parts:
         for part in parts:
             part.unlink(missing_ok=True)
         self._plan, self._recorded, self._segments = None, False, {}
+
+
+def _install(path: Path, final: Path, fd: int) -> None:
+    """durable.install, with the directory's fsync left to the run; a failure is said as the user needs it."""
+    try:
+        durable.install(path, final, fd, sync_dir=False)
+    except OSError as exc:  # EIO from the fsync, say: the final path was not touched
+        raise LocalError(f"not installed: making it durable failed ({exc.strerror or exc})") from None
 
 
 def _length(path: Path) -> int:

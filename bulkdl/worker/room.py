@@ -2,15 +2,26 @@
 
 Checked before the first byte is written, so a file that cannot fit fails with the figures a user needs
 instead of filling the disk for the files after it.
+
+The free space is read once per directory and again only after the files admitted since may have used a
+share of it (1/_SHARE), not for every file: a statvfs per 16 KiB file is pure cost. A file that needs more
+than that share always gets a fresh reading, so one that cannot fit still fails here with the figures;
+several worker processes each admit up to their share before reading again, and what they all admit beyond
+the true free space fails at the write, with the disk's own ENOSPC.
 """
 
 from __future__ import annotations
 
 import shutil
+import threading
 from pathlib import Path
 
 from ..errors import LocalError, PermanentError
 from ..sizes import format_size
+
+_SHARE = 16
+_lock = threading.Lock()  # the files of a worker's threads are admitted one at a time
+_known: dict[Path, tuple[int, int]] = {}  # directory → (free bytes when last read, bytes admitted since)
 
 
 def check(directory: Path, size: int | None, have: int, parts: int, max_size: int | None) -> None:
@@ -24,9 +35,22 @@ def check(directory: Path, size: int | None, have: int, parts: int, max_size: in
         raise PermanentError(f"too large: the server offers {format_size(size)}, max_size is {format_size(max_size)}")
     # Several parts are copied into a new file, so until the rename the parts and the copy coexist.
     needed = size - have + (size if parts > 1 else 0)
-    free = shutil.disk_usage(directory).free
-    if needed > free:
+    free = _admit(directory, needed)
+    if free is not None:
         raise LocalError(
             f"not enough space: needs {format_size(needed)}, {format_size(free)} free"
             + (" (its parts and the assembled copy coexist until the rename)" if parts > 1 else "")
         )
+
+
+def _admit(directory: Path, needed: int) -> int | None:
+    """Count ``needed`` bytes against the directory's free space; if they do not fit, the free bytes."""
+    with _lock:
+        free, admitted = _known.get(directory, (0, 0))
+        if (admitted + needed) * _SHARE > free:
+            free, admitted = shutil.disk_usage(directory).free, 0
+        if needed > free:
+            _known[directory] = (free, admitted)
+            return free
+        _known[directory] = (free, admitted + needed)
+        return None
