@@ -84,3 +84,14 @@ def big_capped(payload: int, work: Path, rounds: int) -> Ceiling:
         seconds.append(time.perf_counter() - started)
         target.unlink()
     return Ceiling(payload, payload / (CAP * CAP_CONNECTIONS), statistics.median(seconds))
+
+
+def first_byte(url: str, tries: int = 5) -> float:
+    """Median seconds to the first byte of one request (curl), to check the WAN server's delay is in effect."""
+    seconds = []
+    for _ in range(tries):
+        done = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{time_starttransfer}", url], capture_output=True, check=True
+        )
+        seconds.append(float(done.stdout))
+    return statistics.median(seconds)

@@ -45,13 +45,21 @@ def common_block(
 
 
 def wan_block(
-    table: list[str], memory: list[str], targets: list[str], delay: float, budget: int, args: argparse.Namespace
+    table: list[str],
+    memory: list[str],
+    targets: list[str],
+    floors: list[str],
+    delay: float,
+    budget: int,
+    args: argparse.Namespace,
 ) -> list[str]:
     return [
         f"Measured {time.strftime('%Y-%m-%d')} by `python -m bench --only WAN` ({args.rounds} rounds, scale "
         f"{args.scale}; every response {delay * 1000:.0f} ms late, {budget} connections each) on {machine()}.",
         "",
         *table,
+        "",
+        *floors,
         "",
         *_memory_and_targets(memory, targets),
     ]
