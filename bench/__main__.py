@@ -107,7 +107,7 @@ def main() -> int:
     missing = [t for t in TOOLS if not available(t)]
     if missing:
         print(f"bench: not installed, left out: {', '.join(missing)} (apt-get install nginx-light aria2 curl wget2)")
-    if not budgeted():
+    if not budgeted() and by_block[doc.WAN_MARKER]:
         print("bench: this bulkdl has no connection budget yet: WAN runs it with workers: 32, segments: 1")
     measure.become_subreaper()
     blocks: dict[str, list[str]] = {}
@@ -161,11 +161,14 @@ def _blocks(
 
 def _wan_floors(data: dict[str, DataSet], scenarios: list[Scenario], nginx: NginxServer) -> list[str]:
     """The delay as one request sees it, and what it alone costs each data set at the budget (a lower bound)."""
-    seen = ceilings.first_byte(f"{nginx.wan_url}/{data['MANY'].files[0][0]}")
     sets = dict.fromkeys(s.data for s in scenarios)
     floors = [f"{d}: {math.ceil(len(data[d].files) / WAN_BUDGET) * WAN_DELAY:.2f} s" for d in sets]
+    seen = "not measured (no curl)"
+    if available("curl"):
+        url = f"{nginx.wan_url}/{data[scenarios[0].data].files[0][0]}"
+        seen = f"{ceilings.first_byte(url) * 1000:.1f} ms"
     return [
-        f"Time to the first byte of one request to this server (curl, median of 5): {seen * 1000:.1f} ms. "
+        f"Time to the first byte of one request to this server (curl, median of 5): {seen}. "
         f"With {WAN_BUDGET} requests at once the delay alone costs a first run at least files ÷ {WAN_BUDGET}, "
         f"rounded up, x {WAN_DELAY * 1000:.0f} ms: {'; '.join(floors)}."
     ]
