@@ -84,7 +84,9 @@ def _once(tool: str, scenario: Scenario, data: DataSet, nginx: NginxServer, work
     peak, printed = work / "parent-hwm.txt", work / "stdout.txt"
     sample = measure.run(scale.own_peak(argv, peak) if own else argv, work, env, printed if own else None, tree=own)
     cell.samples.append(sample)
-    cell.sent.append(sum(r.sent for r in nginx.requests()))
+    served = nginx.requests()
+    cell.sent.append(sum(r.sent for r in served))
+    cell.connections.append(len({r.conn for r in served}))
     if own:
         cell.peaks.append(int(peak.read_text()) * 1024)
         cell.lines.append(len(printed.read_bytes().splitlines()))

@@ -35,6 +35,7 @@ class Scenario:
 class Cell:
     samples: list[measure.Sample] = field(default_factory=list)
     sent: list[int] = field(default_factory=list)
+    connections: list[int] = field(default_factory=list)  # distinct connections in nginx's log for the run
     peaks: list[int] = field(default_factory=list)  # bulkdl: the parent's own VmHWM at exit, bytes
     lines: list[int] = field(default_factory=list)  # bulkdl: lines printed to stdout
 
@@ -57,8 +58,9 @@ def median(results: Results, scenario: str, tool: str) -> float | None:
 
 def table(results: Results, data: dict[str, DataSet], scenarios: list[Scenario], scale_name: str) -> list[str]:
     rows = [
-        "| scenario | tool | wall s, median (min-max) | CPU s | peak RSS MiB | rate | sent ÷ payload | wall ÷ bulkdl |",
-        "|---|---|---|---|---|---|---|---|",
+        "| scenario | tool | wall s, median (min-max) | CPU s | peak RSS MiB | rate | sent ÷ payload | connections "
+        "| wall ÷ bulkdl |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for scenario in scenarios:
         d = data[scenario.data]
@@ -67,7 +69,7 @@ def table(results: Results, data: dict[str, DataSet], scenarios: list[Scenario],
             cell = results.get((scenario.name, tool))
             if cell is None or not cell.samples:
                 reason = scenario.skip(tool, scale_name) or ("not installed" if not available(tool) else "no sample")
-                rows.append(f"| {scenario.name} | {tool} | not run: {reason} | | | | | |")
+                rows.append(f"| {scenario.name} | {tool} | not run: {reason} | | | | | | |")
                 continue
             walls = [s.wall for s in cell.samples]
             wall = statistics.median(walls)
@@ -76,9 +78,10 @@ def table(results: Results, data: dict[str, DataSet], scenarios: list[Scenario],
             rss = max(s.peak_rss for s in cell.samples) / 1024**2
             sent = statistics.median(cell.sent) / d.payload
             ratio = f"{wall / base:.2f}" if base else "-"
+            conns = max(cell.connections, default=0)
             rows.append(
                 f"| {scenario.name} | {tool} | {wall:.2f} ({min(walls):.2f}-{max(walls):.2f}) | {cpu:.2f} | {rss:.0f} "
-                f"| {rate} | {sent:.3f} | {ratio} |"
+                f"| {rate} | {sent:.3f} | {conns:,} | {ratio} |"
             )
     return rows
 
