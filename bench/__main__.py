@@ -144,7 +144,11 @@ def _blocks(
     common, wan, scaled = by_block[doc.MARKER], by_block[doc.WAN_MARKER], by_block[doc.SCALE_MARKER]
     if common:
         big = data["BIG"]
-        ceiling = ceilings.big_capped(big.payload, work, args.rounds) if any(s.capped for s in common) else None
+        ceiling = (
+            ceilings.big_capped(big.payload, work, args.rounds)
+            if any(s.data == "BIG" and s.capped for s in common)
+            else None
+        )
         found = ceilings.ceilings(data, nginx.root, work), ceilings.steps(nginx.root / big.files[0][0], work)
         blocks[doc.MARKER] = doc.common_block(
             table(results, data, common, scale.NAME),
