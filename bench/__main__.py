@@ -1,73 +1,56 @@
 """``python -m bench``: run every scenario for every tool, alternating, and write docs/performance.md.
 
-python -m bench [--rounds 3] [--only BIG,MANY] [--scale 1.0] [--out docs/performance.md]
+python -m bench [--rounds 3] [--only BIG,MANY,WAN] [--scale 1.0] [--out docs/performance.md]
+
+Three blocks of docs/performance.md, each rewritten only when one of its scenarios ran: the loopback
+scenarios (BIG, MANY, MIXED, RERUN), WAN (MANY and MIXED from the server that delays each response) and SCALE.
 """
 
 from __future__ import annotations
 
 import argparse
 import hashlib
+import math
 import os
 import shutil
-import statistics
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 
-from tests.nginx import NginxServer
+from tests.nginx import ECHO_MODULE, NginxServer
 
-from . import doc, measure, scale
-from .ceilings import ceilings, steps
+from . import ceilings, doc, measure, scale, targets
 from .data import DataSet, generate
-from .tools import TOOLS, available, command
+from .results import Cell, Results, Scenario, memory, table
+from .results import median as results_median
+from .tools import TOOLS, available, budgeted, command
 
 REPO = Path(__file__).resolve().parent.parent
 
-
-@dataclass(frozen=True)
-class Scenario:
-    name: str
-    data: str  # data set
-    capped: bool
-    rerun: bool = False
-    digests: bool = False  # bulkdl's manifest carries the digests (a re-run then needs no request)
-
-    def skip(self, tool: str) -> str | None:
-        if tool == "curl" and self.data == "BIG" and self.capped:
-            return "one connection at 20 MiB/s: ~51 s by arithmetic"
-        if self.digests and tool != "bulkdl":
-            return "only bulkdl can use digests to skip"
-        if self.data == scale.NAME and tool == "aria2c":
-            return "SCALE compares curl and wget2"
-        if self.data == scale.NAME and self.rerun and tool == "curl":
-            return "SCALE: curl on the first run only"
-        return None
-
-
 SCENARIOS = [
-    Scenario("BIG unthrottled", "BIG", False),
-    Scenario("BIG capped", "BIG", True),
-    Scenario("MANY unthrottled", "MANY", False),
-    Scenario("MANY capped", "MANY", True),
-    Scenario("MIXED unthrottled", "MIXED", False),
-    Scenario("MIXED capped", "MIXED", True),
-    Scenario("RERUN MANY, digests", "MANY", False, rerun=True, digests=True),
-    Scenario("RERUN MANY", "MANY", False, rerun=True),
-    Scenario("RERUN MIXED", "MIXED", False, rerun=True),
-    Scenario("SCALE first run", scale.NAME, False),
-    Scenario("SCALE re-run, digests", scale.NAME, False, rerun=True, digests=True),
-    Scenario("SCALE re-run", scale.NAME, False, rerun=True),
+    Scenario("BIG unthrottled", "BIG", digests=True),  # bulkdl checks the SHA-256 its manifest gives
+    Scenario("BIG capped", "BIG", capped=True, digests=True),
+    Scenario("MANY unthrottled", "MANY"),
+    Scenario("MANY capped", "MANY", capped=True),
+    Scenario("MIXED unthrottled", "MIXED"),
+    Scenario("MIXED capped", "MIXED", capped=True),
+    Scenario("RERUN MANY, digests", "MANY", rerun=True, digests=True),
+    Scenario("RERUN MANY", "MANY", rerun=True),
+    Scenario("RERUN MIXED", "MIXED", rerun=True),
+    Scenario("WAN MANY first run", "MANY", wan=True),
+    Scenario("WAN MANY re-run", "MANY", rerun=True, wan=True),
+    Scenario("WAN MIXED first run", "MIXED", wan=True),
+    Scenario("WAN MIXED re-run", "MIXED", rerun=True, wan=True),
+    Scenario("SCALE first run", scale.NAME),
+    Scenario("SCALE re-run, digests", scale.NAME, rerun=True, digests=True),
+    Scenario("SCALE re-run", scale.NAME, rerun=True),
 ]
+WAN_DELAY, WAN_BUDGET = 0.025, 32  # seconds before each response's first byte; files at once, every tool
 
 
-@dataclass
-class Cell:
-    samples: list[measure.Sample] = field(default_factory=list)
-    sent: list[int] = field(default_factory=list)
-    peaks: list[int] = field(default_factory=list)  # SCALE, bulkdl: the parent's own VmHWM, bytes
-    lines: list[int] = field(default_factory=list)  # SCALE, bulkdl: lines printed to stdout
+def _block(scenario: Scenario) -> str:
+    return doc.WAN_MARKER if scenario.wan else doc.SCALE_MARKER if scenario.data == scale.NAME else doc.MARKER
 
 
 def _verify(data: DataSet, out: Path, tool: str) -> None:
@@ -81,88 +64,65 @@ def _verify(data: DataSet, out: Path, tool: str) -> None:
             raise RuntimeError(f"{path}: wrong bytes")
 
 
+def _base(scenario: Scenario, nginx: NginxServer) -> str:
+    return nginx.wan_url if scenario.wan else nginx.capped_url if scenario.capped else nginx.base_url
+
+
 def _once(tool: str, scenario: Scenario, data: DataSet, nginx: NginxServer, work: Path, cell: Cell) -> None:
-    base = nginx.capped_url if scenario.capped else nginx.base_url
+    base = _base(scenario, nginx)
     out = work / f"{tool}-out"
     shutil.rmtree(out, ignore_errors=True)
     out.mkdir()
     env = {**os.environ, "PYTHONPATH": str(REPO)}
+    budget = WAN_BUDGET if scenario.wan else 8
     if scenario.rerun:  # a finished mirror first, by the same tool, unmeasured
-        measure.run(command(tool, data, base, out, False, scenario.digests), work, env)
+        measure.run(command(tool, data, base, out, False, scenario.digests, budget), work, env)
         _verify(data, out, tool)
     nginx.clear_log()
-    argv = command(tool, data, base, out, scenario.rerun, scenario.digests)
-    own = tool == "bulkdl" and data.name == scale.NAME
+    argv = command(tool, data, base, out, scenario.rerun, scenario.digests, budget)
+    own = tool == "bulkdl"  # its parent records its own VmHWM; every other process of it is sampled
     peak, printed = work / "parent-hwm.txt", work / "stdout.txt"
-    sample = measure.run(scale.own_peak(argv, peak) if own else argv, work, env, printed if own else None)
+    sample = measure.run(scale.own_peak(argv, peak) if own else argv, work, env, printed if own else None, tree=own)
     cell.samples.append(sample)
-    cell.sent.append(sum(r.sent for r in nginx.requests()))
+    served = nginx.requests()
+    cell.sent.append(sum(r.sent for r in served))
+    cell.connections.append(len({r.conn for r in served}))
     if own:
         cell.peaks.append(int(peak.read_text()) * 1024)
         cell.lines.append(len(printed.read_bytes().splitlines()))
     _verify(data, out, tool)
 
 
-def _table(results: dict[tuple[str, str], Cell], data: dict[str, DataSet], scenarios: list[Scenario]) -> list[str]:
-    rows = [
-        "| scenario | tool | wall s, median (min-max) | CPU s | peak RSS MiB | rate | sent ÷ payload | wall ÷ bulkdl |",
-        "|---|---|---|---|---|---|---|---|",
-    ]
-    for scenario in scenarios:
-        d = data[scenario.data]
-        ours = results.get((scenario.name, "bulkdl"))
-        base = statistics.median(s.wall for s in ours.samples) if ours and ours.samples else None
-        for tool in TOOLS:
-            cell = results.get((scenario.name, tool))
-            if cell is None or not cell.samples:
-                reason = scenario.skip(tool) or ("not installed" if not available(tool) else "no sample")
-                rows.append(f"| {scenario.name} | {tool} | not run: {reason} | | | | | |")
-                continue
-            walls = [s.wall for s in cell.samples]
-            wall = statistics.median(walls)
-            rate = f"{len(d.files) / wall:,.0f} files/s" if len(d.files) > 1 else f"{d.payload / 1e6 / wall:,.0f} MB/s"
-            cpu = statistics.median(s.cpu for s in cell.samples)
-            rss = max(s.peak_rss for s in cell.samples) / 1024**2
-            sent = statistics.median(cell.sent) / d.payload
-            ratio = f"{wall / base:.2f}" if base else "-"
-            rows.append(
-                f"| {scenario.name} | {tool} | {wall:.2f} ({min(walls):.2f}-{max(walls):.2f}) | {cpu:.2f} | {rss:.0f} "
-                f"| {rate} | {sent:.3f} | {ratio} |"
-            )
-    return rows
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(prog="python -m bench")
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--only", default="", help="comma-separated scenario name prefixes")
+    parser.add_argument("--only", default="", help="comma-separated scenario name prefixes (BIG, WAN, SCALE, …)")
     parser.add_argument("--scale", type=float, default=1.0, help="shrink the data sets for a quick look")
     parser.add_argument("--scale-files", type=int, default=20_000, help="files in the SCALE data set")
     parser.add_argument("--out", type=Path, default=REPO / "docs" / "performance.md")
     args = parser.parse_args()
     scenarios = [s for s in SCENARIOS if not args.only or any(s.name.startswith(p) for p in args.only.split(","))]
-    common = [s for s in scenarios if s.data != scale.NAME]
-    scaled = [s for s in scenarios if s.data == scale.NAME]
+    if not ECHO_MODULE.exists() and any(s.wan for s in scenarios):
+        print(f"bench: no {ECHO_MODULE}, WAN left out (apt-get install libnginx-mod-http-echo)")
+        scenarios = [s for s in scenarios if not s.wan]
+    by_block = {marker: [s for s in scenarios if _block(s) == marker] for marker in doc.MARKERS}
     missing = [t for t in TOOLS if not available(t)]
     if missing:
         print(f"bench: not installed, left out: {', '.join(missing)} (apt-get install nginx-light aria2 curl wget2)")
+    if not budgeted() and by_block[doc.WAN_MARKER]:
+        print("bench: this bulkdl has no connection budget yet: WAN runs it with workers: 32, segments: 1")
     measure.become_subreaper()
     blocks: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="bulkdl-bench-") as tmp:
         work = Path(tmp)
-        nginx = NginxServer(work / "nginx", capped_rate="20m")
+        nginx = NginxServer(work / "nginx", capped_rate="20m", delay=WAN_DELAY if by_block[doc.WAN_MARKER] else None)
         try:
             print("bench: generating data …", flush=True)
-            data = generate(nginx.root, args.scale) if common else {}
-            if scaled:
+            data = generate(nginx.root, args.scale) if any(s.data != scale.NAME for s in scenarios) else {}
+            if by_block[doc.SCALE_MARKER]:
                 data[scale.NAME] = scale.generate(nginx.root, int(args.scale_files * args.scale))
             results = _rounds(args.rounds, scenarios, data, nginx, work)
-            if common:  # only what was measured is rewritten: --only SCALE keeps the other rows
-                table = _table(results, data, common)
-                found = ceilings(data, nginx.root, work), steps(nginx.root / data["BIG"].files[0][0], work)
-                blocks[doc.MARKER] = doc.common_block(table, *found, args)
-            if scaled:
-                blocks[doc.SCALE_MARKER] = _scale_block(results, data, scaled, nginx, work, args)
+            blocks = _blocks(results, data, by_block, nginx, work, args)
         finally:
             nginx.close()
     for lines in blocks.values():
@@ -171,15 +131,64 @@ def main() -> int:
     return 0
 
 
+def _blocks(
+    results: Results,
+    data: dict[str, DataSet],
+    by_block: dict[str, list[Scenario]],
+    nginx: NginxServer,
+    work: Path,
+    args: argparse.Namespace,
+) -> dict[str, list[str]]:
+    """Only what was measured is rewritten: --only SCALE keeps the other blocks."""
+    blocks = {}
+    common, wan, scaled = by_block[doc.MARKER], by_block[doc.WAN_MARKER], by_block[doc.SCALE_MARKER]
+    if common:
+        big = data["BIG"]
+        ceiling = (
+            ceilings.big_capped(big.payload, work, args.rounds)
+            if any(s.data == "BIG" and s.capped for s in common)
+            else None
+        )
+        found = ceilings.ceilings(data, nginx.root, work), ceilings.steps(nginx.root / big.files[0][0], work)
+        blocks[doc.MARKER] = doc.common_block(
+            table(results, data, common, scale.NAME),
+            memory(results, common),
+            targets.common(results, data, common, ceiling),
+            *found,
+            args,
+        )
+    if wan:
+        wan_rows = table(results, data, wan, scale.NAME), memory(results, wan), targets.wan(results, data, wan)
+        blocks[doc.WAN_MARKER] = doc.wan_block(*wan_rows, _wan_floors(data, wan, nginx), WAN_DELAY, WAN_BUDGET, args)
+    if scaled:
+        blocks[doc.SCALE_MARKER] = _scale_block(results, data, scaled, nginx, work, args)
+    return blocks
+
+
+def _wan_floors(data: dict[str, DataSet], scenarios: list[Scenario], nginx: NginxServer) -> list[str]:
+    """The delay as one request sees it, and what it alone costs each data set at the budget (a lower bound)."""
+    sets = dict.fromkeys(s.data for s in scenarios)
+    floors = [f"{d}: {math.ceil(len(data[d].files) / WAN_BUDGET) * WAN_DELAY:.2f} s" for d in sets]
+    seen = "not measured (no curl)"
+    if available("curl"):
+        url = f"{nginx.wan_url}/{data[scenarios[0].data].files[0][0]}"
+        seen = f"{ceilings.first_byte(url) * 1000:.1f} ms"
+    return [
+        f"Time to the first byte of one request to this server (curl, median of 5): {seen}. "
+        f"With {WAN_BUDGET} requests at once the delay alone costs a first run at least files ÷ {WAN_BUDGET}, "
+        f"rounded up, x {WAN_DELAY * 1000:.0f} ms: {'; '.join(floors)}."
+    ]
+
+
 def _rounds(
     rounds: int, scenarios: list[Scenario], data: dict[str, DataSet], nginx: NginxServer, work: Path
-) -> dict[tuple[str, str], Cell]:
-    results: dict[tuple[str, str], Cell] = {}
+) -> Results:
+    results: Results = {}
     for round_ in range(rounds):
         order = TOOLS[round_ % len(TOOLS) :] + TOOLS[: round_ % len(TOOLS)]  # alternate who goes first
         for scenario in scenarios:
             for tool in order:
-                if not available(tool) or scenario.skip(tool):
+                if not available(tool) or scenario.skip(tool, scale.NAME):
                     continue
                 cell = results.setdefault((scenario.name, tool), Cell())
                 _once(tool, scenario, data[scenario.data], nginx, work, cell)
@@ -189,7 +198,7 @@ def _rounds(
 
 
 def _scale_block(
-    results: dict[tuple[str, str], Cell],
+    results: Results,
     data: dict[str, DataSet],
     scenarios: list[Scenario],
     nginx: NginxServer,
@@ -202,8 +211,7 @@ def _scale_block(
     pty_ = scale.interactive(data[scale.NAME], nginx, work, args.rounds, env)
 
     def median(scenario: str, tool: str) -> float | None:
-        cell = results.get((scenario, tool))
-        return statistics.median(s.wall for s in cell.samples) if cell and cell.samples else None
+        return results_median(results, scenario, tool)
 
     mine = {s.name: results.get((s.name, "bulkdl"), Cell()) for s in scenarios}
     peaks = {name: cell.peaks for name, cell in mine.items()}
@@ -214,11 +222,16 @@ def _scale_block(
         f"Measured {time.strftime('%Y-%m-%d')} by `python -m bench --only SCALE` ({args.rounds} rounds, "
         f"{len(d.files):,} files, {d.payload / 1024**2:.1f} MiB) on {doc.machine()}.",
         "",
-        *_table(results, data, scenarios),
+        *table(results, data, scenarios, scale.NAME),
         "",
         *scale.figures(peaks, lines, load, pty_),
         "",
+        "bulkdl's peak RSS (VmHWM) by process, the largest over the rounds:",
+        "",
+        *memory(results, scenarios),
+        "",
         "```",
+        *targets.scale(results, data, scenarios),
         *scale.targets(median, *every, load, pty_),
         "```",
     ]

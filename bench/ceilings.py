@@ -5,11 +5,15 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
+import statistics
 import subprocess
 import time
 from pathlib import Path
 
-from .data import DataSet
+from .data import DataSet, MiB
+from .targets import Ceiling
+
+CAP, CAP_CONNECTIONS = 20 * MiB, 16  # nginx limit_rate 20m per connection; BIG's 16 connections
 
 
 def ceilings(data: dict[str, DataSet], root: Path, work: Path) -> list[str]:
@@ -64,3 +68,30 @@ def steps(big: Path, work: Path) -> list[str]:
     timings.append(("fsync of that file", time.perf_counter() - started))
     copy.unlink()
     return [f"| {what} | {seconds / gib:.2f} s/GiB |" for what, seconds in timings]
+
+
+def big_capped(payload: int, work: Path, rounds: int) -> Ceiling:
+    """The link ideal by arithmetic, and the median of ``rounds`` runs of dd writing as many bytes with fsync."""
+    seconds = []
+    target = work / "dd-fsync.bin"
+    for _ in range(rounds):
+        started = time.perf_counter()
+        subprocess.run(
+            ["dd", "if=/dev/zero", f"of={target}", "bs=1M", f"count={payload}", "iflag=count_bytes", "conv=fsync"],
+            check=True,
+            stderr=subprocess.DEVNULL,
+        )
+        seconds.append(time.perf_counter() - started)
+        target.unlink()
+    return Ceiling(payload, payload / (CAP * CAP_CONNECTIONS), statistics.median(seconds))
+
+
+def first_byte(url: str, tries: int = 5) -> float:
+    """Median seconds to the first byte of one request (curl), to check the WAN server's delay is in effect."""
+    seconds = []
+    for _ in range(tries):
+        done = subprocess.run(
+            ["curl", "-s", "-o", "/dev/null", "-w", "%{time_starttransfer}", url], capture_output=True, check=True
+        )
+        seconds.append(float(done.stdout))
+    return statistics.median(seconds)

@@ -10,15 +10,25 @@ import subprocess
 import time
 from pathlib import Path
 
-MARKER, SCALE_MARKER = "<!-- bench:results -->", "<!-- bench:scale -->"
+MARKER, SCALE_MARKER, WAN_MARKER = "<!-- bench:results -->", "<!-- bench:scale -->", "<!-- bench:wan -->"
+MARKERS = (MARKER, WAN_MARKER, SCALE_MARKER)
 
 
-def common_block(table: list[str], ceilings: list[str], steps: list[str], args: argparse.Namespace) -> list[str]:
+def common_block(
+    table: list[str],
+    memory: list[str],
+    targets: list[str],
+    ceilings: list[str],
+    steps: list[str],
+    args: argparse.Namespace,
+) -> list[str]:
     return [
         f"Measured {time.strftime('%Y-%m-%d')} by `make bench` ({args.rounds} rounds, scale {args.scale}) on "
         f"{machine()}.",
         "",
         *table,
+        "",
+        *_memory_and_targets(memory, targets),
         "",
         "Ceilings on the same machine (page cache, no network):",
         "",
@@ -31,6 +41,39 @@ def common_block(table: list[str], ceilings: list[str], steps: list[str], args: 
         "| step | cost |",
         "|---|---|",
         *steps,
+    ]
+
+
+def wan_block(
+    table: list[str],
+    memory: list[str],
+    targets: list[str],
+    floors: list[str],
+    delay: float,
+    budget: int,
+    args: argparse.Namespace,
+) -> list[str]:
+    return [
+        f"Measured {time.strftime('%Y-%m-%d')} by `python -m bench --only WAN` ({args.rounds} rounds, scale "
+        f"{args.scale}; every response {delay * 1000:.0f} ms late, {budget} connections each) on {machine()}.",
+        "",
+        *table,
+        "",
+        *floors,
+        "",
+        *_memory_and_targets(memory, targets),
+    ]
+
+
+def _memory_and_targets(memory: list[str], targets: list[str]) -> list[str]:
+    return [
+        "bulkdl's peak RSS (VmHWM) by process, the largest over the rounds:",
+        "",
+        *memory,
+        "",
+        "```",
+        *targets,
+        "```",
     ]
 
 

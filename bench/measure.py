@@ -6,17 +6,21 @@ with ``wait4`` gives each process's own rusage, so CPU is summed and peak RSS ma
 
 A process's peak RSS survives ``exec``: a command forked straight from this (large) Python process would
 report our size as its own. So each command runs under GNU ``time``, a small program, whose ``%M`` is the
-command's own peak.
+command's own peak. With ``tree``, bench/memory.py also records the peak of each kind of process in it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import os
 import subprocess
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from .memory import TreeSampler
 
 _PR_SET_CHILD_SUBREAPER = 36
 TIME = "/usr/bin/time"  # GNU time (Debian package "time")
@@ -34,6 +38,7 @@ class Sample:
     cpu: float
     peak_rss: int  # bytes, the largest single process
     code: int
+    kinds: dict[str, int] = field(default_factory=dict)  # with ``tree``: kind of process → its largest VmHWM
 
 
 def _children() -> set[int]:
@@ -44,11 +49,17 @@ def _children() -> set[int]:
 
 
 def run(
-    argv: list[str], cwd: Path, env: dict[str, str] | None = None, stdout: Path | None = None, tty: int | None = None
+    argv: list[str],
+    cwd: Path,
+    env: dict[str, str] | None = None,
+    stdout: Path | None = None,
+    tty: int | None = None,
+    tree: bool = False,
 ) -> Sample:
     """Run ``argv`` to the end of its last descendant; raise if it fails.
 
-    ``stdout``: a file that keeps what the command printed; ``tty``: a terminal's fd for stdin, stdout, stderr.
+    ``stdout``: a file that keeps what the command printed; ``tty``: a terminal's fd for stdin, stdout, stderr;
+    ``tree``: sample the peak RSS of every process by kind (a thread reading /proc while it runs).
     """
     before = _children()  # nginx and anything else of ours: not part of this run
     started = time.perf_counter()
@@ -57,6 +68,18 @@ def run(
     with open(log, "wb") as stderr, open(stdout or os.devnull, "wb") as out:  # files: nobody reads a pipe
         streams = {"stdin": tty, "stdout": tty, "stderr": tty} if tty is not None else {"stdout": out, "stderr": stderr}
         process = subprocess.Popen(timed, cwd=cwd, env=env, **({"stdin": subprocess.DEVNULL} | streams))
+    sampler = TreeSampler(process.pid, before)
+    with sampler if tree else contextlib.nullcontext():
+        cpu, peak, code, wall = _reap(process, before, peak_file, started)
+    if code != 0:
+        raise RuntimeError(f"{argv[0]} exited {code}: {log.read_text(errors='replace')[-2000:]}")
+    return Sample(wall, cpu, peak, code, sampler.peaks() if tree else {})
+
+
+def _reap(
+    process: subprocess.Popen[Any], before: set[int], peak_file: Path, started: float
+) -> tuple[float, int, int, float]:
+    """Wait for the command and every descendant reparented to us: (CPU s, largest peak RSS, exit code, wall s)."""
     cpu, peak, code, wall = 0.0, 0, None, 0.0
     while True:
         others = _children() - before - {process.pid}
@@ -71,7 +94,6 @@ def run(
             peak = max(peak, int(peak_file.read_text().split()[-1]) * 1024)
         else:
             peak = max(peak, usage.ru_maxrss * 1024)
+    assert code is not None
     process.returncode = code  # reaped above; keeps Popen from waiting again
-    if code != 0:
-        raise RuntimeError(f"{argv[0]} exited {code}: {log.read_text(errors='replace')[-2000:]}")
-    return Sample(wall, cpu, peak, code)
+    return cpu, peak, code, wall

@@ -3,6 +3,10 @@
 Files live in a temp root; a path added with ``ranges=False`` goes under ``/norange/`` where nginx has
 ``max_ranges 0``, and ``add_error`` uses locations that return the status. The request log is nginx's own
 access log, so tests assert on what the server really sent.
+
+The benchmark can ask for more servers on the same root and log: one capping each connection's rate, and one
+("WAN") that holds every response back before its first byte with the echo module's ``echo_sleep`` and then
+serves the file from a named location, so Range, If-Range, ETag and 304s behave as on the plain server.
 """
 
 from __future__ import annotations
@@ -20,7 +24,8 @@ from .httpserver import Request
 ERROR_STATUSES = (401, 403, 410, 500, 503)
 _LOG_FORMAT = "$request_method|$uri|$http_range|$http_if_range|$status|$body_bytes_sent|$connection"
 
-_CONFIG = """
+ECHO_MODULE = Path("/usr/lib/nginx/modules/ngx_http_echo_module.so")  # Debian: libnginx-mod-http-echo
+_CONFIG = """{modules}
 daemon off;
 master_process off;
 worker_processes 1;
@@ -68,20 +73,37 @@ def _free_port() -> int:
 class NginxServer:
     kind = "nginx"
 
-    def __init__(self, tmp: Path, capped_rate: str | None = None) -> None:
-        """With ``capped_rate`` (nginx units, "20m"), a second server on ``capped_url`` limits each connection."""
+    def __init__(self, tmp: Path, capped_rate: str | None = None, delay: float | None = None) -> None:
+        """With ``capped_rate`` (nginx units, "20m"), a second server on ``capped_url`` limits each connection;
+        with ``delay`` (seconds), one on ``wan_url`` waits that long before each response's first byte."""
         self._tmp = tmp
         self.root = tmp / "root"
         self.root.mkdir(parents=True)
         self._port = _free_port()
         errors = "\n".join(f"        location /status{code}/ {{ return {code}; }}" for code in ERROR_STATUSES)
-        extra = ""
+        extra: list[str] = []
+        modules = ""
         if capped_rate is not None:
             capped_port = _free_port()
-            extra = f"    server {{ listen 127.0.0.1:{capped_port}; root {self.root}; limit_rate {capped_rate}; }}"
+            capped = f"listen 127.0.0.1:{capped_port}; root {self.root}; limit_rate {capped_rate};"
+            extra.append(f"    server {{ {capped} }}")
             self.capped_url = f"http://127.0.0.1:{capped_port}"
+        if delay is not None:
+            wan_port, modules = _free_port(), f"load_module {ECHO_MODULE};"
+            extra.append(
+                f"    server {{ listen 127.0.0.1:{wan_port}; root {self.root};\n"
+                f"        location / {{ echo_sleep {delay}; echo_exec @static; }}\n"
+                "        location @static { }\n    }"
+            )
+            self.wan_url = f"http://127.0.0.1:{wan_port}"
         config = _CONFIG.format(
-            tmp=tmp, root=self.root, port=self._port, log_format=_LOG_FORMAT, errors=errors, extra=extra
+            modules=modules,
+            tmp=tmp,
+            root=self.root,
+            port=self._port,
+            log_format=_LOG_FORMAT,
+            errors=errors,
+            extra="\n".join(extra),
         )
         (tmp / "nginx.conf").write_text(config)
         self._process = subprocess.Popen(
