@@ -29,7 +29,7 @@ fmt: $(STAMP)
 clean:
 	rm -rf $(VENV) .demo demo-mirror mutants .pytest_cache .mypy_cache .ruff_cache *.egg-info
 
-bench: $(STAMP)  # needs: apt-get install nginx-light aria2 curl wget2 time
+bench: $(STAMP)  # needs: apt-get install nginx-light libnginx-mod-http-echo aria2 curl wget2 time
 	$(BIN)/python -m bench
 
 mutation: $(STAMP)  # docs/mutation.md; mutants/ caches verdicts, so each run starts from none
