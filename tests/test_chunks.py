@@ -7,8 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from bulkdl.worker import plan, ramp
+from bulkdl.worker import assemble, plan, ramp
+from bulkdl.worker.assemble import Assembly
 from bulkdl.worker.board import Board
+from bulkdl.worker.parts import Parts
 from bulkdl.worker.plan import Segment
 from bulkdl.worker.ramp import Ramp
 
@@ -166,3 +168,24 @@ def test_chunks_spread_over_mirrors(builtin: FaultServer, tmp_path: Path) -> Non
     assert (tmp_path / "mirror/s.bin").read_bytes() == data
     sent = [sum(r.sent for r in builtin.requests(p)) for p in ("a/s.bin", "b/s.bin")]
     assert sum(sent) == len(data) and min(sent) >= 3 * MiB, sent
+
+
+def test_a_one_part_file_is_hashed_from_the_bytes_written_not_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = content("fed", 300_000)
+    current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.single(len(data)))
+    parts = Parts(tmp_path / "f.bin")
+    parts.start(current, record=False)
+    reads: list[int] = []
+    monkeypatch.setattr(assemble.os, "preadv", lambda *args: reads.append(1) or 0)
+    with Assembly(parts, ["md5"]) as assembly:
+        for offset in range(0, len(data), 65536):
+            view = memoryview(data[offset : offset + 65536])
+            parts.append(0, offset, view)
+            assembly.feed(offset, view)
+        size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (size, digests) == (len(data), {"sha256": _sha(data), "md5": hashlib.md5(data).hexdigest()})
+    assert reads == [], "the part was read back"
+    assert (tmp_path / "f.bin").read_bytes() == data
