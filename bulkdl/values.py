@@ -44,6 +44,7 @@ class Settings:
 
     segments: int = 8
     min_segment_size: int = 4 * 1024**2
+    chunk_size: int = 8 * 1024**2  # a file larger than segments times this is fetched as chunks of it, in file order
     retries: int = 5
     timeout: float = 30.0  # seconds to connect, and at most between two received packets
     min_speed: int = 1024  # bytes/s; a segment slower than this for stall_time seconds is retried (0: never)

@@ -145,11 +145,14 @@ class _Handler(BaseHTTPRequestHandler):
             super().handle()
 
     def do_GET(self) -> None:
+        self.server.busy(self.path.split("?", 1)[0], +1)
         try:
             self._serve(head_only=False)
         except Exception as exc:
             self.server.errors.append(exc)
             raise
+        finally:
+            self.server.busy(self.path.split("?", 1)[0], -1)
 
     def do_HEAD(self) -> None:
         self._serve(head_only=True)
@@ -346,6 +349,8 @@ class _Server(ThreadingHTTPServer):
         self.generated: dict[str, Resource] = {}
         self.log: list[Request] = []
         self.errors: list[BaseException] = []
+        self.in_flight: dict[str, int] = {}  # GETs being answered now, per path
+        self.peaks: dict[str, int] = {}  # the most ever answered at once, per path
         # Bumped by each reset: a request a previous test's client still had in flight (a throttled body whose
         # client was killed) finishes after the reset and must not land in the next test's log.
         self.epoch = 0
@@ -356,6 +361,11 @@ class _Server(ThreadingHTTPServer):
             if found is None and (match := _GEN.fullmatch(path)):
                 found = self.generated[path] = Resource(content(path, int(match.group(1))))
             return found
+
+    def busy(self, path: str, change: int) -> None:
+        with self.lock:
+            now = self.in_flight[path] = self.in_flight.get(path, 0) + change
+            self.peaks[path] = max(self.peaks.get(path, 0), now)
 
     def turn(self, path: str) -> _Turn | None:
         """Count this request against the resource's switches and say what it gets."""
@@ -439,6 +449,11 @@ class FaultServer:
         with self._server.lock:
             return [r for r in self._server.log if path is None or r.path == "/" + path.lstrip("/")]
 
+    def peak(self, path: str) -> int:
+        """The most GETs of ``/path`` the server was ever answering at the same time."""
+        with self._server.lock:
+            return self._server.peaks.get("/" + path.lstrip("/"), 0)
+
     @property
     def errors(self) -> list[BaseException]:
         return list(self._server.errors)
@@ -448,6 +463,7 @@ class FaultServer:
             self._server.resources.clear()
             self._server.log.clear()
             self._server.errors.clear()
+            self._server.peaks.clear()
             self._server.epoch += 1
 
     def close(self) -> None:

@@ -68,7 +68,9 @@ def _append(*extra: str) -> Callable[[list[str]], None]:
 
 
 f = f"files[{BAD}]"
-SETTINGS = "segments, min_segment_size, retries, timeout, min_speed, stall_time, max_retry_after, max_size, headers"
+SETTINGS = "segments, min_segment_size, chunk_size, retries, timeout, min_speed, stall_time, " + (
+    "max_retry_after, max_size, headers"
+)
 ENTRY = "url, path, size, md5, sha1, sha256, sha512, blake2b, insecure, mirrors"
 TOP = "ca_bundle, connections, defaults, dest, files, limit_rate, max_connections_per_host, version, workers"
 TOKEN = f"(while scanning a plain scalar on line {line_of(BAD, 2)})"

@@ -155,6 +155,7 @@ def header_value(value: Any) -> str:
 SETTING_KEYS: dict[str, Convert] = {
     "segments": whole(1, _MAX_SEGMENTS, "segments per file"),
     "min_segment_size": positive_size,
+    "chunk_size": positive_size,
     "retries": whole(0),
     "timeout": seconds,
     "min_speed": parse_size,

@@ -5,10 +5,11 @@ requested algorithm fed the same buffer), copies each part's new bytes into the 
 offsets (``os.copy_file_range``: the kernel copies, no byte passes through Python) and starts their writeback
 to disk. When the last byte arrives only a tail is left, so the concatenation, the hash pass and most of the
 fsync cost nothing after the download. Size and digests are checked before anything is renamed: the final
-path only ever holds verified bytes. A file fetched as one part is hashed as it arrives and renamed into
-place; it needs no copy. The directory's fsync is left to the run, which batches it (state.State.commit).
+path only ever holds verified bytes. A file fetched as one part is hashed as it arrives (from the buffer just
+written when no thread follows it: ``feed``) and renamed into place; it needs no copy. The directory's
+fsync is left to the run, which batches it (state.State.commit).
 
-The hash reads the parts, not the temp file; the copy is the kernel's, checked by its length. A part emptied
+The follower's hash reads the parts, not the temp file; the copy is the kernel's, checked by its length. A part emptied
 under the follower (a stream that restarts from zero) is forgotten: its copy starts again and the hash too,
 if it had passed the part's start.
 """
@@ -65,6 +66,16 @@ class Assembly:
         if self._thread is not None:
             self._thread.join()
             self._thread = None
+
+    def feed(self, offset: int, data: memoryview) -> None:
+        """``data`` was just appended to a part, at byte ``offset`` of the file: hash it if it continues the
+        prefix, so that a file nobody follows is not read back at the end. Not while following: the follower
+        holds the lock for a whole round, and the writing thread would wait on it."""
+        with self._lock:
+            if offset == self._position:
+                for h in self._hashes.values():
+                    h.update(data)
+                self._position += len(data)
 
     def forget(self, segment: Segment) -> None:
         """Segment's part was just emptied: what was taken from it no longer holds."""

@@ -1,7 +1,10 @@
 """The segment table of one file while its threads fetch it; work stealing happens here.
 
-A thread whose segment is done takes the second half of the largest range still to fetch (as aria2 and pget
-split), so the last seconds of a big file keep every connection busy instead of waiting on one slow one.
+Segments are handed out in file order (``next``), to as many threads as the file may use: a thread that is
+done with one takes the next that nobody has started, so with a big file's chunks the in-order hash follows
+the download. Once none is left, a thread that is done takes the second half of the largest range still to
+fetch (as aria2 and pget split), so the last seconds of a big file keep every connection busy instead of
+waiting on one slow one.
 The victim learns of it at its next chunk: it may only ever write up to its segment's end as it is now, and
 a split never moves that end below what the victim has already claimed. The new segment gets a new index
 (a new part file) and is recorded in the sidecar before the split is visible to any thread, so a kill at any
@@ -17,6 +20,7 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import replace
 
@@ -36,6 +40,8 @@ class Board:
         """``on_split(new, table)`` records a split before it takes effect; None: never split."""
         self._lock = threading.Lock()
         self._segments = {s.index: s for s in segments}
+        self._queue = deque(sorted(self._segments, key=lambda i: self._segments[i].start))  # not yet handed out
+        self._received = 0  # bytes claimed by every thread: the file's progress, for the ramp
         self._have = dict.fromkeys(self._segments, 0)  # bytes in each part, as its thread last said
         self._began: dict[int, tuple[float, int]] = {}  # when each range's current attempt began, and its bytes
         self._min_steal = min_steal
@@ -45,6 +51,21 @@ class Board:
         """The current table, in file order."""
         with self._lock:
             return tuple(sorted(self._segments.values(), key=lambda s: s.start))
+
+    def next(self) -> Segment | None:
+        """The first segment in file order that no thread has taken yet, or None when all have been."""
+        with self._lock:
+            return self._segments[self._queue.popleft()] if self._queue else None
+
+    def pending(self) -> int:
+        """Segments no thread has taken yet."""
+        with self._lock:
+            return len(self._queue)
+
+    def received(self) -> int:
+        """Bytes claimed so far, over all segments."""
+        with self._lock:
+            return self._received
 
     def start(self, index: int, have: int) -> Segment:
         """A thread (re)starts segment ``index`` with ``have`` bytes in its part; its segment as it is now."""
@@ -66,6 +87,7 @@ class Board:
             if segment.length is not None:
                 n = max(0, min(n, segment.length - self._have[index]))
             self._have[index] += n
+            self._received += n
             return n
 
     def steal(self, pause: Callable[[float], bool]) -> Segment | None:

@@ -141,9 +141,7 @@ class _Download:
     def _assemble(self, current: Plan, handoff: Handoff | None) -> _Outcome:
         """Transfer the plan's segments, assembling as they arrive, and put the checked file in place."""
         with Assembly(self.parts, (a for a, _ in self.job.digests)) as assembly:
-            # A small file is over before a follower thread would have started: it is assembled at the end.
-            follows = current.size is None or current.size > self.job.settings.min_segment_size
-            current = self.transfer.run(current, handoff, assembly if follows else None)
+            current = self.transfer.run(current, handoff, assembly)
             try:
                 size, digests = assembly.finish(current, self.job.size, self.job.digests)
             except VerifyError:

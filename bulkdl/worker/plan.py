@@ -14,6 +14,8 @@ Beside the destination ``d/name`` a download in progress keeps:
 
   ``segments`` are half-open byte ranges ``[start, end)``, the K-th for ``name.part<K>``: in file order until
   a thread steals the back half of a range (board.py), which shortens that range and appends the new one.
+  A big file's table is its fixed-size chunks (``layout``), all known when it is planned: the sidecar is
+  written once, not as each chunk starts.
   ``end`` is null for a single stream of unknown
   length. A sidecar that cannot be read as exactly this is discarded with its parts.
 """
@@ -66,6 +68,26 @@ def split(size: int, max_segments: int, min_segment_size: int) -> tuple[Segment,
         segments.append(Segment(index, start, end))
         start = end
     return tuple(segments)
+
+
+def chunk_length(size: int | None, max_segments: int, min_segment_size: int, chunk_size: int) -> int | None:
+    """The length of the chunks a file of ``size`` bytes is fetched in, or None when it is split as a whole.
+
+    A file of more than ``max_segments`` chunks would leave most of its hashing for after its last byte if it
+    were split into ``max_segments`` ranges: the in-order hash can only advance as the first range does.
+    In chunks handed out in file order the hash follows the download, a chunk or so behind.
+    """
+    length = max(chunk_size, min_segment_size)
+    return length if size is not None and size > max_segments * length else None
+
+
+def layout(size: int, max_segments: int, min_segment_size: int, chunk_size: int) -> tuple[Segment, ...]:
+    """A file's segments: ``split`` for one of at most ``max_segments`` chunks, else fixed-size chunks in
+    file order (the last one shorter), as rclone's multi-thread download hands them out."""
+    length = chunk_length(size, max_segments, min_segment_size, chunk_size)
+    if length is None:
+        return split(size, max_segments, min_segment_size)
+    return tuple(Segment(i, start, min(start + length, size)) for i, start in enumerate(range(0, size, length)))
 
 
 def single(size: int | None) -> tuple[Segment, ...]:

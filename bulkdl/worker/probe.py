@@ -2,8 +2,8 @@
 
 The probe is a ranged GET (``bytes=0-N``, N the end of the first segment when the manifest gives the size,
 else of one minimal segment): a 206 proves range support and tells the size, and its connection goes on to
-read the rest of the first segment. With a Condition from an earlier run it is also a conditional GET, and
-a 304 ends the file there. When the primary fails, the mirrors are asked in turn.
+read the rest of the first segment (the first chunk of a big file). With a Condition from an earlier run
+it is also a conditional GET, and a 304 ends the file there. When the primary fails, the mirrors are asked in turn.
 """
 
 from __future__ import annotations
@@ -40,10 +40,15 @@ def _last(job: Job) -> int:
     """
     settings = job.settings
     if job.size:
-        end = plan.split(job.size, settings.segments, settings.min_segment_size)[0].end
+        end = _layout(job.size, job)[0].end
         assert end is not None  # a known size splits into closed ranges
         return end - 1
     return settings.min_segment_size - 1
+
+
+def _layout(size: int, job: Job) -> tuple[plan.Segment, ...]:
+    settings = job.settings
+    return plan.layout(size, settings.segments, settings.min_segment_size, settings.chunk_size)
 
 
 def conditional_headers(condition: Condition | None) -> dict[str, str]:
@@ -60,7 +65,6 @@ def plan_for(job: Job, head: net.Head, notes: list[str]) -> tuple[Plan, bool]:
         notes.append(f"server sent Content-Encoding: {head.content_encoding}; stored as received")
     if job.size is not None and head.total is not None and head.total != job.size:
         raise VerifyError(f"size mismatch: manifest says {job.size} bytes, server has {head.total}")
-    settings = job.settings
     if head.ranged and head.total is None:
         # "bytes 0-N/*": a range of a file whose length the server does not state (RFC 9110 §14.4). The
         # probe's answer ends at N, which says nothing of the file's end: ask again for all of it, as one
@@ -68,9 +72,5 @@ def plan_for(job: Job, head: net.Head, notes: list[str]) -> tuple[Plan, bool]:
         notes.append("server did not state the file's length (Content-Range: .../*); fetched as one stream")
         return Plan(job.url, head.url, None, head.etag, head.last_modified, False, plan.single(None)), False
     ranged = head.ranged and head.total is not None
-    segments = (
-        plan.split(head.total, settings.segments, settings.min_segment_size)
-        if ranged and head.total is not None
-        else plan.single(head.total)
-    )
+    segments = _layout(head.total, job) if ranged and head.total is not None else plan.single(head.total)
     return Plan(job.url, head.url, head.total, head.etag, head.last_modified, ranged, segments), True

@@ -9,7 +9,9 @@ its siblings: every wait (backoff, steal, the read loop) watches the file's Halt
 from __future__ import annotations
 
 import threading
-from concurrent.futures import ThreadPoolExecutor
+import time
+from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
 
@@ -17,12 +19,14 @@ from ..credentials import CREDENTIAL_HEADERS, redact_url
 from ..errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
 from ..sizes import format_size
 from ..values import Settings
-from . import accept, net
+from . import accept, net, plan
+from . import ramp as ramp_timing
 from .assemble import Assembly
 from .board import Board
 from .meter import Meter
 from .parts import Parts
 from .plan import Plan, Segment
+from .ramp import Ramp
 from .retry import Cancelled, Halt, RetryPolicy, SpeedGuard, StopFlag, retrying
 
 
@@ -63,6 +67,7 @@ class Transfer:
         self.dropped: dict[str, str] = {}  # sources given up on for this file, and why
         self._mirrors: dict[str, Plan] = {}  # each mirror's plan as its first answer described it
         self._lock = threading.Lock()
+        self._feed: Callable[[int, memoryview], None] | None = None  # the assembly's, for a file it does not follow
 
     def probe(self, source: str, extra: dict[str, str], last: int) -> tuple[net.Head, net.Body]:
         """The first request for a file (bytes 0 to ``last``), retried; it may carry conditional headers."""
@@ -70,43 +75,79 @@ class Transfer:
             lambda: self._open(None, 0, last, extra, source), lambda: 0, self.policy, Halt(self.stop), self.retried
         )
 
-    def run(self, current: Plan, probe: Handoff | None, assembly: Assembly | None) -> Plan:
+    def run(self, current: Plan, probe: Handoff | None, assembly: Assembly) -> Plan:
         """Fetch every segment; the probe's body, if any, serves the first. Return the plan as it ended.
 
-        Threads that finish early steal work from the others when the parts are recorded in a sidecar. With
-        ``assembly``, it follows the parts while they download.
+        At most ``segments`` threads take the segments in file order; a chunked file starts on fewer and
+        adds threads while that makes it faster (ramp.py). Threads that find none left steal work from the
+        others when the parts are recorded in a sidecar. The assembly follows the parts while they download,
+        or, for a small file, is fed its bytes as they are written.
         """
         if not current.segments:
             return current
         halt = Halt(self.stop)
         self._mirrors.clear()  # a new plan (a restart, a fallback) learns each mirror's version again
         split = self.parts.split if self.parts.recorded else None  # a split is recorded before it is used
-        board = Board(current.segments, self.settings.min_segment_size, split)
-        first, *rest = current.segments
+        settings = self.settings
+        chunk = plan.chunk_length(current.size, settings.segments, settings.min_segment_size, settings.chunk_size)
+        # A chunk is split only while half of what it has left is a worthwhile request of its own.
+        board = Board(current.segments, settings.min_segment_size if chunk is None else chunk // 4, split)
+        limit = max(1, min(settings.segments, len(current.segments)))
+        ramp = Ramp(limit) if chunk is not None else None
+        first = current.segments[0].index
         errors: list[BaseException] = []
-        if assembly is not None:
+        # A small file is over before a follower thread would have started: its bytes are hashed as written.
+        follows = current.size is None or current.size > settings.min_segment_size
+        self._feed = None if follows else assembly.feed
+        if follows:
             assembly.follow(board.segments)
         try:
-            with ThreadPoolExecutor(max_workers=max(1, len(rest))) as threads:
-                others = [threads.submit(self._work, current, board, halt, s, None) for s in rest]
-                try:
-                    self._work(current, board, halt, first, probe)
-                except BaseException as exc:
-                    errors.append(exc)
+            with ThreadPoolExecutor(max_workers=limit) as threads:
+
+                def work(n: int) -> Future[None]:
+                    return threads.submit(self._work, current, board, halt, (first, probe), ramp, n)
+
+                if ramp is None:  # the calling thread is one of them: a one-part file starts no thread
+                    others = [work(n) for n in range(1, limit)]
+                    errors += _caught(lambda: self._work(current, board, halt, (first, probe), None, 0))
+                else:
+                    others = [work(n) for n in range(ramp.width)]
+                    self._widen(ramp, board, halt, others, work)
                 errors += [e for e in (f.exception() for f in others) if e is not None]
         finally:
-            if assembly is not None:
-                assembly.pause()
+            assembly.pause()
         if errors:
             # The first real failure explains the others, which were only cancelled because of it.
             raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
         return replace(current, segments=board.segments())
 
-    def _work(self, current: Plan, board: Board, halt: Halt, segment: Segment, probe: Handoff | None) -> None:
-        """One thread: its own segment, then halves of whatever range has the most left, while worth it."""
+    def _widen(
+        self, ramp: Ramp, board: Board, halt: Halt, started: list[Future[None]], work: Callable[[int], Future[None]]
+    ) -> None:
+        """Start threads as the ramp allows, while chunks are left to hand out and the file runs."""
+        wait = ramp_timing.SETTLE
+        while not halt.wait(wait) and board.pending() and not all(f.done() for f in started):
+            if not ramp.step(time.monotonic(), board.received()):
+                return
+            started += [work(n) for n in range(len(started), ramp.width)]
+            wait = ramp_timing.WINDOW
+
+    def _work(
+        self,
+        current: Plan,
+        board: Board,
+        halt: Halt,
+        probe: tuple[int, Handoff | None],
+        ramp: Ramp | None,
+        n: int,
+    ) -> None:
+        """Thread ``n``: the next segment nobody took, then halves of whatever range has the most left, while
+        worth it; it stops taking work once the ramp's width drops to ``n`` or below."""
+        first, handoff = probe
         try:
-            self._segment(current, board, halt, segment, probe)
-            while (stolen := board.steal(halt.wait)) is not None:
+            while (ramp is None or n < ramp.width) and (segment := board.next()) is not None:
+                self._segment(current, board, halt, segment, handoff if segment.index == first else None)
+            while (ramp is None or n < ramp.width) and (stolen := board.steal(halt.wait)) is not None:
                 self._segment(current, board, halt, stolen, None)
         except BaseException:
             halt.abort()  # whatever it was, the siblings stop instead of waiting on this thread's range
@@ -224,10 +265,22 @@ class Transfer:
             if not data:
                 break
             n = board.claim(index, len(data))
-            self.parts.append(index, start + done, memoryview(data)[:n])
+            view = memoryview(data)[:n]
+            self.parts.append(index, start + done, view)
+            if self._feed is not None:
+                self._feed(start + done, view)
             self.meter.add(n)
             guard.add(n)
             done += n
             if limit is not None and self.parts.length(index) > limit:
                 raise PermanentError(f"too large: more than max_size ({format_size(limit)}) and still coming")
         return done
+
+
+def _caught(call: Callable[[], None]) -> list[BaseException]:
+    """What ``call`` raised, as a list of none or one."""
+    try:
+        call()
+    except BaseException as exc:
+        return [exc]
+    return []

@@ -1,0 +1,191 @@
+"""Big files as fixed-size chunks in file order: the layout, the ramp, and end to end over real sockets."""
+
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import pytest
+
+from bulkdl.worker import assemble, plan, ramp
+from bulkdl.worker.assemble import Assembly
+from bulkdl.worker.board import Board
+from bulkdl.worker.parts import Parts
+from bulkdl.worker.plan import Segment
+from bulkdl.worker.ramp import Ramp
+
+from .conftest import run_cli, write_manifest
+from .httpserver import FaultServer, content
+
+MiB = 1024**2
+# Chunks of 1 MiB for any file of more than 2 MiB (segments times chunk_size); smaller ones are split as before.
+CHUNKED = {"segments": 2, "min_segment_size": "1MiB", "chunk_size": "1MiB"}
+
+
+def _ranges(segments: tuple[Segment, ...]) -> list[tuple[int, int | None]]:
+    return [(s.start, s.end) for s in segments]
+
+
+@pytest.mark.parametrize(
+    ("size", "expected"),
+    [
+        (0, []),
+        (1, [(0, 1)]),
+        (2 * MiB, [(0, MiB), (MiB, 2 * MiB)]),  # two chunks' worth: split into the two segments
+        (2 * MiB + 1, [(0, MiB), (MiB, 2 * MiB), (2 * MiB, 2 * MiB + 1)]),
+        (3 * MiB - 1, [(0, MiB), (MiB, 2 * MiB), (2 * MiB, 3 * MiB - 1)]),
+        (3 * MiB, [(0, MiB), (MiB, 2 * MiB), (2 * MiB, 3 * MiB)]),
+        (3 * MiB + 1, [(0, MiB), (MiB, 2 * MiB), (2 * MiB, 3 * MiB), (3 * MiB, 3 * MiB + 1)]),
+    ],
+)
+def test_layout_is_chunks_in_file_order_beyond_segments_chunks(size: int, expected: list[tuple[int, int]]) -> None:
+    segments = plan.layout(size, 2, MiB, MiB)
+    assert _ranges(segments) == expected
+    assert [s.index for s in segments] == list(range(len(segments)))
+
+
+def test_a_chunk_is_never_smaller_than_a_minimal_segment() -> None:
+    assert plan.chunk_length(100 * MiB, 4, 8 * MiB, MiB) == 8 * MiB
+    assert plan.chunk_length(32 * MiB, 4, 8 * MiB, MiB) is None
+    assert plan.chunk_length(None, 4, MiB, MiB) is None
+
+
+def test_the_board_hands_out_segments_in_file_order_once_each() -> None:
+    table = Board([Segment(2, 20, 30), Segment(0, 0, 10), Segment(1, 10, 20)], 1, None)
+    assert table.pending() == 3
+    assert [table.next(), table.next(), table.next(), table.next()] == [
+        Segment(0, 0, 10),
+        Segment(1, 10, 20),
+        Segment(2, 20, 30),
+        None,
+    ]
+    table.start(1, 0)
+    table.claim(1, 4)
+    assert table.pending() == 0 and table.received() == 4
+
+
+def _climb(limit: int, rate_of: dict[int, float]) -> list[int]:
+    """The widths a ramp goes through when ``rate_of[width]`` bytes/s is what that many connections get."""
+    steps = Ramp(limit)
+    now, received, widths = 0.0, 0.0, [steps.width]
+    now += ramp.SETTLE
+    received += rate_of[steps.width] * ramp.SETTLE
+    while steps.step(now, int(received)):
+        widths.append(steps.width)
+        now += ramp.WINDOW
+        received += rate_of[steps.width] * ramp.WINDOW
+    widths.append(steps.width)
+    return widths
+
+
+def test_the_ramp_climbs_while_each_doubling_pays() -> None:
+    capped = {w: w * 20.0 * MiB for w in (2, 4, 8, 16)}  # 20 MiB/s per connection, as the capped bench
+    assert _climb(16, capped)[-1] == 16
+
+
+def test_the_ramp_stays_low_when_more_connections_do_not_help() -> None:
+    cpu_bound = {1: 300.0 * MiB, 2: 400.0 * MiB, 4: 410.0 * MiB, 8: 380.0 * MiB, 16: 350.0 * MiB}
+    assert _climb(16, cpu_bound) == [2, 2, 4, 2]
+    halfway = {2: 100.0 * MiB, 4: 200.0 * MiB, 8: 220.0 * MiB, 16: 230.0 * MiB}  # the link fills at 4
+    assert _climb(16, halfway)[-1] == 4
+    assert _climb(1, cpu_bound) == [1, 1, 1], "one allowed connection is one"
+
+
+def _sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+SIZES = [0, 1, MiB - 1, MiB, MiB + 1, 2 * MiB, 2 * MiB + 1, 3 * MiB - 1, 3 * MiB, 3 * MiB + 1, 5 * MiB + 7]
+
+
+@pytest.mark.parametrize("known_size", [False, True])
+def test_chunked_files_get_the_digests_of_their_bytes(builtin: FaultServer, tmp_path: Path, known_size: bool) -> None:
+    files = {f"c{size}.bin": content(f"chunks{size}", size) for size in SIZES}
+    entries = [
+        {"url": builtin.add(name, data), **({"size": len(data)} if known_size else {})} for name, data in files.items()
+    ]
+    entries.append({"url": builtin.add("unstated.bin", content("unstated", 3 * MiB + 5), unknown_total=True)})
+    result = run_cli("run", write_manifest(tmp_path, entries, defaults=CHUNKED), cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    files["unstated.bin"] = content("unstated", 3 * MiB + 5)
+    for name, data in files.items():
+        assert (tmp_path / "mirror" / name).read_bytes() == data, name
+        assert result.file(name)["sha256"] == _sha(data), name
+    # A file of more than two chunks is asked for chunk by chunk, each range exactly once.
+    big = 5 * MiB + 7
+    asked = sorted(int((r.range or "")[6:].split("-")[0]) for r in builtin.requests(f"c{big}.bin"))
+    assert asked == [s.start for s in plan.layout(big, 2, MiB, MiB)], asked
+    assert sum(r.sent for r in builtin.requests(f"c{big}.bin")) == big
+    assert not list((tmp_path / "mirror").glob("*.part*")) and not list((tmp_path / "mirror").glob("?*.bulkdl"))
+
+
+def test_connections_for_one_big_file_never_exceed_segments(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("many-chunks", 48 * MiB)
+    # 8 MiB/s per connection: each doubling of the connections doubles the rate, so the ramp climbs to the end.
+    url = builtin.add("wide.bin", data, rate=8 * MiB)
+    defaults = {"segments": 4, "min_segment_size": "1MiB", "chunk_size": "1MiB"}
+    result = run_cli(
+        "run", write_manifest(tmp_path, [{"url": url, "size": len(data)}], defaults=defaults), cwd=tmp_path
+    )
+    assert result.code == 0, result.stdout
+    assert (tmp_path / "mirror/wide.bin").read_bytes() == data
+    assert len(builtin.requests("wide.bin")) == 48, "one request per chunk"
+    assert builtin.peak("wide.bin") <= 4, f"{builtin.peak('wide.bin')} requests at once for segments: 4"
+    assert builtin.peak("wide.bin") > ramp.START, "the ramp never added a connection although each one paid"
+
+
+def test_a_slow_chunk_is_stolen_once_no_chunk_is_left(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("slow-chunk", 24 * MiB)
+    # Twelve chunks of 2 MiB; the sixth trickles at 256 KiB/s and alone would take 8 s.
+    url = builtin.add("slow.bin", data, slow_at=10 * MiB, slow_rate=256 * 1024)
+    defaults = {"segments": 4, "min_segment_size": "1MiB", "chunk_size": "2MiB"}
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults=defaults), cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert (tmp_path / "mirror/slow.bin").read_bytes() == data
+    starts = [int(r.range.split("=")[1].split("-")[0]) for r in builtin.requests("slow.bin") if r.range]
+    assert any(10 * MiB < s < 12 * MiB for s in starts), "nobody took over part of the slow chunk"
+    assert result.file("slow.bin")["transferred"] == len(data), "bytes were fetched twice"
+    assert not list((tmp_path / "mirror").glob("slow.bin.*")), "parts or sidecar left behind"
+
+
+def test_a_chunk_answered_with_the_whole_file_falls_back_to_one_stream(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("whole", 6 * MiB + 3)
+    url = builtin.add("whole.bin", data, honour_ranges=3)  # the probe and two chunks, then 200s
+    result = run_cli("run", write_manifest(tmp_path, [url], defaults=CHUNKED), cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert (tmp_path / "mirror/whole.bin").read_bytes() == data
+    assert result.file("whole.bin")["sha256"] == _sha(data)
+    assert any("one stream" in note for note in result.file("whole.bin")["notes"])
+    assert not list((tmp_path / "mirror").glob("whole.bin.*")), "a chunk's part was left behind"
+
+
+def test_chunks_spread_over_mirrors(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("spread-chunks", 8 * MiB)
+    primary, mirror = builtin.add("a/s.bin", data), builtin.add("b/s.bin", data, etag='"b"')
+    entry = {"url": primary, "mirrors": [mirror], "sha256": _sha(data)}
+    result = run_cli("run", write_manifest(tmp_path, [entry], defaults=CHUNKED), cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert (tmp_path / "mirror/s.bin").read_bytes() == data
+    sent = [sum(r.sent for r in builtin.requests(p)) for p in ("a/s.bin", "b/s.bin")]
+    assert sum(sent) == len(data) and min(sent) >= 3 * MiB, sent
+
+
+def test_a_one_part_file_is_hashed_from_the_bytes_written_not_read_back(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = content("fed", 300_000)
+    current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.single(len(data)))
+    parts = Parts(tmp_path / "f.bin")
+    parts.start(current, record=False)
+    reads: list[int] = []
+    monkeypatch.setattr(assemble.os, "preadv", lambda *args: reads.append(1) or 0)
+    with Assembly(parts, ["md5"]) as assembly:
+        for offset in range(0, len(data), 65536):
+            view = memoryview(data[offset : offset + 65536])
+            parts.append(0, offset, view)
+            assembly.feed(offset, view)
+        size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (size, digests) == (len(data), {"sha256": _sha(data), "md5": hashlib.md5(data).hexdigest()})
+    assert reads == [], "the part was read back"
+    assert (tmp_path / "f.bin").read_bytes() == data
