@@ -293,7 +293,7 @@ class _Handler(BaseHTTPRequestHandler):
                 piece = view[sent : sent + n]
                 self.wfile.write(b"%x\r\n%s\r\n" % (n, piece) if framing == "chunked" else piece)
                 sent += n
-                if rate:
+                if rate and sent < limit:  # not after the last piece: the answer is over, as a log must say
                     time.sleep(max(0.0, sent / rate - (time.monotonic() - started)))
             if framing == "chunked" and sent == len(body):
                 self.wfile.write(b"0\r\n\r\n")

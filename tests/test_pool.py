@@ -193,3 +193,38 @@ def test_an_interrupt_while_the_pool_restarts_loses_no_task(builtin: FaultServer
         batch.close()
     assert sorted(r.name for r in results) == ["r0.bin", "r1.bin", "r2.bin"], "every task is in the summary, once"
     assert {r.status for r in results} == {"interrupted"}, results
+
+
+@pytest.mark.timeout(60)
+def test_a_stop_between_a_death_and_the_restart_ends_the_run(builtin: FaultServer, tmp_path: Path) -> None:
+    # The dead worker's tasks still had it as their owner, so the stop settled none of them and the run
+    # waited for ever (found by review; an OOM kill, then Ctrl-C on the thrashing machine).
+    urls = [builtin.add(f"r{i}.bin", content(f"r{i}", 3 * MiB), rate=MiB // 2) for i in range(3)]
+    jobs = manifest.load(write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})).jobs
+    results: list[FileResult] = []
+    batch = Batch(2)
+    asked = []
+
+    def on_poll() -> None:  # the Ctrl-C arrives right after the step that saw the death
+        if batch._broken and not asked:
+            asked.append(1)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    def kill_a_worker_once_both_fetch() -> None:
+        deadline = time.monotonic() + 30
+        while sum(part.stat().st_size > 0 for part in (tmp_path / "mirror").glob("r?.bin.part*")) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.05)
+        [forkserver] = [pid for pid in _children(os.getpid()) if b"forkserver" in _cmdline(pid)]
+        os.kill(_children(forkserver)[0], signal.SIGKILL)
+
+    killer = threading.Thread(target=kill_a_worker_once_both_fetch)
+    killer.start()
+    try:
+        batch.run([(job, None) for job in jobs], lambda *_: None, results.append, on_poll)
+    finally:
+        killer.join()
+        batch.close()
+    assert asked
+    assert sorted(r.name for r in results) == ["r0.bin", "r1.bin", "r2.bin"], "every task reported, once"
+    assert {r.status for r in results} == {"interrupted"}, results

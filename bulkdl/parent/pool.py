@@ -98,6 +98,7 @@ class Batch:
         self._waiting: deque[int] = deque()  # job indexes to send, in order
         self._retrying: set[int] = set()  # job indexes waiting because their worker died
         self._asked = 0  # stop requests (SIGINT, SIGTERM) received while running
+        self._restarting = False
 
     @property
     def stopping(self) -> bool:
@@ -177,6 +178,13 @@ class Batch:
         """A worker died: stop the others, put every unfinished task back to wait, start them all again."""
         self._restarts += 1
         self._kill_workers()
+        self._restarting = True  # what the others had sent still counts; their end is no death of theirs
+        try:
+            for worker in self._workers:
+                if worker.results is not None:
+                    self._read(worker, open_, lambda *_: None, on_result, to_the_end=True)
+        finally:
+            self._restarting = False
         back = sorted(i for w in self._workers for i in w.assigned if i in open_)
         self._forget_workers()
         for index in reversed(back):
@@ -261,7 +269,7 @@ class Batch:
     def _lost(self, worker: _Worker, open_: dict[int, Task], on_result: Callable[[FileResult], None]) -> None:
         """``worker`` is gone; what it had and did not report is interrupted (stopping) or tried again."""
         unfinished = sorted(i for i in worker.assigned if i in open_)
-        if not unfinished:
+        if not unfinished or self._restarting:
             return
         if self.stopping:  # killed because it did not stop within the grace period
             for index in unfinished:
@@ -274,8 +282,10 @@ class Batch:
 
     def _settle_unsent(self, open_: dict[int, Task], on_result: Callable[[FileResult], None]) -> None:
         """Once stopping, report every open task that no worker has as interrupted."""
-        for index in [i for i in open_ if i not in self._owner]:
-            reason = "stopped while its worker pool was replaced" if index in self._retrying else "not started"
+        gone = {i for w in self._workers if w.results is None for i in w.assigned}  # died before a restart
+        for index in [i for i in open_ if i not in self._owner or i in gone]:
+            replaced = index in self._retrying or index in gone
+            reason = "stopped while its worker pool was replaced" if replaced else "not started"
             on_result(not_started(open_[index][0], reason))
             del open_[index]
 
@@ -311,12 +321,14 @@ class Batch:
 
     def close(self) -> None:
         """End every worker: the ones with nothing left exit by themselves, the others are killed."""
-        self._tell_workers_to_end()
-        ends = time.monotonic() + GRACE_SECONDS
-        for worker in self._workers:
-            worker.process.join(max(0.0, ends - time.monotonic()))
-        self._kill_workers()
-        self._forget_workers()
+        try:
+            self._tell_workers_to_end()
+            ends = time.monotonic() + GRACE_SECONDS
+            for worker in self._workers:
+                worker.process.join(max(0.0, ends - time.monotonic()))
+        finally:  # a second Ctrl-C in the join: workers ignore the SIGTERM of multiprocessing's exit
+            self._kill_workers()
+            self._forget_workers()
 
 
 def _died(job: Job, deaths: int) -> FileResult:

@@ -24,6 +24,7 @@ from __future__ import annotations
 import threading
 import time
 import zlib
+from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
@@ -72,8 +73,9 @@ class Shared:
             found = len(self._slots) + zlib.crc32(key.encode()) % OVERFLOW
         return _SLOTS + 3 * found
 
-    def acquire(self, key: str, stop: StopFlag) -> None:
-        """Take a permit for a new connection to ``key``, waiting while the budget is spent."""
+    def acquire(self, key: str, stop: StopFlag, meanwhile: Callable[[], None] = lambda: None) -> None:
+        """Take a permit for a new connection to ``key``, waiting while the budget is spent (calling
+        ``meanwhile`` between looks)."""
         s, t = self.slot(key), self._table
         waiting, delay = False, _WAIT_FIRST
         try:
@@ -89,6 +91,7 @@ class Shared:
                         t[_WAITING] += 1
                         t[s + 1] += 1
                         waiting = True
+                meanwhile()
                 if stop.wait(delay):
                     raise Cancelled
                 delay = min(delay * 2, _WAIT_MAX)

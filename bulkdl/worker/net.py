@@ -155,10 +155,12 @@ def _watched(conn: HTTPConnection, getresponse: Callable[[], HTTPResponse]) -> H
 
 
 class _Permitted(HTTPConnection):
-    """A connection that holds a permit of the run's budget (limits.py) from its connect to its close, and
-    tells the budget whether the host answered."""
+    """A connection that holds a permit of the run's budget (limits.py) for as long as its socket is open,
+    and tells the budget whether the host answered."""
 
     _permit: tuple[limits.Shared, str] | None = None
+    _answering = False  # inside getresponse()
+    _outlived: tuple[limits.Shared, str] | None = None  # the permit of a socket the answer's body still reads
 
     def connect(self) -> None:
         shared = limits.current()
@@ -167,7 +169,9 @@ class _Permitted(HTTPConnection):
             return
         key = limits.host_key(self.host, self.port)
         self._give_back()  # a connection object reconnecting after a failure holds none twice
-        shared.acquire(key, limits.stop_flag())
+        # While it waits, an idle connection of this process to the same host may be what holds the permit:
+        # closed at once, not after the grace the janitor gives other workers' connections (0.2 s a file).
+        shared.acquire(key, limits.stop_flag(), lambda: close_idle(key.__eq__, grace=0.0))
         self._permit = (shared, key)
         try:
             super().connect()
@@ -180,26 +184,54 @@ class _Permitted(HTTPConnection):
             raise
         shared.connected(key)
 
+    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
+        self._answering = True
+        try:
+            response = _watched(self, super().getresponse)
+        except BaseException:
+            _release(self._take_outlived())
+            raise
+        finally:
+            self._answering = False
+        permit = self._take_outlived()
+        if permit is not None:
+            response.bulkdl_permit = permit  # type: ignore[attr-defined]  # ours, released with the body
+        if (held := self._permit or permit) is not None:
+            held[0].connected(held[1])  # an answer, on any connection, says the host is up
+        return response
+
     def close(self) -> None:
+        if self._answering and self._permit is not None:
+            # http.client closes a connection whose answer says it will close as soon as the head is read;
+            # the socket lives on in the answer's body, and its permit with it (net._release_body).
+            self._outlived, self._permit = self._permit, None
         try:
             super().close()
         finally:
             self._give_back()
 
+    def _take_outlived(self) -> tuple[limits.Shared, str] | None:
+        permit, self._outlived = self._outlived, None
+        return permit
+
     def _give_back(self) -> None:
         permit, self._permit = self._permit, None
-        if permit is not None:
-            permit[0].release(permit[1])
+        _release(permit)
 
 
-class _HTTPConnection(_Permitted):
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
-        return _watched(self, super().getresponse)
+def _release(permit: tuple[limits.Shared, str] | None) -> None:
+    if permit is not None:
+        permit[0].release(permit[1])
+
+
+def _release_body(response: urllib3.BaseHTTPResponse) -> None:
+    """Give back the permit of a closing connection once its answer is done with: its socket is gone."""
+    _release(getattr(response, "bulkdl_permit", None))
+    response.bulkdl_permit = None  # type: ignore[attr-defined]
 
 
 class _HTTPSConnection(_Permitted, HTTPSConnection):
-    def getresponse(self) -> HTTPResponse:  # type: ignore[override]  # as urllib3 itself declares it
-        return _watched(self, super().getresponse)
+    """Permitted, for HTTPS."""
 
 
 class _Stamped(HTTPConnectionPool):
@@ -213,7 +245,7 @@ class _Stamped(HTTPConnectionPool):
 
 
 class _HTTPPool(_Stamped):
-    ConnectionCls = _HTTPConnection
+    ConnectionCls = _Permitted
 
 
 class _HTTPSPool(_Stamped, HTTPSConnectionPool):
@@ -224,7 +256,7 @@ def _key(conn: HTTPConnection) -> str:
     return limits.host_key(conn.host, conn.port)
 
 
-def close_idle(surplus: Callable[[str], bool]) -> None:
+def close_idle(surplus: Callable[[str], bool], grace: float = _IDLE_GRACE) -> None:
     """Close every idle pooled connection whose host ``surplus`` names: another thread, maybe in another
     worker, waits for the permit it holds. The pool gets an empty slot back, which makes a new connection
     when next needed."""
@@ -242,10 +274,13 @@ def close_idle(surplus: Callable[[str], bool]) -> None:
                     taken.append(idle.get(block=False))
             for conn in taken:
                 quiet = time.monotonic() - getattr(conn, "idle_since", 0.0)
-                if conn is not None and conn.sock is not None and quiet >= _IDLE_GRACE and surplus(_key(conn)):
+                if conn is not None and conn.sock is not None and quiet >= grace and surplus(_key(conn)):
                     conn.close()
                     conn = None
+                current = getattr(pool, "pool", None)  # None once evicted: nobody would close what went back
                 try:
+                    if id(current) != id(idle):  # (by identity, without narrowing idle to what current is)
+                        raise queue.Full
                     idle.put(conn, block=False)
                 except queue.Full:  # a connection came back meanwhile and took the slot
                     if conn is not None:
@@ -291,6 +326,7 @@ class Body:
         if not self._response.closed and self._response.length_remaining != 0:
             self._response.close()
         self._response.release_conn()
+        _release_body(self._response)
 
     def __enter__(self) -> Body:
         return self
@@ -324,6 +360,7 @@ def request(
             return _describe_or_close(response, url), Body(response)
         response.drain_conn()
         response.release_conn()
+        _release_body(response)
         target = urljoin(url, location)
         scheme = urlsplit(target).scheme.lower()
         if scheme not in ("http", "https"):
@@ -358,6 +395,7 @@ def _describe_or_close(response: urllib3.BaseHTTPResponse, url: str) -> Head:
     except BaseException:
         response.close()
         response.release_conn()
+        _release_body(response)
         raise
 
 

@@ -14,15 +14,18 @@ parent then stops reading (pool.py).
 
 from __future__ import annotations
 
+import functools
 import multiprocessing
 import os
 import queue
 import signal
+import sys
 import threading
-from dataclasses import dataclass
+import traceback
+from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
-from ..values import Condition, FileResult, Job, Status
+from ..values import Budget, Condition, FileResult, Job, Settings, Status
 from . import limits, net
 from .fetch import fetch_file
 from .retry import StopFlag
@@ -52,7 +55,7 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     reporter = _Reporter(results)
     files: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
     threads = [
-        threading.Thread(target=_serve, args=(files, stop, reporter), name=f"file-{i}", daemon=True)
+        threading.Thread(target=_serve, args=(files, stop, reporter, shared.budget), name=f"file-{i}", daemon=True)
         for i in range(config.files)
     ]
     for thread in threads:
@@ -72,14 +75,33 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     reporter.close()
 
 
-def _serve(files: queue.SimpleQueue[Task | None], stop: StopFlag, reporter: _Reporter) -> None:
+def _serve(files: queue.SimpleQueue[Task | None], stop: StopFlag, reporter: _Reporter, budget: Budget) -> None:
+    cap = min(budget.per_host, budget.connections)
     while (task := files.get()) is not None:
         job, condition = task
+        if job.settings.segments > cap:
+            job = replace(job, settings=_within(job.settings, cap))
         if stop.is_set():  # queued here when the stop came: never started
             reporter.result(not_started(job))
             continue
         reporter.started(job.index)
-        reporter.result(fetch_file(job, condition, stop, reporter.tick))
+        try:
+            result = fetch_file(job, condition, stop, reporter.tick)
+        except OSError as exc:  # fetch_file's own cleanup failed: a disk failing under it
+            reason = f"{exc.strerror or exc}: {exc.filename or job.path}"
+            result = FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason)
+        except BaseException as exc:  # a bug: the batch goes on, the user gets the traceback on stderr
+            traceback.print_exc(file=sys.stderr)
+            reason = f"internal error: {type(exc).__name__}: {exc}"
+            result = FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason)
+        reporter.result(result)  # every task it took is reported, or the parent waits for it for ever
+
+
+@functools.lru_cache(maxsize=64)
+def _within(settings: Settings, cap: int) -> Settings:
+    """No more segments than connections one host may have: the others would only wait for a permit, and a
+    range that waits looks slow to its siblings, which then split it (each split a request, and a body cut)."""
+    return replace(settings, segments=cap)
 
 
 def not_started(job: Job, reason: str = "not started") -> FileResult:
