@@ -21,6 +21,7 @@ import queue
 import signal
 import sys
 import threading
+import time
 import traceback
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
@@ -31,6 +32,7 @@ from .fetch import fetch_file
 from .retry import StopFlag
 
 _FLUSH = 0.05  # seconds between two messages to the parent, at most
+_SOONEST = 0.005  # seconds between two messages, at least
 _JANITOR = 0.05  # seconds between two looks for idle connections another thread waits for
 
 Task = tuple[Job, Condition | None]
@@ -55,7 +57,9 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     reporter = _Reporter(results)
     files: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
     threads = [
-        threading.Thread(target=_serve, args=(files, stop, reporter, shared.budget), name=f"file-{i}", daemon=True)
+        threading.Thread(
+            target=_serve, args=(files, stop, reporter, shared.budget, config.files), name=f"file-{i}", daemon=True
+        )
         for i in range(config.files)
     ]
     for thread in threads:
@@ -75,8 +79,11 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     reporter.close()
 
 
-def _serve(files: queue.SimpleQueue[Task | None], stop: StopFlag, reporter: _Reporter, budget: Budget) -> None:
+def _serve(
+    files: queue.SimpleQueue[Task | None], stop: StopFlag, reporter: _Reporter, budget: Budget, threads: int
+) -> None:
     cap = min(budget.per_host, budget.connections)
+    low = max(2, threads // 2)
     while (task := files.get()) is not None:
         job, condition = task
         if job.settings.segments > cap:
@@ -95,6 +102,8 @@ def _serve(files: queue.SimpleQueue[Task | None], stop: StopFlag, reporter: _Rep
             reason = f"internal error: {type(exc).__name__}: {exc}"
             result = FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason)
         reporter.result(result)  # every task it took is reported, or the parent waits for it for ever
+        if files.qsize() < low:  # the parent sends more when it hears of results: tell it now, not in 50 ms
+            reporter.soon()
 
 
 @functools.lru_cache(maxsize=64)
@@ -144,6 +153,7 @@ class _Reporter:
         self._ticks: dict[int, tuple[int, int | None]] = {}  # job index → (bytes since the last message, size)
         self._results: list[FileResult] = []
         self._closing = threading.Event()
+        self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
         self._thread.start()
 
@@ -159,13 +169,21 @@ class _Reporter:
         with self._lock:
             self._results.append(result)
 
+    def soon(self) -> None:
+        """Send what there is without waiting out the interval (still at most every ``_SOONEST`` s)."""
+        self._wake.set()
+
     def close(self) -> None:
         self._closing.set()
+        self._wake.set()
         self._thread.join()
 
     def _run(self) -> None:
-        while not self._closing.wait(_FLUSH):
+        while not self._closing.is_set():
+            self._wake.wait(_FLUSH)
+            self._wake.clear()
             self._flush()
+            time.sleep(_SOONEST)
         self._flush()
 
     def _flush(self) -> None:
