@@ -149,7 +149,9 @@ def test_the_per_host_cap_holds_for_the_segments_of_files(server: FaultServer, t
     done = run_cli("run", manifest, cwd=tmp_path)
     assert done.code == 0, done.stdout + done.stderr
     assert all(r.sent == int(r.range.split("-")[1]) - int(r.range[6:].split("-")[0]) + 1 for r in server.requests())
-    assert _connections_at_once(server) == 2, _connections_at_once(server)
+    # A closing server's log ends an answer when its thread gets to it, which on a loaded machine can come
+    # after the client's next connection began (seen once in CI): one of slack there. The leak gave 4.
+    assert _connections_at_once(server) <= (3 if closing else 2), _connections_at_once(server)
     _check_mirror(tmp_path, urls, MiB)
 
 
