@@ -169,6 +169,16 @@ def _cmdline(pid: int) -> bytes:
     return b""
 
 
+def _kill_a_worker_once_both_fetch(mirror: Path) -> None:
+    """SIGKILL one of this process's pool workers (as the OOM killer would) once two files have bytes."""
+    deadline = time.monotonic() + 30
+    while sum(part.stat().st_size > 0 for part in mirror.glob("r?.bin.part*")) < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+    [forkserver] = [pid for pid in _children(os.getpid()) if b"forkserver" in _cmdline(pid)]
+    os.kill(_children(forkserver)[0], signal.SIGKILL)
+
+
 @pytest.mark.parametrize("how", ["signal", "exception"])
 def test_an_interrupt_while_the_pool_restarts_loses_no_task(builtin: FaultServer, tmp_path: Path, how: str) -> None:
     urls = [builtin.add(f"r{i}.bin", content(f"r{i}", 3 * MiB), rate=MiB // 2) for i in range(3)]
@@ -176,15 +186,7 @@ def test_an_interrupt_while_the_pool_restarts_loses_no_task(builtin: FaultServer
     results: list[FileResult] = []
     batch = _InterruptedRestart(how, 2)
 
-    def kill_a_worker_once_both_fetch() -> None:
-        deadline = time.monotonic() + 30
-        while sum(part.stat().st_size > 0 for part in (tmp_path / "mirror").glob("r?.bin.part*")) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        [forkserver] = [pid for pid in _children(os.getpid()) if b"forkserver" in _cmdline(pid)]
-        os.kill(_children(forkserver)[0], signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_a_worker_once_both_fetch)
+    killer = threading.Thread(target=_kill_a_worker_once_both_fetch, args=(tmp_path / "mirror",))
     killer.start()
     try:
         batch.run([(job, None) for job in jobs], lambda *_: None, results.append, lambda: None)
@@ -210,15 +212,7 @@ def test_a_stop_between_a_death_and_the_restart_ends_the_run(builtin: FaultServe
             asked.append(1)
             os.kill(os.getpid(), signal.SIGINT)
 
-    def kill_a_worker_once_both_fetch() -> None:
-        deadline = time.monotonic() + 30
-        while sum(part.stat().st_size > 0 for part in (tmp_path / "mirror").glob("r?.bin.part*")) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
-        [forkserver] = [pid for pid in _children(os.getpid()) if b"forkserver" in _cmdline(pid)]
-        os.kill(_children(forkserver)[0], signal.SIGKILL)
-
-    killer = threading.Thread(target=kill_a_worker_once_both_fetch)
+    killer = threading.Thread(target=_kill_a_worker_once_both_fetch, args=(tmp_path / "mirror",))
     killer.start()
     try:
         batch.run([(job, None) for job in jobs], lambda *_: None, results.append, on_poll)
