@@ -46,16 +46,17 @@ def test_full_disk_fails_that_file_and_the_others_go_on(builtin: FaultServer, tm
             "path": "known.bin",
         },  # size known: refused up front
         {"url": builtin.add("unknown.bin", content("unknown", 6 * MiB), chunked=True), "path": "unknown.bin"},
-        # Fetched once the disk is full (one worker, in order), and it needs no space of its own: its row is
-        # always written to a full disk. Without it, a slow machine may commit the last row before the disk
-        # fills, leaving the state nothing to fail on.
+        # Fetched once the disk is full (one connection, so one file at a time, in order), and it needs no
+        # space of its own: its row is always written to a full disk. Without it, a slow machine may commit
+        # the last row before the disk fills, leaving the state nothing to fail on.
         {"url": builtin.add("empty.bin", b""), "path": "empty.bin"},
     ]
-    manifest = write_manifest(tmp_path, entries, workers=1)
+    # One file at a time: with several in flight, the small file could meet the disk the big one filled.
+    manifest = write_manifest(tmp_path, entries, workers=1, connections=1, defaults={"chunk_size": "4MiB"})
     code, files, output = _run_with_mount(tmp_path, manifest, tmp_path / "mirror", "size=4m")
     assert code == 1, output
     assert files["fits.bin"]["status"] == files["empty.bin"]["status"] == "downloaded"
-    # Two 4 MiB segments and then their concatenation: 16 MiB at the peak, with under 4 MiB free.
+    # Two 4 MiB chunks and then their concatenation: 16 MiB at the peak, with under 4 MiB free.
     assert files["known.bin"]["error"].startswith("not enough space: needs 16.0 MiB, ")
     assert files["unknown.bin"]["error"].startswith("No space left on device"), files["unknown.bin"]
     assert "Traceback" not in output
