@@ -2,7 +2,9 @@
 
 Exit codes: 0 every file present and verified; 1 some files failed (the others completed), or the report
 could not be written at the end; 2 bad invocation, invalid manifest or an unwritable --report; 3 another
-run holds the destination; 70 an internal error (a bug: the traceback is printed); 130 interrupted.
+run holds the destination; 4 prune refused: more files to remove than max_delete allows, nothing removed;
+5 --max-duration reached: files left for the next run, all resumable; 70 an internal error (a bug: the
+traceback is printed); 130 interrupted. When several apply, the first of 130, 1, 5, 4 wins.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2
 EXIT_LOCKED = 3
+EXIT_PRUNE_CAPPED = 4
+EXIT_OUT_OF_TIME = 5
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 CHANGES, FULL = "changes", "full"  # --summary

@@ -13,12 +13,14 @@ from pathlib import Path
 
 
 class Status(str, Enum):
-    """What became of a file: a run's four, and verify's four. The value is what reports and tables show."""
+    """What became of a file: a run's six, and verify's four. The value is what reports and tables show."""
 
     DOWNLOADED = "downloaded"
     SKIPPED = "skipped"
     FAILED = "failed"
     INTERRUPTED = "interrupted"
+    GONE = "gone"  # upstream answered 404 or 410 for a file the mirror holds: the local copy is kept
+    REMOVED = "removed"  # pruned: an earlier run installed it and the manifest no longer lists it
     VERIFIED = "verified"
     UNVERIFIED = "unverified"
     CORRUPT = "corrupt"
@@ -30,7 +32,7 @@ class Status(str, Enum):
     @property
     def present(self) -> bool:
         """The file is in place (whether or not anything could vouch for its bytes)."""
-        return self in (Status.DOWNLOADED, Status.SKIPPED, Status.VERIFIED, Status.UNVERIFIED)
+        return self in (Status.DOWNLOADED, Status.SKIPPED, Status.GONE, Status.VERIFIED, Status.UNVERIFIED)
 
     @property
     def bad(self) -> bool:
