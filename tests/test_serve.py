@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import multiprocessing
+import queue
 import threading
+from pathlib import Path
 
+import pytest
+
+from bulkdl.parent import manifest
 from bulkdl.values import FileResult, Status
+from bulkdl.worker import limits, net, serve
+from bulkdl.worker.limits import Shared, SharedFlag
 from bulkdl.worker.serve import _Reporter
+
+from .conftest import write_manifest
+from .httpserver import FaultServer
+
+_CONTEXT = multiprocessing.get_context("spawn")
 
 
 def test_ticks_are_summed_per_file_and_nothing_is_lost() -> None:
@@ -48,3 +60,35 @@ def test_ticks_are_summed_per_file_and_nothing_is_lost() -> None:
     assert sorted(started) == [10, 11, 12, 13]
     assert sorted(r.index for r in results) == [10, 11, 12, 13]
     assert messages < 12_000 // 10, f"{messages} messages for 12,000 ticks"
+
+
+def test_a_worker_whose_queue_runs_low_reports_at_once(
+    builtin: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The parent sends a worker more files only when it hears of results: a result held back until the next
+    # interval starves the worker (at 50 ms, two workers did about 320 files a second whatever they could do).
+    # With an interval of minutes, the result of a worker's last file must still arrive at once.
+    monkeypatch.setattr(serve, "_FLUSH", 600.0)
+    loaded = manifest.load(write_manifest(tmp_path, [builtin.add("one.bin", b"one")]))
+    receive, send = multiprocessing.Pipe(duplex=False)
+    stop = SharedFlag(_CONTEXT)
+    shared = Shared(loaded.budget, _CONTEXT)
+    files: queue.SimpleQueue[serve.Task | None] = queue.SimpleQueue()
+    files.put((loaded.jobs[0], None))
+    files.put(None)
+    net.start(2)
+    limits.install(shared, stop)
+    reporter = serve._Reporter(send)
+    try:
+        thread = threading.Thread(target=serve._serve, args=(files, stop, reporter, shared.budget, 4), daemon=True)
+        thread.start()
+        thread.join(30)
+        results: list[FileResult] = []
+        while not results and receive.poll(30):
+            results += receive.recv()[2]
+        assert [r.status for r in results] == [Status.DOWNLOADED], "the result waited for the interval"
+    finally:
+        stop.set()
+        reporter.close()
+        limits.install(None, stop)
+        net.stop()
