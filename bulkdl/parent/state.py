@@ -183,10 +183,11 @@ class State:
     def commit(self) -> None:
         """Make the renames of the rows so far durable, then the rows themselves.
 
-        A directory leaves the set only once synced: an interrupt (Ctrl-C lands anywhere) in the middle of
-        this loop leaves the rest for the next commit, which must not record rows whose renames it skipped.
+        A directory leaves the set only once synced, after the directories above it: an interrupt (Ctrl-C
+        lands anywhere) in the middle of this loop leaves the rest for the next commit, which must not record
+        rows whose renames it skipped.
         """
-        for directory in list(self._renamed_in):
+        for directory in sorted(self._with_ancestors(), key=lambda d: len(d.parts)):
             try:
                 durable.fsync_dir(directory)
             except OSError as exc:  # a failing disk, or a directory removed under us: record nothing more
@@ -196,6 +197,14 @@ class State:
             self._write(*self._pending[0])
             del self._pending[0]
         self._write(None, [])
+
+    def _with_ancestors(self) -> set[Path]:
+        """The directories renamed into, and each one between them and dest: a worker may have created them
+        for this run, and a new directory's own name is durable only once its parent is fsynced."""
+        directories = set(self._renamed_in)
+        for directory in self._renamed_in:
+            directories.update(itertools.takewhile(lambda d: d != self._dest.parent, directory.parents))
+        return directories
 
     def _write(self, sql: str | None, values: list[tuple[Any, ...]]) -> None:
         """Write, or commit when ``sql`` is None. The state only saves work: a failure to record it (a full
