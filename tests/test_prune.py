@@ -13,11 +13,172 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bulkdl.cli import EXIT_PRUNE_CAPPED
 from bulkdl.parent import removal
 from bulkdl.parent.prune import Cap, blocked, plan
 from bulkdl.parent.schema import max_delete
-from bulkdl.parent.state import Row
+from bulkdl.parent.state import Row, read_rows
 from bulkdl.values import FileResult, Status
+
+from .conftest import run_cli, write_manifest
+from .httpserver import FaultServer, content
+
+KEPT = ["a.txt", "sub/b.txt", "keep/d.txt", "e.txt", "f.txt", "g.txt", "h.txt"]
+DROPPED = ["sub/deep/c.txt", "gone/x.txt", "z.txt"]
+
+
+def _entries(server: FaultServer, names: list[str]) -> list[dict[str, str]]:
+    return [{"url": server.add(name, content(name, 100 + 7 * i)), "path": name} for i, name in enumerate(names)]
+
+
+def _mirrored(server: FaultServer, tmp_path: Path) -> Path:
+    """A mirror of KEPT and DROPPED, downloaded once; returns dest."""
+    first = run_cli("run", write_manifest(tmp_path, _entries(server, KEPT + DROPPED)), cwd=tmp_path)
+    assert first.code == 0, first.stdout + first.stderr
+    return tmp_path / "mirror"
+
+
+def _plant(dest: Path) -> dict[Path, bytes]:
+    """Files bulkdl never wrote: at the top, in a directory of its own, and beside a file prune takes."""
+    planted = {dest / "planted.txt": b"mine", dest / "old/planted.bin": b"mine too", dest / "gone/notes": b"mine"}
+    for path, data in planted.items():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_bytes(data)
+    return planted
+
+
+def _statuses(result: Any) -> dict[str, str]:
+    return {f["path"]: f["status"] for f in result.report["files"]}
+
+
+def test_prune_removes_exactly_the_dropped_files_and_the_directories_they_leave(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    dest = _mirrored(builtin, tmp_path)
+    planted = _plant(dest)
+    manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True, max_delete=3)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout + result.stderr
+    assert _statuses(result) == {**dict.fromkeys(KEPT, "skipped"), **dict.fromkeys(DROPPED, "removed")}
+    assert result.report["summary"]["removed"] == 3
+    assert "removed (3)" in result.stdout and "3 removed" in result.stdout.splitlines()[-1]
+    assert all(not (dest / name).exists() for name in DROPPED)
+    assert all((dest / name).read_bytes() == content(name, 100 + 7 * i) for i, name in enumerate(KEPT))
+    assert all(path.read_bytes() == data for path, data in planted.items()), "files bulkdl never wrote stay"
+    assert not (dest / "sub/deep").exists(), "a directory prune emptied goes"
+    assert (dest / "sub").is_dir() and (dest / "gone").is_dir(), "one that still holds a file stays"
+    assert set(read_rows(dest)) == set(KEPT), "the removed files' state rows go"
+    again = run_cli("run", manifest, cwd=tmp_path)
+    assert again.code == 0 and "removed" not in _statuses(again).values(), "nothing left to prune"
+
+
+def test_a_failing_file_in_the_run_means_nothing_is_pruned(builtin: FaultServer, tmp_path: Path) -> None:
+    dest = _mirrored(builtin, tmp_path)
+    entries = [*_entries(builtin, KEPT), {"url": builtin.add_error("missing.txt", 404), "path": "missing.txt"}]
+    result = run_cli("run", write_manifest(tmp_path, entries, prune=True, max_delete=10), cwd=tmp_path)
+    assert result.code == 1
+    assert "bulkdl: prune skipped: 1 file failed; nothing was removed" in result.stderr.splitlines()
+    assert all((dest / name).exists() for name in DROPPED)
+    assert set(DROPPED) <= set(read_rows(dest)), "their rows stay, for the prune of a later clean run"
+
+
+def test_over_the_cap_nothing_is_removed_and_the_run_exits_4(builtin: FaultServer, tmp_path: Path) -> None:
+    dest = _mirrored(builtin, tmp_path)
+    manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True)  # the default cap: 10% of 10 is 1
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == EXIT_PRUNE_CAPPED == 4, result.stdout + result.stderr
+    assert (
+        "bulkdl: prune refused: 3 files no longer in the manifest would be removed, more than max_delete allows "
+        "(1: 10% of 10 files the state knows); nothing was removed. If the manifest is right, run once with "
+        "--max-delete 3"
+    ) in result.stderr.splitlines()
+    assert all((dest / name).exists() for name in DROPPED) and set(DROPPED) <= set(read_rows(dest))
+    assert "removed" not in _statuses(result).values()
+    raised = run_cli("run", manifest, "--max-delete", "30%", cwd=tmp_path)
+    assert raised.code == 0, raised.stderr
+    assert not any((dest / name).exists() for name in DROPPED), "the command line's cap wins over the default"
+
+
+def test_backup_dir_keeps_the_bytes_below_the_same_paths(builtin: FaultServer, tmp_path: Path) -> None:
+    dest = _mirrored(builtin, tmp_path)
+    dates = {name: (dest / name).stat().st_mtime_ns for name in DROPPED}
+    manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True, max_delete="30%", backup_dir="../attic")
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    for i, name in enumerate(DROPPED, start=len(KEPT)):
+        kept = tmp_path / "attic" / name
+        assert kept.read_bytes() == content(name, 100 + 7 * i) and kept.stat().st_mtime_ns == dates[name]
+        assert not (dest / name).exists()
+        assert result.file(name)["notes"] == [f"moved to {kept}"]
+
+
+def test_a_file_someone_replaced_since_is_left_and_said(builtin: FaultServer, tmp_path: Path) -> None:
+    dest = _mirrored(builtin, tmp_path)
+    (dest / "z.txt").write_bytes(b"the operator's own z.txt now")
+    manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True, max_delete=3)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert (dest / "z.txt").read_bytes() == b"the operator's own z.txt now"
+    assert "bulkdl: prune left z.txt: it changed since bulkdl wrote it (size or mtime differ)" in result.stderr
+    assert "z.txt" not in _statuses(result) and "z.txt" not in read_rows(dest), "no longer bulkdl's: forgotten"
+    assert not (dest / "gone/x.txt").exists(), "the others go"
+
+
+def test_dry_run_lists_what_would_go_and_changes_nothing(builtin: FaultServer, tmp_path: Path) -> None:
+    dest = _mirrored(builtin, tmp_path)
+    (dest / "z.txt").write_bytes(b"replaced")
+    before = {p: p.stat().st_mtime_ns for p in dest.rglob("*")}
+    asked = len(builtin.requests())
+    manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True, max_delete=3)
+    result = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
+    assert result.code == 0, result.stderr
+    assert "prune, if every file succeeds: 2 files to remove" in result.stdout
+    lines = [" ".join(line.split()) for line in result.stdout.splitlines()]
+    assert "sub/deep/c.txt remove no longer in the manifest" in lines
+    assert "gone/x.txt remove no longer in the manifest" in lines
+    assert "z.txt leave it changed since bulkdl wrote it (size or mtime differ)" in lines
+    assert {p: p.stat().st_mtime_ns for p in dest.rglob("*")} == before and len(builtin.requests()) == asked
+    capped = run_cli("run", manifest, "--dry-run", "--max-delete", "1", cwd=tmp_path)
+    assert "prune would refuse: 3 files no longer in the manifest would be removed" in capped.stdout
+    assert "gone/x.txt remove no longer in the manifest" in [" ".join(x.split()) for x in capped.stdout.splitlines()]
+    assert all((dest / name).exists() for name in DROPPED)
+
+
+def test_no_prune_on_the_command_line_wins_over_the_manifest(builtin: FaultServer, tmp_path: Path) -> None:
+    dest = _mirrored(builtin, tmp_path)
+    manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True, max_delete=3)
+    assert run_cli("run", manifest, "--no-prune", cwd=tmp_path).code == 0
+    assert all((dest / name).exists() for name in DROPPED)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    assert not any((dest / name).exists() for name in DROPPED)
+
+
+@pytest.mark.parametrize(
+    ("top", "message"),
+    [
+        ({"backup_dir": "attic"}, "overlaps the destination"),
+        ({"backup_dir": ".."}, "overlaps the destination"),
+        ({"backup_dir": "."}, "overlaps the destination"),
+        ({"max_delete": "ten"}, "max_delete: expected a count of files like 500 or a share like 10%"),
+        ({"max_delete": "120%"}, "max_delete: expected a count"),
+        ({"prune": "yes"}, "prune: expected true or false"),
+    ],
+)
+def test_prune_settings_are_checked_with_the_manifest(tmp_path: Path, top: dict[str, Any], message: str) -> None:
+    manifest = write_manifest(tmp_path, ["http://127.0.0.1:9/a"], **{"prune": True, **top})
+    result = run_cli("check", manifest, cwd=tmp_path)
+    assert result.code == 2 and message in result.stderr, result.stderr
+    [key] = top
+    line = 1 + next(i for i, text in enumerate(manifest.read_text().splitlines()) if text.startswith(f"{key}:"))
+    assert f"manifest.yaml:{line}: {key}: " in result.stderr, "on the key's line"
+
+
+def test_a_backup_dir_on_the_command_line_inside_dest_is_refused(tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, ["http://127.0.0.1:9/a"])
+    result = run_cli("run", manifest, "--prune", "--backup-dir", "mirror/old", cwd=tmp_path)
+    assert result.code == 2 and result.stderr.startswith("bulkdl: --backup-dir "), result.stderr
+    assert "overlaps the destination" in result.stderr and not (tmp_path / "mirror").exists()
+
 
 # Pure parts: the plan and the cap.
 
