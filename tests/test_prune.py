@@ -56,6 +56,8 @@ def test_prune_removes_exactly_the_dropped_files_and_the_directories_they_leave(
 ) -> None:
     dest = _mirrored(builtin, tmp_path)
     planted = _plant(dest)
+    for litter in ("c.txt.part0", "c.txt.part1", "c.txt.bulkdl"):  # what an interrupted update leaves
+        (dest / "sub/deep" / litter).write_bytes(b"partial")
     manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True, max_delete=3)
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0, result.stdout + result.stderr
@@ -65,7 +67,7 @@ def test_prune_removes_exactly_the_dropped_files_and_the_directories_they_leave(
     assert all(not (dest / name).exists() for name in DROPPED)
     assert all((dest / name).read_bytes() == content(name, 100 + 7 * i) for i, name in enumerate(KEPT))
     assert all(path.read_bytes() == data for path, data in planted.items()), "files bulkdl never wrote stay"
-    assert not (dest / "sub/deep").exists(), "a directory prune emptied goes"
+    assert not (dest / "sub/deep").exists(), "a directory prune emptied goes, with the parts of its files"
     assert (dest / "sub").is_dir() and (dest / "gone").is_dir(), "one that still holds a file stays"
     assert set(read_rows(dest)) == set(KEPT), "the removed files' state rows go"
     again = run_cli("run", manifest, cwd=tmp_path)
@@ -110,6 +112,19 @@ def test_backup_dir_keeps_the_bytes_below_the_same_paths(builtin: FaultServer, t
         assert kept.read_bytes() == content(name, 100 + 7 * i) and kept.stat().st_mtime_ns == dates[name]
         assert not (dest / name).exists()
         assert result.file(name)["notes"] == [f"moved to {kept}"]
+
+
+def test_a_file_prune_cannot_take_fails_the_run_and_keeps_its_row(builtin: FaultServer, tmp_path: Path) -> None:
+    dest = _mirrored(builtin, tmp_path)
+    (tmp_path / "attic").mkdir()
+    (tmp_path / "attic/gone").write_bytes(b"a file where the backup's directory would go")
+    manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True, max_delete=3, backup_dir="../attic")
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 1, result.stderr
+    failed = result.file("gone/x.txt")
+    assert failed["status"] == "failed" and failed["error"].startswith("prune: could not move it: "), failed
+    assert (dest / "gone/x.txt").exists() and "gone/x.txt" in read_rows(dest), "the next run tries again"
+    assert _statuses(result)["z.txt"] == "removed", "the others go"
 
 
 def test_a_file_someone_replaced_since_is_left_and_said(builtin: FaultServer, tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import NoReturn
 
 from .. import durable
+from ..worker import parts
 from .state import Row
 
 REMOVED = "removed"
@@ -65,8 +66,18 @@ def remove(dest: Path, rows: Sequence[Row], backup: Path | None) -> list[Outcome
         outcomes += done
         if directory and any(o.kind == REMOVED for o in done):
             emptied.add(directory)
+    for outcome in outcomes:
+        if outcome.kind in (REMOVED, ALREADY_GONE):
+            _discard_download(dest, outcome.row.path)
     _remove_empty(dest, emptied)
     return outcomes
+
+
+def _discard_download(dest: Path, path: str) -> None:
+    """The parts and sidecar an interrupted update of the file left: nothing will ever resume them now, and they
+    would keep their directory from being emptied."""
+    with contextlib.suppress(OSError):  # litter: failing to remove it costs only the directory staying
+        parts.Parts(dest.joinpath(*path.split("/"))).discard()
 
 
 def _directory_of(row: Row) -> str:
