@@ -58,6 +58,7 @@ def test_prune_removes_exactly_the_dropped_files_and_the_directories_they_leave(
     planted = _plant(dest)
     for litter in ("c.txt.part0", "c.txt.part1", "c.txt.bulkdl"):  # what an interrupted update leaves
         (dest / "sub/deep" / litter).write_bytes(b"partial")
+    (dest / "gone/x.txt.part0").write_bytes(b"partial")  # a download's first part, before its sidecar
     manifest = write_manifest(tmp_path, _entries(builtin, KEPT), prune=True, max_delete=3)
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0, result.stdout + result.stderr
@@ -69,6 +70,7 @@ def test_prune_removes_exactly_the_dropped_files_and_the_directories_they_leave(
     assert all(path.read_bytes() == data for path, data in planted.items()), "files bulkdl never wrote stay"
     assert not (dest / "sub/deep").exists(), "a directory prune emptied goes, with the parts of its files"
     assert (dest / "sub").is_dir() and (dest / "gone").is_dir(), "one that still holds a file stays"
+    assert not (dest / "gone/x.txt.part0").exists()
     assert set(read_rows(dest)) == set(KEPT), "the removed files' state rows go"
     again = run_cli("run", manifest, cwd=tmp_path)
     assert again.code == 0 and "removed" not in _statuses(again).values(), "nothing left to prune"

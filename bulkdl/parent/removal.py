@@ -76,8 +76,13 @@ def remove(dest: Path, rows: Sequence[Row], backup: Path | None) -> list[Outcome
 def _discard_download(dest: Path, path: str) -> None:
     """The parts and sidecar an interrupted update of the file left: nothing will ever resume them now, and they
     would keep their directory from being emptied."""
+    final = dest.joinpath(*path.split("/"))
+    # Two lookups first: discard() lists the directory, once per file, which a big prune in a big directory
+    # could not afford. Parts lie only beside their sidecar, or as part 0 alone (parts.py: no sidecar, no split).
+    if not (os.path.lexists(parts.sidecar_path(final)) or os.path.lexists(parts.part_path(final, 0))):
+        return
     with contextlib.suppress(OSError):  # litter: failing to remove it costs only the directory staying
-        parts.Parts(dest.joinpath(*path.split("/"))).discard()
+        parts.Parts(final).discard()
 
 
 def _directory_of(row: Row) -> str:

@@ -11,11 +11,11 @@ from ..prune import LEAVE, REMOVE, Prune, refusal
 from .page import Line, Page, Row, counted
 
 _ACTION_STYLES = {DOWNLOAD: "green", RESUME: "yellow", CHECK: "cyan", SKIP: "dim", REMOVE: "magenta", LEAVE: "dim"}
-Pruning = tuple[Prune, Sequence[tuple[str, str, str]]]  # the plan, and (path, REMOVE or LEAVE, why) per file
+Preview = tuple[Prune, Sequence[tuple[str, str, str]]]  # the plan, and (path, REMOVE or LEAVE, why) per file
 
 
 def plan_page(
-    plan: Sequence[tuple[str, str, str]], title: str, full: bool = False, pruning: Pruning | None = None
+    plan: Sequence[tuple[str, str, str]], title: str, full: bool = False, pruning: Preview | None = None
 ) -> Page:
     """``plan``: (path, action, reason) per file, in manifest order."""
     lines: list[Line | Row] = [Line(title, "bold")]
