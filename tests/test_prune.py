@@ -339,3 +339,15 @@ def test_a_backup_from_an_earlier_prune_is_replaced_by_the_newer_one(tmp_path: P
     (attic / "d/f").write_bytes(b"an older f")
     [outcome] = removal.remove(dest, [_recorded(dest, "d/f", b"the newer f")], attic)
     assert outcome.kind == removal.REMOVED and (attic / "d/f").read_bytes() == b"the newer f"
+
+
+def test_every_directory_a_backup_needs_is_made_durable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    dest, attic = tmp_path / "mirror", tmp_path / "attic"
+    row = _recorded(dest, "a/b/f")
+    synced: list[Path] = []
+    real = removal.durable.fsync_dir
+    monkeypatch.setattr(removal.durable, "fsync_dir", lambda d: (synced.append(d), real(d)))
+    [outcome] = removal.remove(dest, [row], attic)
+    assert outcome.kind == removal.REMOVED and (attic / "a/b/f").exists()
+    # each new directory in its parent, then the rename in its directory
+    assert synced == [tmp_path, attic, attic / "a", attic / "a/b"]

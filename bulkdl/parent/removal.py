@@ -137,7 +137,7 @@ def _judge(fd: int, row: Row) -> Outcome:
 
 
 def _move(fd: int, name: str, target: Path) -> None:
-    target.parent.mkdir(parents=True, exist_ok=True)
+    _make_durably(target.parent)
     try:
         os.rename(name, target, src_dir_fd=fd)
     except OSError as exc:
@@ -147,6 +147,18 @@ def _move(fd: int, name: str, target: Path) -> None:
         os.unlink(name, dir_fd=fd)
         return
     durable.fsync_dir(target.parent)
+
+
+def _make_durably(directory: Path) -> None:
+    """``mkdir -p``, each directory it creates fsynced into its parent: a power cut must not lose the path to a
+    backup whose original is already gone."""
+    missing = []
+    while not directory.exists():
+        missing.append(directory)
+        directory = directory.parent
+    for new in reversed(missing):
+        new.mkdir(exist_ok=True)
+        durable.fsync_dir(new.parent)
 
 
 def _copy(fd: int, name: str, target: Path) -> None:
