@@ -25,7 +25,7 @@ from types import FrameType
 
 from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .parent import manifest
+from .parent import manifest, prune
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
 from .parent.report.jsonreport import check_writable, write_json
@@ -33,7 +33,7 @@ from .parent.report.page import counted, glyph, print_page
 from .parent.report.plan import plan_page
 from .parent.report.summary import About, Earlier, Totals, summary_page
 from .parent.run import decide_all, download, redownload
-from .parent.schema import positive_size
+from .parent.schema import max_delete, positive_size
 from .parent.state import Row, State, UnreadableState, read_rows
 from .parent.verify import CORRUPT, MISSING, verify
 from .values import FileResult, Status
@@ -69,6 +69,13 @@ def _rate(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _max_delete(text: str) -> prune.Cap:
+    try:
+        return max_delete(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
 def _existing_file(text: str) -> Path:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
@@ -98,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument(
         "--dry-run", action="store_true", help="say what would be done with each file, and why; no network"
     )
+    _prune_options(run)
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output (the summary still prints)")
     run.add_argument("--no-progress", action="store_true", help="no progress bars")
     _summary_option(run)
@@ -122,6 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
     _summary_option(verify_)
     verify_.set_defaults(handler=_verify)
     return parser
+
+
+def _prune_options(run: argparse.ArgumentParser) -> None:
+    run.add_argument(
+        "--prune",
+        action=argparse.BooleanOptionalAction,
+        help="after a run where every file succeeded, remove the files earlier runs installed that the manifest "
+        "no longer lists (--no-prune: not this time, whatever the manifest says)",
+    )
+    run.add_argument(
+        "--max-delete",
+        type=_max_delete,
+        metavar="N|P%",
+        help="prune nothing, and exit 4, if more files than this would go (default 10%% of those bulkdl knows)",
+    )
+    run.add_argument("--backup-dir", type=Path, metavar="DIR", help="prune moves files here instead of deleting")
 
 
 def _summary_option(command: argparse.ArgumentParser) -> None:
@@ -196,12 +220,17 @@ def _run(args: argparse.Namespace) -> int:
         connections=args.connections,
         max_connections_per_host=args.max_connections_per_host,
         limit_rate=args.limit_rate,
+        prune=args.prune,
+        max_delete=args.max_delete,
+        backup_dir=args.backup_dir,
     )
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:
-        decisions = decide_all(loaded, _recorded(loaded.dest), args.force)
+        recorded = _recorded(loaded.dest)
+        decisions = decide_all(loaded, recorded, args.force)
         plan = [(job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True)]
-        print_page(plan_page(plan, _title("bulkdl --dry-run", loaded), args.summary == FULL))
+        pruning = None if loaded.prune is None else prune.preview(loaded.dest, loaded.prune, loaded.jobs, recorded)
+        print_page(plan_page(plan, _title("bulkdl --dry-run", loaded), args.summary == FULL, pruning))
         return EXIT_OK
     _check_report(args.report)
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
@@ -210,8 +239,21 @@ def _run(args: argparse.Namespace) -> int:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)
         results, stopped = download(loaded, decisions, rows, state, show_progress)
+        pruned = _prune(loaded, rows, (results, stopped), state)
     _say_what_was_not_recorded(state)
-    return _finish(results, time.monotonic() - started, args.report, replace(about, stopped=stopped), _earlier(rows))
+    results += pruned.results
+    code = _finish(results, time.monotonic() - started, args.report, replace(about, stopped=stopped), _earlier(rows))
+    return EXIT_PRUNE_CAPPED if code == EXIT_OK and pruned.capped else code
+
+
+def _prune(loaded: Manifest, rows: dict[str, Row], done: tuple[list[FileResult], bool], state: State) -> prune.Pruned:
+    """Prune if asked to, still holding the destination; each thing to tell goes to stderr at once."""
+    if loaded.prune is None:
+        return prune.Pruned()
+    pruned = prune.after_run(loaded.dest, loaded.prune, loaded.jobs, rows, done, state)
+    for line in pruned.said:
+        print(f"bulkdl: {line}", file=sys.stderr)
+    return pruned
 
 
 @contextlib.contextmanager

@@ -16,10 +16,11 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from .. import credentials
-from ..errors import ManifestError
+from ..errors import ManifestError, UsageError
 from ..paths import check_relpath, name_from_url
 from ..values import Budget, Job, Settings
 from . import claims, schema, yamldoc
+from .prune import Cap, Pruning
 from .schema import DIGEST_HEX_LENGTHS
 
 
@@ -34,6 +35,9 @@ class Overrides:
     connections: int | None = None
     max_connections_per_host: int | None = None
     limit_rate: int | None = None
+    prune: bool | None = None  # --prune, --no-prune
+    max_delete: Cap | None = None
+    backup_dir: Path | None = None  # relative to the working directory
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +47,7 @@ class Manifest:
     workers: int
     jobs: tuple[Job, ...]
     budget: Budget = field(default_factory=Budget)
+    prune: Pruning | None = None  # None: prune is off
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -111,9 +116,10 @@ class _Builder:
         jobs = self._jobs(top["files"], dest, settings)
         workers = self._workers(top, len(jobs))
         budget = self._budget(top)
+        pruning = self._pruning(top, dest)
         if self.problems.found:
             return None
-        return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs), budget=budget)
+        return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs), budget=budget, prune=pruning)
 
     def _budget(self, top: dict[str, Any]) -> Budget:
         """The run's budget: the command line's, else the manifest's, else the built-in one."""
@@ -127,6 +133,39 @@ class _Builder:
         if "max_connections_per_host" in given:
             given["per_host"] = given.pop("max_connections_per_host")
         return Budget(**given)
+
+    def _pruning(self, top: dict[str, Any], dest: Path) -> Pruning | None:
+        """Prune's settings, the command line's over the manifest's; None when prune is off."""
+        given = {
+            key: self.reader.scalar(top[key], (key,), convert)
+            for key, convert in schema.PRUNE_KEYS.items()
+            if key in top
+        }
+        wanted = self.overrides.prune if self.overrides.prune is not None else given.get("prune")
+        backup = self._backup_dir(given.get("backup_dir"), dest)
+        if not wanted:
+            return None
+        return Pruning(cap=self.overrides.max_delete or given.get("max_delete") or Cap(), backup_dir=backup)
+
+    def _backup_dir(self, raw: str | None, dest: Path) -> Path | None:
+        """The backup directory, absolute: --backup-dir from the working directory, the manifest's from dest.
+
+        It must not overlap dest (rclone refuses the same): inside it, its files would look like the mirror's
+        and a later manifest could name them; around it, a file moved below it could land back inside dest.
+        """
+        if self.overrides.backup_dir is not None:
+            backup = self.overrides.backup_dir.absolute()
+        elif raw is not None:
+            backup = Path(os.path.normpath(dest / raw))
+        else:
+            return None
+        mine, theirs = backup.resolve(), dest.resolve()
+        if mine == theirs or mine.is_relative_to(theirs) or theirs.is_relative_to(mine):
+            why = f"{backup} overlaps the destination {dest}; choose a directory outside it"
+            if self.overrides.backup_dir is not None:
+                raise UsageError(f"--backup-dir {why}")
+            self.problems.add(("backup_dir",), why)
+        return backup
 
     def _settings(
         self, value: Any, path: schema.Where, base: Settings, extra: dict[str, schema.Convert]

@@ -11,6 +11,7 @@ from __future__ import annotations
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -18,6 +19,7 @@ from ..credentials import missing_variables
 from ..errors import ManifestError
 from ..paths import PLAIN_URL
 from ..sizes import parse_size
+from .prune import Cap
 from .scalars import Invalid
 from .yamldoc import BadKey, Document
 
@@ -125,6 +127,21 @@ def http_url(value: Any) -> str:
     return url
 
 
+def max_delete(value: Any) -> Cap:
+    """A count of files (``500``) or a share of those the state knows (``10%``)."""
+    if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
+        return Cap(count=value)
+    text = value.strip() if isinstance(value, str) else ""
+    if text.isascii() and text.isdigit():
+        return Cap(count=int(text))
+    number = text[:-1].strip()
+    if text.endswith("%") and number.isascii() and number.replace(".", "", 1).isdigit():
+        percent = Fraction(number)
+        if percent <= 100:
+            return Cap(percent=percent)
+    raise ValueError(f"expected a count of files like 500 or a share like 10% (at most 100%), got {value!r}")
+
+
 DIGEST_HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "blake2b": 128}
 
 
@@ -178,6 +195,9 @@ BUDGET_KEYS: dict[str, Convert] = {
     "limit_rate": positive_size,
 }
 TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle", *BUDGET_KEYS}
+# Prune (parent/prune.py): off unless asked for.
+PRUNE_KEYS: dict[str, Convert] = {"prune": flag, "max_delete": max_delete, "backup_dir": non_empty_text}
+TOP_KEYS |= PRUNE_KEYS.keys()
 
 
 def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -1,4 +1,5 @@
-"""``--dry-run``: what a run would do with each file, and why; the files it would skip as one count line."""
+"""``--dry-run``: what a run would do with each file, and why; the files it would skip as one count line; and,
+with prune, which files it would remove after a run where every file succeeded."""
 
 from __future__ import annotations
 
@@ -6,12 +7,16 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ..decide import CHECK, DOWNLOAD, RESUME, SKIP
+from ..prune import LEAVE, REMOVE, Prune, refusal
 from .page import Line, Page, Row, counted
 
-_ACTION_STYLES = {DOWNLOAD: "green", RESUME: "yellow", CHECK: "cyan", SKIP: "dim"}
+_ACTION_STYLES = {DOWNLOAD: "green", RESUME: "yellow", CHECK: "cyan", SKIP: "dim", REMOVE: "magenta", LEAVE: "dim"}
+Preview = tuple[Prune, Sequence[tuple[str, str, str]]]  # the plan, and (path, REMOVE or LEAVE, why) per file
 
 
-def plan_page(plan: Sequence[tuple[str, str, str]], title: str, full: bool = False) -> Page:
+def plan_page(
+    plan: Sequence[tuple[str, str, str]], title: str, full: bool = False, pruning: Preview | None = None
+) -> Page:
     """``plan``: (path, action, reason) per file, in manifest order."""
     lines: list[Line | Row] = [Line(title, "bold")]
     lines += [
@@ -22,9 +27,22 @@ def plan_page(plan: Sequence[tuple[str, str, str]], title: str, full: bool = Fal
     if not full:
         skipped = Counter(reason for _, action, reason in plan if action == SKIP)
         lines += [Line(f"{n:,} to skip ({reason})", "dim") for reason, n in skipped.items()]
+    removing = _prune_lines(*pruning) if pruning is not None else []
+    lines += removing
     actions = Counter(action for _, action, _ in plan)
     kinds = ", ".join(f"{actions[a]:,} {a}" for a in (RESUME, DOWNLOAD, CHECK, SKIP) if actions[a])
     lines.append(
         Line(f"dry run: {counted(len(plan), 'file')}{f' ({kinds})' if kinds else ''}; nothing was done", "bold")
     )
     return Page(tuple(lines))
+
+
+def _prune_lines(prune: Prune, files: Sequence[tuple[str, str, str]]) -> list[Line | Row]:
+    if not files:
+        return [Line("prune: nothing to remove", "dim")]
+    going = sum(action == REMOVE for _, action, _ in files)
+    if prune.refused:
+        head = Line(f"prune would refuse: {refusal(prune)}; a run would remove nothing and exit 4", "bold red")
+    else:
+        head = Line(f"prune, if every file succeeds: {counted(going, 'file')} to remove", "bold magenta")
+    return [head, *(Row(((name, ""), (action, _ACTION_STYLES[action]), (why, ""))) for name, action, why in files)]
