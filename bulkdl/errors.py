@@ -47,7 +47,12 @@ class TransientError(FetchError):
 
 
 class PermanentError(FetchError):
-    """A failure that no retry can cure."""
+    """A failure that no retry can cure; ``status`` is the HTTP status that said so, when an answer did (a
+    404 or 410 may mean the file is gone upstream, which only the parent can tell from a failure)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RangeNotHonoured(FetchError):

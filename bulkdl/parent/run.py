@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ..values import FileResult, Job, Status
 from ..worker import limits, parts
+from . import upstream
 from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .pool import Batch
@@ -121,6 +122,7 @@ def download(
     view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
 
     def finished(result: FileResult) -> None:
+        result = upstream.settle(result, rows.get(result.name), loaded.dest)
         results[result.index] = result
         view.finished(result)
         record(state, result)

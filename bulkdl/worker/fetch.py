@@ -16,7 +16,7 @@ from pathlib import Path
 
 from .. import paths
 from ..credentials import redact_url, scrub
-from ..errors import FetchError, LocalError, RangeNotHonoured, RemoteChanged, VerifyError
+from ..errors import FetchError, LocalError, PermanentError, RangeNotHonoured, RemoteChanged, VerifyError
 from ..hashing import hash_file
 from ..sizes import format_size
 from ..values import Condition, FileResult, Job, Status
@@ -44,7 +44,7 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
     started = time.monotonic()
     meter = Meter(job.index, send)
     download = _Download(job, condition, stop, meter)
-    outcome, status, error = None, Status.FAILED, None
+    outcome, status, error, http_status = None, Status.FAILED, None, None
     try:
         outcome = download.run()
         status = outcome.status
@@ -52,6 +52,7 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
         status = Status.INTERRUPTED
     except FetchError as exc:
         error = str(exc)
+        http_status = exc.status if isinstance(exc, PermanentError) else None
     except OSError as exc:
         error = str(LocalError(f"{exc.strerror or exc}: {exc.filename or job.path}"))
     except Exception as exc:  # a bug: the batch goes on, the user gets the traceback on stderr
@@ -81,6 +82,7 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
         etag=outcome.etag if outcome else None,
         last_modified=outcome.last_modified if outcome else None,
         mtime_ns=outcome.mtime_ns if outcome else None,
+        http_status=http_status,
     )
 
 
