@@ -96,6 +96,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="trust these CA certificates for HTTPS")
     run.add_argument("--force", action="store_true", help="download every file again, whatever earlier runs recorded")
     run.add_argument(
+        "--revalidate",
+        action=argparse.BooleanOptionalAction,
+        help="ask the server about every file, even one its pinned digest proves current: a file upstream changed "
+        "fails and keeps the copy on disk, one it removed is reported gone (default: the manifest's revalidate:)",
+    )
+    run.add_argument(
         "--dry-run", action="store_true", help="say what would be done with each file, and why; no network"
     )
     run.add_argument("--quiet", "-q", action="store_true", help="no progress output (the summary still prints)")
@@ -196,6 +202,7 @@ def _run(args: argparse.Namespace) -> int:
         connections=args.connections,
         max_connections_per_host=args.max_connections_per_host,
         limit_rate=args.limit_rate,
+        revalidate=args.revalidate,
     )
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:

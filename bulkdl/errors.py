@@ -12,6 +12,7 @@ the process pool unchanged::
         ├── RangeNotHonoured    a ranged request got another range or the whole body
         ├── RemoteChanged       the file changed on the server while we fetched it
         ├── VerifyError         size or digest differs from what the manifest expects
+        │   └── DigestMismatch  the bytes received have another digest than the manifest pins
         └── LocalError          the local side failed: disk full, read-only destination
 """
 
@@ -65,6 +66,14 @@ class RemoteChanged(FetchError):
 
 class VerifyError(FetchError):
     """The bytes received do not match the expected size or digest."""
+
+
+class DigestMismatch(VerifyError):
+    """The bytes received do not have the digest the manifest pins."""
+
+    def __init__(self, algorithm: str, expected: str, got: str) -> None:
+        super().__init__(f"{algorithm} mismatch: expected {expected}, got {got}")
+        self.algorithm, self.expected, self.got = algorithm, expected, got
 
 
 class LocalError(FetchError):

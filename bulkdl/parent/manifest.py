@@ -34,6 +34,7 @@ class Overrides:
     connections: int | None = None
     max_connections_per_host: int | None = None
     limit_rate: int | None = None
+    revalidate: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class Manifest:
     workers: int
     jobs: tuple[Job, ...]
     budget: Budget = field(default_factory=Budget)
+    revalidate: bool = False  # ask the server even about files the state proves current by digest
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -111,9 +113,18 @@ class _Builder:
         jobs = self._jobs(top["files"], dest, settings)
         workers = self._workers(top, len(jobs))
         budget = self._budget(top)
+        revalidate = self._revalidate(top)
         if self.problems.found:
             return None
-        return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs), budget=budget)
+        return Manifest(
+            source=self.source, dest=dest, workers=workers, jobs=tuple(jobs), budget=budget, revalidate=revalidate
+        )
+
+    def _revalidate(self, top: dict[str, Any]) -> bool:
+        """--revalidate or --no-revalidate, else the manifest's ``revalidate:``, else off."""
+        if self.overrides.revalidate is not None:
+            return self.overrides.revalidate
+        return "revalidate" in top and self.reader.scalar(top["revalidate"], ("revalidate",), schema.flag) is True
 
     def _budget(self, top: dict[str, Any]) -> Budget:
         """The run's budget: the command line's, else the manifest's, else the built-in one."""

@@ -177,7 +177,7 @@ BUDGET_KEYS: dict[str, Convert] = {
     "max_connections_per_host": whole(1, 1024, "connections"),
     "limit_rate": positive_size,
 }
-TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle", *BUDGET_KEYS}
+TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle", *BUDGET_KEYS, "revalidate"}
 
 
 def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:

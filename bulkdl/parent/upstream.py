@@ -1,4 +1,4 @@
-"""What a worker's result means for the copy the mirror already holds: gone upstream.
+"""What a worker's result means for the copy the mirror already holds: gone upstream, or revalidated.
 
 The worker knows only what the server answered; the parent knows whether a copy the state recorded is in
 place. A 404 or 410 (from every source) for such a file keeps the copy, and its state row, and says so:
@@ -17,12 +17,16 @@ from ..values import FileResult, Status
 from ..worker.heads import GONE
 from .state import Row
 
+_REVALIDATED = ("revalidated (--revalidate)",)  # asked although the state proved the copy by its digest
 
-def settle(result: FileResult, row: Row | None, dest: Path) -> FileResult:
+
+def settle(result: FileResult, row: Row | None, dest: Path, revalidating: bool) -> FileResult:
     """``result`` as the summary, the report and the state should see it; ``row``: the state's for its path
-    before the run."""
+    before the run; ``revalidating``: asked only because of --revalidate."""
     if result.status == Status.FAILED and result.http_status in GONE and row is not None:
-        return _gone(result, row, dest)
+        result = _gone(result, row, dest)
+    if revalidating:
+        result = replace(result, notes=(*_REVALIDATED, *result.notes))
     return result
 
 

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from .. import paths
 from ..credentials import redact_url, scrub
-from ..errors import FetchError, LocalError, PermanentError, RangeNotHonoured, RemoteChanged, VerifyError
+from ..errors import (
+    DigestMismatch,
+    FetchError,
+    LocalError,
+    PermanentError,
+    RangeNotHonoured,
+    RemoteChanged,
+    VerifyError,
+)
 from ..hashing import hash_file
 from ..sizes import format_size
 from ..values import Condition, FileResult, Job, Status
@@ -128,7 +136,17 @@ class _Download:
             current = replace(current, mirrors=mirrors)
             room.check(self.job.path.parent, current.size, 0, len(current.segments), self.job.settings.max_size)
             self.parts.start(current, record=self._worth_a_sidecar(current))
-            return self._fetch(current, handoff if usable else None)
+            try:
+                return self._fetch(current, handoff if usable else None)
+            except DigestMismatch as exc:
+                if self.condition is None:
+                    raise
+                # A conditional GET means a copy the state vouches for is in place: the server's new version
+                # is what no longer matches the manifest, as an operator pinning digests needs to hear.
+                raise VerifyError(
+                    f"upstream changed: its {exc.algorithm} is {exc.got}, the manifest pins {exc.expected}; "
+                    "the copy on disk was kept"
+                ) from None
 
     def _fetch(self, current: Plan, handoff: Handoff | None) -> _Outcome:
         self.meter.size = current.size

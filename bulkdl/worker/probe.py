@@ -61,7 +61,9 @@ def conditional_headers(condition: Condition | None) -> dict[str, str]:
         return {}
     if condition.etag:
         return {"If-None-Match": condition.etag}
-    return {"If-Modified-Since": condition.last_modified or ""}
+    if condition.last_modified:
+        return {"If-Modified-Since": condition.last_modified}
+    return {}  # --revalidate of a file whose server sent no validators: a plain GET, its bytes compared
 
 
 def plan_for(job: Job, head: net.Head, notes: list[str]) -> tuple[Plan, bool]:
