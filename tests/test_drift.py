@@ -213,3 +213,17 @@ def test_the_copy_is_gone_only_as_recorded(builtin: FaultServer, tmp_path: Path)
     assert (result.code, result.file("edited.bin")["status"]) == (0, "gone")
     assert (result.file("edited.bin")["sha256"], result.file("edited.bin")["bytes"]) == (None, 14)
     assert edited.read_bytes() == b"edited by hand"
+
+
+def test_revalidate_refuses_a_new_size_before_fetching_it(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("sized", 3000)
+    manifest = write_manifest(tmp_path, [{"url": builtin.add("sized.bin", data), "size": 3000, "sha256": _sha(data)}])
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    builtin.update("sized.bin", b"shorter now")
+    before = _on_disk(tmp_path / "mirror")
+    result = run_cli("run", manifest, "--revalidate", cwd=tmp_path)
+    assert (result.code, result.file("sized.bin")["error"]) == (
+        1,
+        "size mismatch: manifest says 3000 bytes, server has 11",
+    )
+    assert _on_disk(tmp_path / "mirror") == before
