@@ -103,6 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="trust these CA certificates for HTTPS")
     run.add_argument("--force", action="store_true", help="download every file again, whatever earlier runs recorded")
     run.add_argument(
+        "--revalidate",
+        action=argparse.BooleanOptionalAction,
+        help="ask the server about every file, even one its pinned digest proves current: a file upstream changed "
+        "fails and keeps the copy on disk, one it removed is reported gone (default: the manifest's revalidate:)",
+    )
+    run.add_argument(
         "--dry-run", action="store_true", help="say what would be done with each file, and why; no network"
     )
     _prune_options(run)
@@ -223,6 +229,7 @@ def _run(args: argparse.Namespace) -> int:
         prune=args.prune,
         max_delete=args.max_delete,
         backup_dir=args.backup_dir,
+        revalidate=args.revalidate,
     )
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:

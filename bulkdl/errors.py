@@ -12,6 +12,7 @@ the process pool unchanged::
         ├── RangeNotHonoured    a ranged request got another range or the whole body
         ├── RemoteChanged       the file changed on the server while we fetched it
         ├── VerifyError         size or digest differs from what the manifest expects
+        │   └── DigestMismatch  the bytes received have another digest than the manifest pins
         └── LocalError          the local side failed: disk full, read-only destination
 """
 
@@ -47,7 +48,12 @@ class TransientError(FetchError):
 
 
 class PermanentError(FetchError):
-    """A failure that no retry can cure."""
+    """A failure that no retry can cure; ``status`` is the HTTP status that said so, when an answer did (a
+    404 or 410 may mean the file is gone upstream, which only the parent can tell from a failure)."""
+
+    def __init__(self, message: str, status: int | None = None) -> None:
+        super().__init__(message)
+        self.status = status
 
 
 class RangeNotHonoured(FetchError):
@@ -60,6 +66,14 @@ class RemoteChanged(FetchError):
 
 class VerifyError(FetchError):
     """The bytes received do not match the expected size or digest."""
+
+
+class DigestMismatch(VerifyError):
+    """The bytes received do not have the digest the manifest pins."""
+
+    def __init__(self, algorithm: str, expected: str, got: str) -> None:
+        super().__init__(f"{algorithm} mismatch: expected {expected}, got {got}")
+        self.algorithm, self.expected, self.got = algorithm, expected, got
 
 
 class LocalError(FetchError):

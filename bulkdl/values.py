@@ -111,3 +111,4 @@ class FileResult:
     etag: str | None = None
     last_modified: str | None = None
     mtime_ns: int | None = None  # the file's mtime on disk once in place
+    http_status: int | None = None  # of the answer that failed the file for good, if one did (404: gone?)

@@ -107,3 +107,54 @@ def test_decide(
     assert (decision.condition is not None) == (action == CHECK)
     if decision.condition is not None:
         assert (decision.condition.size, decision.condition.mtime_ns) == (row.size, row.local_mtime_ns)  # type: ignore[union-attr]
+
+
+REVALIDATE_CASES = [
+    ("etag", JOB, ROW, "--revalidate: conditional GET (If-None-Match)", (ROW.etag, ROW.last_modified)),
+    (
+        "date only",
+        JOB,
+        replace(ROW, etag=None),
+        "--revalidate: conditional GET (If-Modified-Since)",
+        (None, ROW.last_modified),
+    ),
+    (
+        "no validators",
+        JOB,
+        replace(ROW, etag=None, last_modified=None),
+        "--revalidate: plain GET, its bytes compared with the pinned digest (the server sent no ETag",
+        (None, None),
+    ),
+    (
+        "url changed",
+        replace(JOB, shown_url="http://g/f.bin"),
+        ROW,
+        "--revalidate: plain GET, its bytes compared with the pinned digest (the URL changed",
+        (None, None),  # the recorded validators are another URL's
+    ),
+]
+
+
+@pytest.mark.parametrize(
+    ("job", "row", "reason", "validators"), [c[1:] for c in REVALIDATE_CASES], ids=[c[0] for c in REVALIDATE_CASES]
+)
+def test_revalidate_asks_about_a_file_its_digest_proves(
+    job: Job, row: Row, reason: str, validators: tuple[str | None, str | None]
+) -> None:
+    decision = decide(job, row, _stat(), False, False, revalidate=True)
+    assert (decision.action, decision.reason.startswith(reason), decision.revalidating) == (CHECK, True, True), decision
+    assert decision.condition is not None
+    assert (decision.condition.etag, decision.condition.last_modified) == validators
+    assert (decision.condition.size, decision.condition.digests) == (row.size, row.digests)
+
+
+@pytest.mark.parametrize(
+    ("job", "row", "local", "sidecar", "force", "action"), [c[1:-1] for c in CASES], ids=[c[0] for c in CASES]
+)
+def test_revalidate_changes_only_what_would_be_skipped(
+    job: Job, row: Row | None, local: os.stat_result | None, sidecar: bool, force: bool, action: str
+) -> None:
+    if action != SKIP:
+        assert decide(job, row, local, sidecar, force, revalidate=True) == decide(job, row, local, sidecar, force)
+    else:
+        assert decide(job, row, local, sidecar, force, revalidate=True).action == CHECK

@@ -4,6 +4,8 @@
 2. ``--force``                                                 → download
 3. the file on disk is not the one the state recorded          → download
 4. the manifest's digests match the state's, size/mtime too    → skip, no request at all
+   (``--revalidate``: a conditional GET all the same, or a plain GET whose bytes are compared with the pinned
+   digest when the state has no validators for this URL: upstream may have changed or removed the file)
 5. the state has the server's validators                       → conditional GET; 304 → skip
 6. otherwise                                                   → download
 """
@@ -24,6 +26,7 @@ class Decision:
     action: str
     reason: str
     condition: Condition | None = None
+    revalidating: bool = False  # --revalidate asks about a file the state already proves current
 
 
 # The decisions that need nothing of the file's own are made once: a run of 100,000 skips holds one, not
@@ -39,9 +42,17 @@ _NEW_SIZE = Decision(DOWNLOAD, "the manifest's size differs from the one recorde
 _PROVEN = Decision(SKIP, "size, mtime and digest match the last run")
 _MOVED = Decision(DOWNLOAD, "the URL changed since the last run")
 _NO_VALIDATORS = Decision(DOWNLOAD, "the server sent no ETag or Last-Modified last time")
+_REVALIDATE = {
+    header: f"--revalidate: conditional GET ({header}) though size, mtime and digest match the last run"
+    for header in ("If-None-Match", "If-Modified-Since")
+}
+_REVALIDATE_MOVED = f"--revalidate: plain GET, its bytes compared with the pinned digest ({_MOVED.reason})"
+_REVALIDATE_ANONYMOUS = f"--revalidate: plain GET, its bytes compared with the pinned digest ({_NO_VALIDATORS.reason})"
 
 
-def decide(job: Job, row: Row | None, local: os.stat_result | None, has_sidecar: bool, force: bool) -> Decision:
+def decide(
+    job: Job, row: Row | None, local: os.stat_result | None, has_sidecar: bool, force: bool, revalidate: bool = False
+) -> Decision:
     if has_sidecar:
         return _RESUMING
     if force:
@@ -52,10 +63,10 @@ def decide(job: Job, row: Row | None, local: os.stat_result | None, has_sidecar:
         return _UNRECORDED
     if local.st_size != row.local_size or local.st_mtime_ns != row.local_mtime_ns:
         return _CHANGED_LOCALLY
-    return _remote(job, row)
+    return _remote(job, row, revalidate)
 
 
-def _remote(job: Job, row: Row) -> Decision:
+def _remote(job: Job, row: Row, revalidate: bool) -> Decision:
     recorded = dict(row.digests)
     comparable = 0
     for algorithm, expected in job.digests:
@@ -66,11 +77,32 @@ def _remote(job: Job, row: Row) -> Decision:
     if job.size is not None and job.size != row.size:
         return _NEW_SIZE
     if job.digests and comparable == len(job.digests):
-        return _PROVEN
+        return _revalidation(job, row) if revalidate else _PROVEN
     if row.url != job.shown_url:
         return _MOVED
     if not (row.etag or row.last_modified):
         return _NO_VALIDATORS
-    condition = Condition(row.etag, row.last_modified, row.size, row.digests, row.local_mtime_ns)
-    header = "If-None-Match" if row.etag else "If-Modified-Since"
-    return Decision(CHECK, f"conditional GET ({header})", condition)
+    return Decision(CHECK, f"conditional GET ({_header(row)})", _condition(row))
+
+
+def _revalidation(job: Job, row: Row) -> Decision:
+    """A request for a file the state proves current, so that a change or a removal upstream is noticed.
+
+    Without validators for this URL no answer can say "unchanged" (304): the file is fetched and its bytes
+    compared with the pinned digest, and the copy on disk is replaced only by bytes that match it.
+    """
+    if row.url != job.shown_url:
+        return Decision(CHECK, _REVALIDATE_MOVED, _condition(row, False), True)
+    if not (row.etag or row.last_modified):
+        return Decision(CHECK, _REVALIDATE_ANONYMOUS, _condition(row, False), True)
+    return Decision(CHECK, _REVALIDATE[_header(row)], _condition(row), True)
+
+
+def _header(row: Row) -> str:
+    return "If-None-Match" if row.etag else "If-Modified-Since"
+
+
+def _condition(row: Row, validators: bool = True) -> Condition:
+    """What the worker needs to know of the copy on disk; ``validators``: send the state's (the URL's own)."""
+    etag, modified = (row.etag, row.last_modified) if validators else (None, None)
+    return Condition(etag, modified, row.size, row.digests, row.local_mtime_ns)

@@ -38,6 +38,7 @@ class Overrides:
     prune: bool | None = None  # --prune, --no-prune
     max_delete: Cap | None = None
     backup_dir: Path | None = None  # relative to the working directory
+    revalidate: bool | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +49,7 @@ class Manifest:
     jobs: tuple[Job, ...]
     budget: Budget = field(default_factory=Budget)
     prune: Pruning | None = None  # None: prune is off
+    revalidate: bool = False  # ask the server even about files the state proves current by digest
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -117,9 +119,24 @@ class _Builder:
         workers = self._workers(top, len(jobs))
         budget = self._budget(top)
         pruning = self._pruning(top, dest)
+        revalidate = self._revalidate(top)
         if self.problems.found:
             return None
-        return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs), budget=budget, prune=pruning)
+        return Manifest(
+            source=self.source,
+            dest=dest,
+            workers=workers,
+            jobs=tuple(jobs),
+            budget=budget,
+            prune=pruning,
+            revalidate=revalidate,
+        )
+
+    def _revalidate(self, top: dict[str, Any]) -> bool:
+        """--revalidate or --no-revalidate, else the manifest's ``revalidate:``, else off."""
+        if self.overrides.revalidate is not None:
+            return self.overrides.revalidate
+        return "revalidate" in top and self.reader.scalar(top["revalidate"], ("revalidate",), schema.flag) is True
 
     def _budget(self, top: dict[str, Any]) -> Budget:
         """The run's budget: the command line's, else the manifest's, else the built-in one."""

@@ -18,6 +18,7 @@ from urllib.parse import urlsplit
 
 from ..values import FileResult, Job, Status
 from ..worker import limits, parts
+from . import upstream
 from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .pool import Batch
@@ -37,7 +38,7 @@ def decide_all(loaded: Manifest, rows: dict[str, Row], force: bool) -> list[Deci
     decisions = cast("list[Decision]", [None] * len(loaded.jobs))  # _on_disk yields every position once
     for position, local, has_sidecar in _on_disk(loaded.jobs):
         job = loaded.jobs[position]
-        decisions[position] = decide(job, rows.get(job.name), local, has_sidecar, force)
+        decisions[position] = decide(job, rows.get(job.name), local, has_sidecar, force, loaded.revalidate)
     return decisions
 
 
@@ -109,18 +110,22 @@ def download(
     any file."""
     results: dict[int, FileResult] = {}
     tasks, skipped = [], []
+    revalidating: set[int] = set()  # empty without --revalidate
     for job, decision in zip(loaded.jobs, decisions, strict=True):
         if decision.action == SKIP:
             results[job.index] = _unchanged(job, rows[job.name], decision)
             skipped.append(job.name)
         else:
             tasks.append((job, decision.condition))
+            if decision.revalidating:
+                revalidating.add(job.index)
     state.checked(skipped)
     if not tasks:
         return list(results.values()), False
     view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
 
     def finished(result: FileResult) -> None:
+        result = upstream.settle(result, rows.get(result.name), loaded.dest, result.index in revalidating)
         results[result.index] = result
         view.finished(result)
         record(state, result)

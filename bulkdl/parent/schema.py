@@ -194,7 +194,7 @@ BUDGET_KEYS: dict[str, Convert] = {
     "max_connections_per_host": whole(1, 1024, "connections"),
     "limit_rate": positive_size,
 }
-TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle", *BUDGET_KEYS}
+TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle", *BUDGET_KEYS, "revalidate"}
 # Prune (parent/prune.py): off unless asked for.
 PRUNE_KEYS: dict[str, Convert] = {"prune": flag, "max_delete": max_delete, "backup_dir": non_empty_text}
 TOP_KEYS |= PRUNE_KEYS.keys()

@@ -22,7 +22,7 @@ import threading
 from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
-from ..errors import VerifyError
+from ..errors import DigestMismatch, VerifyError
 from ..hashing import BUFFER
 from . import buffer
 from .parts import Parts
@@ -101,7 +101,7 @@ class Assembly:
         got = {algorithm: h.hexdigest() for algorithm, h in self._hashes.items()}
         for algorithm, expected in digests:
             if got[algorithm] != expected:
-                raise VerifyError(f"{algorithm} mismatch: expected {expected}, got {got[algorithm]}")
+                raise DigestMismatch(algorithm, expected, got[algorithm])
         if len(plan.segments) != 1:
             out = self._parts.temp()
             copied = sum(self._copied.get(s.index, 0) for s in plan.segments)

@@ -16,7 +16,15 @@ from pathlib import Path
 
 from .. import paths
 from ..credentials import redact_url, scrub
-from ..errors import FetchError, LocalError, RangeNotHonoured, RemoteChanged, VerifyError
+from ..errors import (
+    DigestMismatch,
+    FetchError,
+    LocalError,
+    PermanentError,
+    RangeNotHonoured,
+    RemoteChanged,
+    VerifyError,
+)
 from ..hashing import hash_file
 from ..sizes import format_size
 from ..values import Condition, FileResult, Job, Status
@@ -44,7 +52,7 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
     started = time.monotonic()
     meter = Meter(job.index, send)
     download = _Download(job, condition, stop, meter)
-    outcome, status, error = None, Status.FAILED, None
+    outcome, status, error, http_status = None, Status.FAILED, None, None
     try:
         outcome = download.run()
         status = outcome.status
@@ -52,6 +60,7 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
         status = Status.INTERRUPTED
     except FetchError as exc:
         error = str(exc)
+        http_status = exc.status if isinstance(exc, PermanentError) else None
     except OSError as exc:
         error = str(LocalError(f"{exc.strerror or exc}: {exc.filename or job.path}"))
     except Exception as exc:  # a bug: the batch goes on, the user gets the traceback on stderr
@@ -81,6 +90,7 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
         etag=outcome.etag if outcome else None,
         last_modified=outcome.last_modified if outcome else None,
         mtime_ns=outcome.mtime_ns if outcome else None,
+        http_status=http_status,
     )
 
 
@@ -126,7 +136,17 @@ class _Download:
             current = replace(current, mirrors=mirrors)
             room.check(self.job.path.parent, current.size, 0, len(current.segments), self.job.settings.max_size)
             self.parts.start(current, record=self._worth_a_sidecar(current))
-            return self._fetch(current, handoff if usable else None)
+            try:
+                return self._fetch(current, handoff if usable else None)
+            except DigestMismatch as exc:
+                if self.condition is None:
+                    raise
+                # A conditional GET means a copy the state vouches for is in place: the server's new version
+                # is what no longer matches the manifest, as an operator pinning digests needs to hear.
+                raise VerifyError(
+                    f"upstream changed: its {exc.algorithm} is {exc.got}, the manifest pins {exc.expected}; "
+                    "the copy on disk was kept"
+                ) from None
 
     def _fetch(self, current: Plan, handoff: Handoff | None) -> _Outcome:
         self.meter.size = current.size

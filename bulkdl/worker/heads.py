@@ -25,6 +25,7 @@ _DELAY = re.compile(r"[0-9]+")  # Retry-After's delta-seconds: only its size is 
 _CONTENT_RANGE = re.compile(r"bytes[ \t]+([0-9]+)-([0-9]+)/([0-9]+|\*)", re.IGNORECASE | re.ASCII)
 _UNSATISFIED_RANGE = re.compile(r"bytes[ \t]+\*/([0-9]+)", re.IGNORECASE | re.ASCII)
 _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+GONE = frozenset({404, 410})  # the server has no such file (410: and says it never will again)
 _MAX_NS = 2**63 - 1  # an mtime in nanoseconds, as os.utime and SQLite's INTEGER hold it
 _MAX_SHOWN = 80  # characters of server text a message repeats
 
@@ -117,7 +118,7 @@ def status_error(status: int, reason: str, retry_after_header: str | None) -> Fe
     message = f"HTTP {status} {_printable(reason)}".strip()
     if status in _RETRY_STATUSES or status >= 500:
         return TransientError(message, retry_after=retry_after(retry_after_header))
-    return PermanentError(message)
+    return PermanentError(message, status)
 
 
 def retry_after(value: str | None) -> float | None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 from ..credentials import redact_url
 from ..errors import PermanentError, TransientError, VerifyError
 from ..values import Condition, Job
-from . import net, plan
+from . import heads, net, plan
 from .plan import Plan
 from .transfer import Handoff, Transfer
 
@@ -21,14 +21,19 @@ def first(
 ) -> tuple[Handoff, tuple[str, ...]]:
     """The probe's answer, from the first source that gives one; the sources after it may serve segments."""
     sources = (job.url, *job.mirrors)
+    gone_everywhere = True
     for i, source in enumerate(sources):
         try:
             head, body = transfer.probe(source, conditional_headers(condition) if i == 0 else {}, _last(job))
         except (TransientError, PermanentError) as exc:
-            if i == len(sources) - 1:
-                raise
-            notes.append(f"{redact_url(source)} failed ({exc}); trying the next mirror")
-            continue
+            gone_everywhere = gone_everywhere and isinstance(exc, PermanentError) and exc.status in heads.GONE
+            if i < len(sources) - 1:
+                notes.append(f"{redact_url(source)} failed ({exc}); trying the next mirror")
+                continue
+            if isinstance(exc, PermanentError) and exc.status in heads.GONE and not gone_everywhere:
+                # The last mirror has no such file, but an earlier source failed otherwise: it may still have it.
+                raise PermanentError(str(exc)) from None
+            raise
         return Handoff(head, body), sources[i + 1 :]
     raise AssertionError("unreachable: the last source raises")
 
@@ -56,7 +61,9 @@ def conditional_headers(condition: Condition | None) -> dict[str, str]:
         return {}
     if condition.etag:
         return {"If-None-Match": condition.etag}
-    return {"If-Modified-Since": condition.last_modified or ""}
+    if condition.last_modified:
+        return {"If-Modified-Since": condition.last_modified}
+    return {}  # --revalidate of a file whose server sent no validators: a plain GET, its bytes compared
 
 
 def plan_for(job: Job, head: net.Head, notes: list[str]) -> tuple[Plan, bool]:
