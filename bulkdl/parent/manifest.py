@@ -34,6 +34,7 @@ class Overrides:
     connections: int | None = None
     max_connections_per_host: int | None = None
     limit_rate: int | None = None
+    checksums_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +44,7 @@ class Manifest:
     workers: int
     jobs: tuple[Job, ...]
     budget: Budget = field(default_factory=Budget)
+    checksums_file: Path | None = None  # where to write the mirror's SHA256SUMS after each run (absolute)
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -81,6 +83,7 @@ class _Builder:
         self._credentials: credentials.Resolver | None = None
         self._shared: dict[tuple[Settings, credentials.Headers], Settings] = {}  # one per distinct result
         self._claims = claims.Claims()
+        self._entry_keys = schema.ENTRY_KEYS
 
     def _resolver(self, path: schema.Where) -> credentials.Resolver:
         """The credentials of the manifest's URLs; an unusable netrc file is a problem of the manifest's run."""
@@ -108,12 +111,46 @@ class _Builder:
         if "files" not in top:
             self.problems.add((), "missing: list the URLs to fetch", key="files")
             return None
+        self._base_url(top)
         jobs = self._jobs(top["files"], dest, settings)
         workers = self._workers(top, len(jobs))
         budget = self._budget(top)
+        checksums_file = self._checksums_file(top, dest, len(jobs))
         if self.problems.found:
             return None
-        return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs), budget=budget)
+        return Manifest(
+            source=self.source,
+            dest=dest,
+            workers=workers,
+            jobs=tuple(jobs),
+            budget=budget,
+            checksums_file=checksums_file,
+        )
+
+    def _base_url(self, top: dict[str, Any]) -> None:
+        """Entries' ``url`` from now on: relative ones resolved against the top-level ``base_url``."""
+        base = self.reader.scalar(top["base_url"], ("base_url",), schema.base_url) if "base_url" in top else None
+        self._entry_keys = {**schema.ENTRY_KEYS, "url": schema.entry_url(base)}
+
+    def _checksums_file(self, top: dict[str, Any], dest: Path, index: int) -> Path | None:
+        """Where the checksums file goes: --checksums-file (from the working directory), else the manifest's,
+        a path below dest that no entry may claim."""
+        if self.overrides.checksums_file is not None:
+            return self.overrides.checksums_file.absolute()  # parent/checksums.py refuses one on a download
+        if "checksums_file" not in top:
+            return None
+        raw = self.reader.scalar(top["checksums_file"], ("checksums_file",), schema.non_empty_text)
+        try:
+            name = None if raw is None else check_relpath(raw)
+        except ValueError as exc:
+            self.problems.add(("checksums_file",), str(exc))
+            return None
+        clash = None if name is None else self._claims.clash(name, index)
+        if clash is not None:
+            self.problems.add(
+                ("checksums_file",), f"{name!r} clashes with the entry for {clash[0]!r}", see=("files", clash[1])
+            )
+        return None if name is None else dest / name
 
     def _budget(self, top: dict[str, Any]) -> Budget:
         """The run's budget: the command line's, else the manifest's, else the built-in one."""
@@ -208,9 +245,9 @@ class _Builder:
         path = ("files", index)
         found: dict[str, Any]
         if entry.__class__ is not dict and entry.__class__ is not list:  # a bare URL
-            settings, found = base, {"url": self.reader.scalar(entry, path, schema.http_url)}
+            settings, found = base, {"url": self.reader.scalar(entry, path, self._entry_keys["url"])}
         else:
-            settings, found = self._settings(entry, path, base, schema.ENTRY_KEYS)
+            settings, found = self._settings(entry, path, base, self._entry_keys)
             if "url" not in found and entry.__class__ is dict:
                 self.problems.add(path, "missing", key=f"{schema.label(path)}.url")
         if self.overrides.segments is not None and settings is not base:
