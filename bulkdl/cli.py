@@ -1,7 +1,8 @@
 """The command line: parses arguments, runs a command, and is the only place that chooses an exit code.
 
 Exit codes: 0 every file present and verified; 1 some files failed (the others completed), or the report
-could not be written at the end; 2 bad invocation, invalid manifest or an unwritable --report; 3 another
+or the checksums file could not be written at the end; 2 bad invocation, invalid manifest or an unwritable
+--report or checksums file; 3 another
 run holds the destination; 4 prune refused: more files to remove than max_delete allows, nothing removed;
 5 --max-duration reached: files left for the next run, all resumable; 70 an internal error (a bug: the
 traceback is printed); 130 interrupted. When several apply, the first of 130, 1, 5, 4 wins.
@@ -25,7 +26,7 @@ from types import FrameType
 
 from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .parent import manifest
+from .parent import checksums, manifest
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
 from .parent.report.jsonreport import check_writable, write_json
@@ -93,6 +94,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit-rate", type=_rate, metavar="RATE", help="bytes a second for the whole run, e.g. 50M")
     run.add_argument("--segments", type=_count(1, 64), help="maximum segment threads per file")
     run.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
+    run.add_argument(
+        "--checksums-file",
+        type=Path,
+        metavar="FILE",
+        help="after the run, write the mirror's SHA-256 sums here, for `cd DEST && sha256sum -c FILE`",
+    )
     run.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="trust these CA certificates for HTTPS")
     run.add_argument("--force", action="store_true", help="download every file again, whatever earlier runs recorded")
     run.add_argument(
@@ -196,6 +203,7 @@ def _run(args: argparse.Namespace) -> int:
         connections=args.connections,
         max_connections_per_host=args.max_connections_per_host,
         limit_rate=args.limit_rate,
+        checksums_file=args.checksums_file,
     )
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:
@@ -204,14 +212,20 @@ def _run(args: argparse.Namespace) -> int:
         print_page(plan_page(plan, _title("bulkdl --dry-run", loaded), args.summary == FULL))
         return EXIT_OK
     _check_report(args.report)
+    checksums.check(loaded)
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     about = _about("bulkdl", loaded, args, began)
     with _stoppable(), _destination(loaded.dest) as state:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)
         results, stopped = download(loaded, decisions, rows, state, show_progress)
+        state.commit()  # the renames durable before the checksums file names them
+        unwritten = checksums.write(loaded, results, rows)
     _say_what_was_not_recorded(state)
-    return _finish(results, time.monotonic() - started, args.report, replace(about, stopped=stopped), _earlier(rows))
+    if unwritten is not None:
+        print(f"bulkdl: {unwritten}", file=sys.stderr)
+    code = _finish(results, time.monotonic() - started, args.report, replace(about, stopped=stopped), _earlier(rows))
+    return code if unwritten is None or code == EXIT_INTERRUPTED else EXIT_FAILED
 
 
 @contextlib.contextmanager
