@@ -26,7 +26,7 @@ from types import FrameType
 
 from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .parent import checksums, manifest
+from .parent import checksums, generate, manifest, schema
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
 from .parent.report.jsonreport import check_writable, write_json
@@ -128,7 +128,47 @@ def build_parser() -> argparse.ArgumentParser:
     verify_.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="for --repair: trust these CAs")
     _summary_option(verify_)
     verify_.set_defaults(handler=_verify)
+    _manifest_commands(commands)
     return parser
+
+
+def _manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    made = commands.add_parser(
+        "manifest",
+        help="print a manifest made from what upstream publishes",
+        description="Print a manifest to stdout, e.g. bulkdl manifest from-sums SHA256SUMS --base-url URL > m.yaml",
+    )
+    kinds = made.add_subparsers(dest="kind", required=True, metavar="KIND")
+    sums = kinds.add_parser(
+        "from-sums", help="from a checksum file: SHA256SUMS, `sha256sum --tag` output, MD5SUMS, B2SUMS..."
+    )
+    sums.add_argument("sums", type=Path, metavar="SUMS")
+    sums.add_argument(
+        "--base-url", type=_base_url, required=True, metavar="URL", help="the URL of the directory the names are in"
+    )
+    sums.add_argument("--dest", metavar="DIR", help="the manifest's dest (default: the manifest's own directory)")
+    sums.set_defaults(handler=lambda args: _print_manifest(generate.from_sums(args.sums, args.base_url, args.dest)))
+    urls = kinds.add_parser("from-urls", help="from a list of URLs, one a line (# comments)")
+    urls.add_argument("urls", type=Path, metavar="FILE")
+    urls.add_argument(
+        "--base-url", type=_base_url, metavar="URL", help="keep each URL's tree below this one (default: last segment)"
+    )
+    urls.set_defaults(handler=lambda args: _print_manifest(generate.from_urls(args.urls, args.base_url)))
+
+
+def _base_url(text: str) -> str:
+    try:
+        return schema.base_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _print_manifest(text: str) -> int:
+    """A manifest is a UTF-8 file whatever the terminal's encoding: the bytes go out as they are."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode())
+    sys.stdout.buffer.flush()
+    return EXIT_OK
 
 
 def _summary_option(command: argparse.ArgumentParser) -> None:
