@@ -253,3 +253,14 @@ def test_from_urls_refuses_each_bad_line(tmp_path: Path) -> None:
         "urls.txt:6: path names a directory, not a file",
         "urls.txt:7: path must not contain '..'; it would escape dest",
     ]
+
+
+@pytest.mark.parametrize("line", [f"{HEX}  a b.iso", f"SHA256 (a b.iso) = {HEX}"])
+def test_check_of_a_checksum_file_says_what_to_run(tmp_path: Path, line: str) -> None:
+    (tmp_path / "SHA256SUMS").write_text(f"{line}\n{HEX}  c.iso\n")
+    done = _bulkdl("check", "SHA256SUMS", cwd=tmp_path)
+    assert (done.returncode, done.stderr) == (
+        2,
+        "SHA256SUMS:1: manifest: a checksum file, not a manifest; "
+        "`bulkdl manifest from-sums SHA256SUMS --base-url URL` makes one of it\n",
+    )

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import credentials
+from .. import credentials, sums
 from ..errors import ManifestError
 from ..paths import check_relpath, name_from_url
 from ..values import Budget, Job, Settings
@@ -69,9 +69,23 @@ def parse(text: str, source: Path, overrides: Overrides) -> Manifest:
             problems.at(1, "manifest", "the file is empty")
         else:
             manifest = _Builder(schema.Reader(document, problems), source, overrides).build(document.data)
+            if manifest is None and document.data.__class__ is str:
+                _refuse_checksum_file(text, source)
     if problems.found or manifest is None:
         raise problems.error(lambda: yamldoc.lines(text))
     return manifest
+
+
+def _refuse_checksum_file(text: str, source: Path) -> None:
+    """``bulkdl check SHA256SUMS``: YAML reads a checksum file as one string; say what it is, and what to run."""
+    try:
+        sums.parse(text, str(source))
+    except ManifestError:
+        return
+    raise ManifestError(
+        f"{source}:1: manifest: a checksum file, not a manifest; "
+        f"`bulkdl manifest from-sums {source} --base-url URL` makes one of it"
+    )
 
 
 class _Builder:
