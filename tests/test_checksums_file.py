@@ -179,3 +179,15 @@ def test_a_checksums_file_that_cannot_be_written_at_the_end_fails_the_run(tmp_pa
     assert f"bulkdl: could not write the checksums file {tmp_path / 'out' / 'SUMS'}: No such file" in stderr.decode()
     assert "Traceback" not in stderr.decode()
     assert any(line.split()[:2] == ["a", "downloaded"] for line in stdout.decode().splitlines())  # the summary
+
+
+def test_the_key_is_never_written_through_a_symlink_out_of_dest(tmp_path: Path, builtin: Server) -> None:
+    (tmp_path / "elsewhere").mkdir()
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror" / "sums").symlink_to(tmp_path / "elsewhere")
+    manifest = write_manifest(tmp_path, [builtin.add("a", b"a")], checksums_file="sums/SHA256SUMS")
+    run = run_cli("run", manifest, cwd=tmp_path)
+    assert run.code == 2
+    assert "outside dest; bulkdl does not write through it" in run.stderr
+    assert list((tmp_path / "elsewhere").iterdir()) == []
+    assert builtin.requests("a") == []

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from .. import durable
 from ..errors import UsageError
+from ..paths import outside
 from ..sums import format_line
 from ..values import FileResult
 from .manifest import Manifest
@@ -32,6 +33,9 @@ def check(loaded: Manifest) -> None:
     state = loaded.dest / ".bulkdl"
     if target == state or state in target.parents or any(job.path == target for job in loaded.jobs):
         raise UsageError(f"the checksums file {target} would overwrite a file of the mirror; choose another")
+    escape = outside(loaded.dest, target.parent) if loaded.dest in target.parents else None
+    if escape is not None:  # a symlinked directory in the mirror: bulkdl writes through none
+        raise UsageError(f"cannot write the checksums file {target}: {escape}")
     try:
         check_writable(target)
     except OSError as exc:
