@@ -208,11 +208,11 @@ def test_from_sums_needs_an_http_base_url(tmp_path: Path) -> None:
 
 
 def test_from_urls_keeps_the_tree_below_base_url_and_runs(tmp_path: Path, builtin: Server) -> None:
-    for name in ("pub/a.iso", "pub/x/b%20c.iso", "pub/x/y/d.iso"):
+    for name in ("pub/a.iso", "pub/x/b%20c.iso", "pub/x/y/d.iso", "pub/ab:c.iso"):
         builtin.add(name, name.encode())
     base = f"{builtin.base_url}/pub"
     (tmp_path / "urls.txt").write_text(
-        f"# tonight's list\n{base}/a.iso\n\n  {base}/x/b%20c.iso  \n{base}/x/y/d.iso?token=1\n"
+        f"# tonight's list\n{base}/a.iso\n\n  {base}/x/b%20c.iso  \n{base}/x/y/d.iso?token=1\n{base}/ab:c.iso\n"
     )
     made = _bulkdl("manifest", "from-urls", "urls.txt", "--base-url", base, cwd=tmp_path)
     assert made.returncode == 0, made.stderr
@@ -222,6 +222,7 @@ def test_from_urls_keeps_the_tree_below_base_url_and_runs(tmp_path: Path, builti
     assert (tmp_path / "a.iso").read_bytes() == b"pub/a.iso"
     assert (tmp_path / "x" / "b c.iso").read_bytes() == b"pub/x/b%20c.iso"
     assert (tmp_path / "x" / "y" / "d.iso").read_bytes() == b"pub/x/y/d.iso"
+    assert (tmp_path / "ab:c.iso").read_bytes() == b"pub/ab:c.iso"
 
 
 def test_from_urls_without_base_url_takes_last_segments(tmp_path: Path) -> None:

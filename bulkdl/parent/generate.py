@@ -65,7 +65,9 @@ def _from_url(base: str | None, line: int, url: str) -> _Entry:
     if not url.startswith(base):
         raise ValueError(f"{url} is not below --base-url {base}")
     relative = url[len(base) :]
-    return _Entry(line, check_relpath(unquote(urlsplit(relative).path)), relative)
+    name = check_relpath(unquote(urlsplit(relative).path))
+    # "a:b.iso" alone would read as a URL of scheme "a": RFC 3986 (4.2) puts "./" before such a reference.
+    return _Entry(line, name, "./" + relative if urlsplit(relative).scheme else relative)
 
 
 def _checked(source: str, items: list[tuple[int, _T]], make: Callable[[int, _T], _Entry], empty: str) -> list[_Entry]:
