@@ -1,7 +1,8 @@
 """The command line: parses arguments, runs a command, and is the only place that chooses an exit code.
 
 Exit codes: 0 every file present and verified; 1 some files failed (the others completed), or the report
-could not be written at the end; 2 bad invocation, invalid manifest or an unwritable --report; 3 another
+or the checksums file could not be written at the end; 2 bad invocation, invalid manifest or an unwritable
+--report or checksums file; 3 another
 run holds the destination; 4 prune refused: more files to remove than max_delete allows, nothing removed;
 5 --max-duration reached: files left for the next run, all resumable; 70 an internal error (a bug: the
 traceback is printed); 130 interrupted. When several apply, the first of 130, 1, 5, 4 wins.
@@ -25,7 +26,7 @@ from types import FrameType
 
 from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .parent import manifest, prune
+from .parent import checksums, generate, manifest, prune, schema
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
 from .parent.report.jsonreport import check_writable, write_json
@@ -100,6 +101,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit-rate", type=_rate, metavar="RATE", help="bytes a second for the whole run, e.g. 50M")
     run.add_argument("--segments", type=_count(1, 64), help="maximum segment threads per file")
     run.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
+    run.add_argument(
+        "--checksums-file",
+        type=Path,
+        metavar="FILE",
+        help="after the run, write the mirror's SHA-256 sums here, for `cd DEST && sha256sum -c FILE`",
+    )
     run.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="trust these CA certificates for HTTPS")
     run.add_argument("--force", action="store_true", help="download every file again, whatever earlier runs recorded")
     run.add_argument(
@@ -135,6 +142,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="for --repair: trust these CAs")
     _summary_option(verify_)
     verify_.set_defaults(handler=_verify)
+    _manifest_commands(commands)
     return parser
 
 
@@ -152,6 +160,45 @@ def _prune_options(run: argparse.ArgumentParser) -> None:
         help="prune nothing, and exit 4, if more files than this would go (default 10%% of those bulkdl knows)",
     )
     run.add_argument("--backup-dir", type=Path, metavar="DIR", help="prune moves files here instead of deleting")
+
+
+def _manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    made = commands.add_parser(
+        "manifest",
+        help="print a manifest made from what upstream publishes",
+        description="Print a manifest to stdout, e.g. bulkdl manifest from-sums SHA256SUMS --base-url URL > m.yaml",
+    )
+    kinds = made.add_subparsers(dest="kind", required=True, metavar="KIND")
+    sums = kinds.add_parser(
+        "from-sums", help="from a checksum file: SHA256SUMS, `sha256sum --tag` output, MD5SUMS, B2SUMS..."
+    )
+    sums.add_argument("sums", type=Path, metavar="SUMS")
+    sums.add_argument(
+        "--base-url", type=_base_url, required=True, metavar="URL", help="the URL of the directory the names are in"
+    )
+    sums.add_argument("--dest", metavar="DIR", help="the manifest's dest (default: the manifest's own directory)")
+    sums.set_defaults(handler=lambda args: _print_manifest(generate.from_sums(args.sums, args.base_url, args.dest)))
+    urls = kinds.add_parser("from-urls", help="from a list of URLs, one a line (# comments)")
+    urls.add_argument("urls", type=Path, metavar="FILE")
+    urls.add_argument(
+        "--base-url", type=_base_url, metavar="URL", help="keep each URL's tree below this one (default: last segment)"
+    )
+    urls.set_defaults(handler=lambda args: _print_manifest(generate.from_urls(args.urls, args.base_url)))
+
+
+def _base_url(text: str) -> str:
+    try:
+        return schema.base_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _print_manifest(text: str) -> int:
+    """A manifest is a UTF-8 file whatever the terminal's encoding: the bytes go out as they are."""
+    sys.stdout.flush()
+    sys.stdout.buffer.write(text.encode())
+    sys.stdout.buffer.flush()
+    return EXIT_OK
 
 
 def _summary_option(command: argparse.ArgumentParser) -> None:
@@ -230,6 +277,7 @@ def _run(args: argparse.Namespace) -> int:
         max_delete=args.max_delete,
         backup_dir=args.backup_dir,
         revalidate=args.revalidate,
+        checksums_file=args.checksums_file,
     )
     loaded = manifest.load(args.manifest, overrides)
     if args.dry_run:
@@ -240,6 +288,7 @@ def _run(args: argparse.Namespace) -> int:
         print_page(plan_page(plan, _title("bulkdl --dry-run", loaded), args.summary == FULL, pruning))
         return EXIT_OK
     _check_report(args.report)
+    checksums.check(loaded)
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     about = _about("bulkdl", loaded, args, began)
     with _stoppable(), _destination(loaded.dest) as state:
@@ -247,9 +296,15 @@ def _run(args: argparse.Namespace) -> int:
         decisions = decide_all(loaded, rows, args.force)
         results, stopped = download(loaded, decisions, rows, state, show_progress)
         pruned = _prune(loaded, rows, (results, stopped), state)
+        state.commit()  # the renames durable before the checksums file names them
+        unwritten = checksums.write(loaded, results, rows)
     _say_what_was_not_recorded(state)
+    if unwritten is not None:
+        print(f"bulkdl: {unwritten}", file=sys.stderr)
     results += pruned.results
     code = _finish(results, time.monotonic() - started, args.report, replace(about, stopped=stopped), _earlier(rows))
+    if unwritten is not None and code != EXIT_INTERRUPTED:
+        return EXIT_FAILED
     return EXIT_PRUNE_CAPPED if code == EXIT_OK and pruned.capped else code
 
 

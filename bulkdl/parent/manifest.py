@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from .. import credentials
+from .. import credentials, sums
 from ..errors import ManifestError, UsageError
 from ..paths import check_relpath, name_from_url
 from ..values import Budget, Job, Settings
@@ -39,6 +39,7 @@ class Overrides:
     max_delete: Cap | None = None
     backup_dir: Path | None = None  # relative to the working directory
     revalidate: bool | None = None
+    checksums_file: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,6 +51,7 @@ class Manifest:
     budget: Budget = field(default_factory=Budget)
     prune: Pruning | None = None  # None: prune is off
     revalidate: bool = False  # ask the server even about files the state proves current by digest
+    checksums_file: Path | None = None  # where to write the mirror's SHA256SUMS after each run (absolute)
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -74,9 +76,23 @@ def parse(text: str, source: Path, overrides: Overrides) -> Manifest:
             problems.at(1, "manifest", "the file is empty")
         else:
             manifest = _Builder(schema.Reader(document, problems), source, overrides).build(document.data)
+            if manifest is None and document.data.__class__ is str:
+                _refuse_checksum_file(text, source)
     if problems.found or manifest is None:
         raise problems.error(lambda: yamldoc.lines(text))
     return manifest
+
+
+def _refuse_checksum_file(text: str, source: Path) -> None:
+    """``bulkdl check SHA256SUMS``: YAML reads a checksum file as one string; say what it is, and what to run."""
+    try:
+        sums.parse(text, str(source))
+    except ManifestError:
+        return
+    raise ManifestError(
+        f"{source}:1: manifest: a checksum file, not a manifest; "
+        f"`bulkdl manifest from-sums {source} --base-url URL` makes one of it"
+    )
 
 
 class _Builder:
@@ -88,6 +104,7 @@ class _Builder:
         self._credentials: credentials.Resolver | None = None
         self._shared: dict[tuple[Settings, credentials.Headers], Settings] = {}  # one per distinct result
         self._claims = claims.Claims()
+        self._entry_keys = schema.ENTRY_KEYS
 
     def _resolver(self, path: schema.Where) -> credentials.Resolver:
         """The credentials of the manifest's URLs; an unusable netrc file is a problem of the manifest's run."""
@@ -115,11 +132,13 @@ class _Builder:
         if "files" not in top:
             self.problems.add((), "missing: list the URLs to fetch", key="files")
             return None
+        self._base_url(top)
         jobs = self._jobs(top["files"], dest, settings)
         workers = self._workers(top, len(jobs))
         budget = self._budget(top)
         pruning = self._pruning(top, dest)
         revalidate = self._revalidate(top)
+        checksums_file = self._checksums_file(top, dest, len(jobs))
         if self.problems.found:
             return None
         return Manifest(
@@ -130,6 +149,7 @@ class _Builder:
             budget=budget,
             prune=pruning,
             revalidate=revalidate,
+            checksums_file=checksums_file,
         )
 
     def _revalidate(self, top: dict[str, Any]) -> bool:
@@ -137,6 +157,31 @@ class _Builder:
         if self.overrides.revalidate is not None:
             return self.overrides.revalidate
         return "revalidate" in top and self.reader.scalar(top["revalidate"], ("revalidate",), schema.flag) is True
+
+    def _base_url(self, top: dict[str, Any]) -> None:
+        """Entries' ``url`` from now on: relative ones resolved against the top-level ``base_url``."""
+        base = self.reader.scalar(top["base_url"], ("base_url",), schema.base_url) if "base_url" in top else None
+        self._entry_keys = {**schema.ENTRY_KEYS, "url": schema.entry_url(base)}
+
+    def _checksums_file(self, top: dict[str, Any], dest: Path, index: int) -> Path | None:
+        """Where the checksums file goes: --checksums-file (from the working directory), else the manifest's,
+        a path below dest that no entry may claim."""
+        if self.overrides.checksums_file is not None:
+            return self.overrides.checksums_file.absolute()  # parent/checksums.py refuses one on a download
+        if "checksums_file" not in top:
+            return None
+        raw = self.reader.scalar(top["checksums_file"], ("checksums_file",), schema.non_empty_text)
+        try:
+            name = None if raw is None else check_relpath(raw)
+        except ValueError as exc:
+            self.problems.add(("checksums_file",), str(exc))
+            return None
+        clash = None if name is None else self._claims.clash(name, index)
+        if clash is not None:
+            self.problems.add(
+                ("checksums_file",), f"{name!r} clashes with the entry for {clash[0]!r}", see=("files", clash[1])
+            )
+        return None if name is None else dest / name
 
     def _budget(self, top: dict[str, Any]) -> Budget:
         """The run's budget: the command line's, else the manifest's, else the built-in one."""
@@ -264,9 +309,9 @@ class _Builder:
         path = ("files", index)
         found: dict[str, Any]
         if entry.__class__ is not dict and entry.__class__ is not list:  # a bare URL
-            settings, found = base, {"url": self.reader.scalar(entry, path, schema.http_url)}
+            settings, found = base, {"url": self.reader.scalar(entry, path, self._entry_keys["url"])}
         else:
-            settings, found = self._settings(entry, path, base, schema.ENTRY_KEYS)
+            settings, found = self._settings(entry, path, base, self._entry_keys)
             if "url" not in found and entry.__class__ is dict:
                 self.problems.add(path, "missing", key=f"{schema.label(path)}.url")
         if self.overrides.segments is not None and settings is not base:

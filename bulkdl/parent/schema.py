@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from ..credentials import missing_variables
 from ..errors import ManifestError
@@ -142,6 +142,31 @@ def max_delete(value: Any) -> Cap:
     raise ValueError(f"expected a count of files like 500 or a share like 10% (at most 100%), got {value!r}")
 
 
+def base_url(value: Any) -> str:
+    """The top-level ``base_url``: a directory, so ``https://h/pub`` means ``https://h/pub/`` (urljoin alone
+    would resolve ``a.iso`` against it to ``https://h/a.iso``, dropping ``pub``, which nobody writing a base
+    means)."""
+    parts = urlsplit(http_url(value))
+    return urlunsplit(parts._replace(path=parts.path if parts.path.endswith("/") else parts.path + "/"))
+
+
+def entry_url(base: str | None) -> Convert:
+    """An entry's ``url``: absolute, or relative to ``base`` by RFC 3986's rules (urljoin): ``a/b.iso`` and
+    ``../b.iso`` below or beside it, ``/b.iso`` from its host's root."""
+
+    def convert(value: Any) -> str:
+        url = non_empty_text(value)
+        if PLAIN_URL.fullmatch(url):
+            return url
+        if base is not None:
+            return http_url(urljoin(base, url))
+        if not urlsplit(url).scheme:
+            raise ValueError("a relative URL needs a base_url: at the top of the manifest")
+        return http_url(url)
+
+    return convert
+
+
 DIGEST_HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "blake2b": 128}
 
 
@@ -198,6 +223,7 @@ TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle", *BUD
 # Prune (parent/prune.py): off unless asked for.
 PRUNE_KEYS: dict[str, Convert] = {"prune": flag, "max_delete": max_delete, "backup_dir": non_empty_text}
 TOP_KEYS |= PRUNE_KEYS.keys()
+TOP_KEYS |= {"base_url", "checksums_file"}
 
 
 def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:

@@ -1,0 +1,72 @@
+"""The mirror's checksums file (``checksums_file:`` or ``--checksums-file``), for ``sha256sum -c``.
+
+Written by the parent at the end of every run, after the state's commit and while the destination is still
+locked, also after failures: it lists every file of the manifest that is in place with its SHA-256, so
+``cd DEST && sha256sum -c SHA256SUMS`` passes on the mirror as it stands (what rsync users get by
+publishing upstream's own SHA256SUMS). A file whose download failed is listed when its earlier copy is
+still there as the state recorded it. Paths are relative to dest, sorted, in GNU's format and escaping
+(sums.py); the file is replaced atomically, so a reader sees the previous list or the new one.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+
+from .. import durable
+from ..errors import UsageError
+from ..paths import outside
+from ..sums import format_line
+from ..values import FileResult
+from .manifest import Manifest
+from .report.jsonreport import check_writable
+from .state import Row
+
+
+def check(loaded: Manifest) -> None:
+    """Refuse, before anything is downloaded, a checksums file that would overwrite one of the mirror's
+    files or the state, or that cannot be written."""
+    target = loaded.checksums_file
+    if target is None:
+        return
+    state = loaded.dest / ".bulkdl"
+    if target == state or state in target.parents or any(job.path == target for job in loaded.jobs):
+        raise UsageError(f"the checksums file {target} would overwrite a file of the mirror; choose another")
+    escape = outside(loaded.dest, target.parent) if loaded.dest in target.parents else None
+    if escape is not None:  # a symlinked directory in the mirror: bulkdl writes through none
+        raise UsageError(f"cannot write the checksums file {target}: {escape}")
+    try:
+        check_writable(target)
+    except OSError as exc:
+        raise UsageError(f"cannot write the checksums file {target}: {exc.strerror or exc}") from None
+
+
+def write(loaded: Manifest, results: Iterable[FileResult], earlier: Mapping[str, Row]) -> str | None:
+    """Replace the checksums file, if the manifest asks for one; say why it could not be, if it could not."""
+    if loaded.checksums_file is None:
+        return None
+    text = "".join(format_line(digest, name) for name, digest in sorted(in_place(loaded.dest, results, earlier)))
+    try:
+        durable.write_bytes(loaded.checksums_file, text.encode())
+    except OSError as exc:  # a disk that filled, a directory removed since the check: the files are done
+        return f"could not write the checksums file {loaded.checksums_file}: {exc.strerror or exc}"
+    return None
+
+
+def in_place(dest: Path, results: Iterable[FileResult], earlier: Mapping[str, Row]) -> Iterable[tuple[str, str]]:
+    """(name, SHA-256) of each file the run left in place: what it downloaded or checked, and the earlier
+    copy of a file it could not update, when the state knew it and the disk still holds it unchanged."""
+    for result in results:
+        if result.status.present and result.sha256 is not None:
+            yield result.name, result.sha256
+        elif (row := earlier.get(result.name)) is not None and _unchanged(dest / result.name, row):
+            yield result.name, row.sha256
+
+
+def _unchanged(path: Path, row: Row) -> bool:
+    try:
+        found = os.stat(path)
+    except OSError:
+        return False
+    return found.st_size == row.local_size and found.st_mtime_ns == row.local_mtime_ns
