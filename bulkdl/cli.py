@@ -1,10 +1,6 @@
 """The command line: parses arguments, runs a command, and is the only place that chooses an exit code.
 
-Exit codes: 0 every file present and verified; 1 some files failed (the others completed), or the report
-could not be written at the end; 2 bad invocation, invalid manifest or an unwritable --report; 3 another
-run holds the destination; 4 prune refused: more files to remove than max_delete allows, nothing removed;
-5 --max-duration reached: files left for the next run, all resumable; 70 an internal error (a bug: the
-traceback is printed); 130 interrupted. When several apply, the first of 130, 1, 5, 4 wins.
+Exit codes: EXIT_CODES below, which ``bulkdl run --help`` prints and the README's table must match.
 """
 
 from __future__ import annotations
@@ -25,15 +21,16 @@ from types import FrameType
 
 from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .parent import manifest
+from .parent import lastrun, manifest, records
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
+from .parent.pool import OUT_OF_TIME
 from .parent.report.jsonreport import check_writable, write_json
 from .parent.report.page import counted, glyph, print_page
 from .parent.report.plan import plan_page
-from .parent.report.summary import About, Earlier, Totals, summary_page
+from .parent.report.summary import About, Earlier, Left, Totals, summary_page
 from .parent.run import decide_all, download, redownload
-from .parent.schema import positive_size
+from .parent.schema import duration, positive_size
 from .parent.state import Row, State, UnreadableState, read_rows
 from .parent.verify import CORRUPT, MISSING, verify
 from .values import FileResult, Status
@@ -46,6 +43,18 @@ EXIT_PRUNE_CAPPED = 4
 EXIT_OUT_OF_TIME = 5
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+# Every exit code with the situation it stands for: the one source of --help's table and the README's.
+EXIT_CODES = (
+    (EXIT_OK, "every file present and verified"),
+    (EXIT_FAILED, "some files failed (the others completed), or the report could not be written at the end"),
+    (EXIT_USAGE, "bad invocation, invalid manifest, or an unwritable --report or --changes"),
+    (EXIT_LOCKED, "another run holds the destination"),
+    (EXIT_PRUNE_CAPPED, "prune refused: more files to remove than max_delete allows; nothing removed"),
+    (EXIT_OUT_OF_TIME, "--max-duration reached: files left for the next run, all resumable"),
+    (EXIT_INTERNAL, "an internal error (a bug: the traceback is printed)"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM): parts kept for the next run"),
+)
+EXIT_PRECEDENCE = (EXIT_INTERRUPTED, EXIT_FAILED, EXIT_OUT_OF_TIME, EXIT_PRUNE_CAPPED)  # when several apply
 CHANGES, FULL = "changes", "full"  # --summary
 
 
@@ -69,6 +78,20 @@ def _rate(text: str) -> int:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _duration(text: str) -> float:
+    try:
+        return duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def exit_code_table() -> str:
+    """The exit codes as --help shows them, one a line."""
+    rows = [f"  {code:<4} {situation}" for code, situation in EXIT_CODES]
+    first = ", ".join(map(str, EXIT_PRECEDENCE))
+    return "\n".join(["exit codes:", *rows, f"When several apply, the first of {first} wins."])
+
+
 def _existing_file(text: str) -> Path:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
@@ -80,7 +103,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bulkdl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="download every file the manifest lists")
+    run = commands.add_parser(
+        "run",
+        help="download every file the manifest lists",
+        epilog=exit_code_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("manifest", type=Path)
     run.add_argument("--dest", type=Path, help="destination directory (overrides the manifest's dest)")
     run.add_argument("--workers", type=_count(1, 256), help="worker processes: CPU for hashing (default: one per core)")
@@ -93,6 +121,16 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit-rate", type=_rate, metavar="RATE", help="bytes a second for the whole run, e.g. 50M")
     run.add_argument("--segments", type=_count(1, 64), help="maximum segment threads per file")
     run.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
+    run.add_argument(
+        "--max-duration",
+        type=_duration,
+        metavar="DURATION",
+        help="from the start, start no file after this long and stop the running ones, resumable (90s, 30m, 2h)",
+    )
+    run.add_argument("--trace", type=Path, metavar="FILE", help="after a run without failure, write a trace here")
+    run.add_argument(
+        "--changes", type=Path, metavar="FILE", help="write the paths added (+), updated (M) and removed (-) here"
+    )
     run.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="trust these CA certificates for HTTPS")
     run.add_argument("--force", action="store_true", help="download every file again, whatever earlier runs recorded")
     run.add_argument(
@@ -196,22 +234,73 @@ def _run(args: argparse.Namespace) -> int:
         connections=args.connections,
         max_connections_per_host=args.max_connections_per_host,
         limit_rate=args.limit_rate,
+        max_duration=args.max_duration,
+        trace=args.trace,
     )
-    loaded = manifest.load(args.manifest, overrides)
+    loaded = _with_deadline(manifest.load(args.manifest, overrides), started)
     if args.dry_run:
         decisions = decide_all(loaded, _recorded(loaded.dest), args.force)
         plan = [(job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True)]
         print_page(plan_page(plan, _title("bulkdl --dry-run", loaded), args.summary == FULL))
         return EXIT_OK
     _check_report(args.report)
+    _check_report(args.changes, "the changes file")
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     about = _about("bulkdl", loaded, args, began)
-    with _stoppable(), _destination(loaded.dest) as state:
+    with _stoppable(), _destination(loaded.dest) as state, _recording(loaded, args.changes, began) as outcome:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)
         results, stopped = download(loaded, decisions, rows, state, show_progress)
-    _say_what_was_not_recorded(state)
-    return _finish(results, time.monotonic() - started, args.report, replace(about, stopped=stopped), _earlier(rows))
+        state.commit()  # what could not be recorded is said now, before the summary, which ends the output
+        _say_what_was_not_recorded(state)
+        outcome.results, outcome.earlier = results, _earlier(rows)
+        about = replace(about, stopped=stopped, left=_left(loaded, results))
+        outcome.code = _finish(results, time.monotonic() - started, args.report, about, outcome.earlier)
+    return outcome.code
+
+
+def _with_deadline(loaded: Manifest, started: float) -> Manifest:
+    """The time budget counts from the start of the command: reading a big manifest is part of the run."""
+    if loaded.max_duration is None:
+        return loaded
+    return replace(loaded, budget=replace(loaded.budget, deadline=started + loaded.max_duration))
+
+
+def _left(loaded: Manifest, results: Sequence[FileResult]) -> Left | None:
+    """What the time budget left for the next run: the files it stopped or never started."""
+    if loaded.max_duration is None:
+        return None
+    left = [r for r in results if OUT_OF_TIME in r.notes]
+    if not left:
+        return None
+    sizes = {job.index: job.size for job in loaded.jobs}
+    remaining = unknown = 0
+    for r in left:
+        size = sizes.get(r.index)
+        if size is None:
+            unknown += 1
+        else:
+            remaining += max(0, size - r.transferred)
+    return Left(loaded.max_duration, len(left), remaining, unknown)
+
+
+@contextlib.contextmanager
+def _recording(loaded: Manifest, changes: Path | None, began: datetime) -> Iterator[records.Outcome]:
+    """However the run ends, while it still holds the destination: last-run.json, --changes, and the trace
+    after a run that exits 0 (records.py)."""
+    run = lastrun.Run.of(loaded.source, began)
+    outcome = records.Outcome(EXIT_INTERNAL)  # until the run says otherwise: it raised
+    try:
+        yield outcome
+    except KeyboardInterrupt:
+        outcome.code = EXIT_INTERRUPTED
+        raise
+    except BulkdlError:
+        outcome.code = EXIT_FAILED
+        raise
+    finally:
+        for problem in records.leave(loaded, run, changes, outcome, outcome.code == EXIT_OK):
+            print(f"bulkdl: {problem}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -316,19 +405,22 @@ def _finish(
             print(f"bulkdl: could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
             written = False
     print_page(summary_page(ordered, totals, earlier, about, None if written else report))
-    if totals.count(Status.INTERRUPTED) or about.stopped:
+    left = about.left.files if about.left is not None else 0  # interrupted by the time budget, not by a stop
+    if about.stopped or totals.count(Status.INTERRUPTED) > left:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if totals.bad or not written else EXIT_OK
+    if totals.bad or not written:
+        return EXIT_FAILED
+    return EXIT_OUT_OF_TIME if left else EXIT_OK
 
 
-def _check_report(report: Path | None) -> None:
-    """Find a --report that cannot be written before anything is downloaded or hashed, not after."""
+def _check_report(report: Path | None, what: str = "the report") -> None:
+    """Find a --report (or --changes) that cannot be written before anything is downloaded or hashed, not after."""
     if report is None:
         return
     try:
         check_writable(report)
     except OSError as exc:
-        raise UsageError(f"cannot write the report {report}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {what} {report}: {exc.strerror or exc}") from None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -34,6 +34,8 @@ class Overrides:
     connections: int | None = None
     max_connections_per_host: int | None = None
     limit_rate: int | None = None
+    max_duration: float | None = None
+    trace: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +45,8 @@ class Manifest:
     workers: int
     jobs: tuple[Job, ...]
     budget: Budget = field(default_factory=Budget)
+    max_duration: float | None = None  # seconds from the start of the command (--max-duration)
+    trace: Path | None = None  # where a run without failure writes its trace (parent/trace.py)
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -111,9 +115,38 @@ class _Builder:
         jobs = self._jobs(top["files"], dest, settings)
         workers = self._workers(top, len(jobs))
         budget = self._budget(top)
+        max_duration = self.overrides.max_duration
+        if max_duration is None and "max_duration" in top:
+            max_duration = self.reader.scalar(top["max_duration"], ("max_duration",), schema.duration)
+        trace = self._trace(top, dest, jobs)
         if self.problems.found:
             return None
-        return Manifest(source=self.source, dest=dest, workers=workers, jobs=tuple(jobs), budget=budget)
+        return Manifest(
+            source=self.source,
+            dest=dest,
+            workers=workers,
+            jobs=tuple(jobs),
+            budget=budget,
+            max_duration=max_duration,
+            trace=trace,
+        )
+
+    def _trace(self, top: dict[str, Any], dest: Path, jobs: list[Job]) -> Path | None:
+        """The trace file: --trace (from the working directory), else the manifest's, a path below dest that
+        no entry of the manifest may also claim."""
+        if self.overrides.trace is not None:
+            return self.overrides.trace.absolute()
+        raw = self.reader.scalar(top["trace"], ("trace",), schema.non_empty_text) if "trace" in top else None
+        if raw is None:
+            return None
+        try:
+            name = check_relpath(raw)
+        except ValueError as exc:
+            self.problems.add(("trace",), str(exc))
+            return None
+        if any(job.name == name for job in jobs):
+            self.problems.add(("trace",), f"{name!r} is also a file of the manifest")
+        return dest / name
 
     def _budget(self, top: dict[str, Any]) -> Budget:
         """The run's budget: the command line's, else the manifest's, else the built-in one."""
