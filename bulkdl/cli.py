@@ -11,6 +11,7 @@ import io
 import signal
 import sqlite3
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -45,14 +46,21 @@ EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
 # Every exit code with the situation it stands for: the one source of --help's table and the README's.
 EXIT_CODES = (
-    (EXIT_OK, "every file present and verified"),
-    (EXIT_FAILED, "some files failed (the others completed), or the report could not be written at the end"),
-    (EXIT_USAGE, "bad invocation, invalid manifest, or an unwritable --report or --changes"),
-    (EXIT_LOCKED, "another run holds the destination"),
-    (EXIT_PRUNE_CAPPED, "prune refused: more files to remove than max_delete allows; nothing removed"),
-    (EXIT_OUT_OF_TIME, "--max-duration reached: files left for the next run, all resumable"),
-    (EXIT_INTERNAL, "an internal error (a bug: the traceback is printed)"),
-    (EXIT_INTERRUPTED, "interrupted (Ctrl-C, SIGTERM): parts kept for the next run"),
+    (EXIT_OK, "every file is present and verified (downloaded, or proven unchanged)"),
+    (
+        EXIT_FAILED,
+        "some files failed (for verify: missing or corrupt, and not repaired); every other file completed; or the "
+        "report could not be written at the end",
+    ),
+    (
+        EXIT_USAGE,
+        "bad invocation, invalid manifest, or a --report or --changes that cannot be written; nothing was downloaded",
+    ),
+    (EXIT_LOCKED, "another bulkdl run holds the destination; this one did nothing"),
+    (EXIT_PRUNE_CAPPED, "prune refused: more files to remove than max_delete allows; nothing was removed"),
+    (EXIT_OUT_OF_TIME, "--max-duration reached: the files left are resumable by the next run; the others completed"),
+    (EXIT_INTERNAL, "internal error (a bug): the traceback is printed, please report it"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C or SIGTERM); part files are kept for the next run"),
 )
 EXIT_PRECEDENCE = (EXIT_INTERRUPTED, EXIT_FAILED, EXIT_OUT_OF_TIME, EXIT_PRUNE_CAPPED)  # when several apply
 CHANGES, FULL = "changes", "full"  # --summary
@@ -86,10 +94,15 @@ def _duration(text: str) -> float:
 
 
 def exit_code_table() -> str:
-    """The exit codes as --help shows them, one a line."""
-    rows = [f"  {code:<4} {situation}" for code, situation in EXIT_CODES]
-    first = ", ".join(map(str, EXIT_PRECEDENCE))
-    return "\n".join(["exit codes:", *rows, f"When several apply, the first of {first} wins."])
+    """The exit codes as --help shows them."""
+    rows = [
+        textwrap.fill(text, 79, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7) for code, text in EXIT_CODES
+    ]
+    return "\n".join(["exit codes:", *rows, precedence()])
+
+
+def precedence() -> str:
+    return f"When several apply, the first of {', '.join(map(str, EXIT_PRECEDENCE))} wins."
 
 
 def _existing_file(text: str) -> Path:
