@@ -72,7 +72,10 @@ SETTINGS = "segments, min_segment_size, chunk_size, retries, timeout, min_speed,
     "max_retry_after, max_size, headers"
 )
 ENTRY = "url, path, size, md5, sha1, sha256, sha512, blake2b, insecure, mirrors"
-TOP = "ca_bundle, connections, defaults, dest, files, limit_rate, max_connections_per_host, version, workers"
+TOP = (
+    "ca_bundle, connections, defaults, dest, files, limit_rate, max_connections_per_host, max_duration, trace, "
+    "version, workers"
+)
 TOKEN = f"(while scanning a plain scalar on line {line_of(BAD, 2)})"
 FLOW = f"(while parsing a flow sequence on line {line_of(BAD, 3)})"
 NOT_HTTP = "only http and https URLs are supported, got ftp scheme"

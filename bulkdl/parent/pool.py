@@ -104,7 +104,7 @@ class Batch:
         self._retrying: set[int] = set()  # job indexes waiting because their worker died
         self._asked = 0  # stop requests (SIGINT, SIGTERM) received while running
         self._restarting = False
-        self.out_of_time = False  # the budget's deadline stopped the run (not Ctrl-C or SIGTERM)
+        self._out_of_time = False  # the budget's deadline stopped the run (not Ctrl-C or SIGTERM)
 
     @property
     def stopping(self) -> bool:
@@ -121,7 +121,8 @@ class Batch:
         summary and report, since every result is in.
 
         At the budget's deadline the batch stops as it does for Ctrl-C, so every part is kept for the next
-        run; that is no stop asked for, and each file it leaves says why (``out_of_time``).
+        run; that is no stop asked for (False, if nothing else stopped it), and each file it leaves has OUT_OF_TIME
+        among its notes.
         """
         on_result = self._noting_the_deadline(on_result)
         open_ = {task[0].index: task for task in tasks}
@@ -146,17 +147,17 @@ class Batch:
                 except KeyboardInterrupt:  # raised where signals could not be deferred (not the main thread)
                     self.stop(at_once=self.stopping)
                 on_poll()
-        return bool(self._asked) or (self.stopping and not self.out_of_time)
+        return bool(self._asked) or (self.stopping and not self._out_of_time)
 
     def _mind_the_deadline(self) -> None:
         deadline = self._budget.deadline
         if deadline is not None and not self.stopping and time.monotonic() >= deadline:
-            self.out_of_time = True
+            self._out_of_time = True
             self.stop()
 
     def _noting_the_deadline(self, on_result: Callable[[FileResult], None]) -> Callable[[FileResult], None]:
         def report(result: FileResult) -> None:
-            if self.out_of_time and result.status == Status.INTERRUPTED:
+            if self._out_of_time and result.status == Status.INTERRUPTED:
                 result = replace(result, notes=(*result.notes, OUT_OF_TIME))
             on_result(result)
 
