@@ -102,6 +102,20 @@ def test_trace_on_the_command_line_wins_over_the_manifest(builtin: FaultServer, 
     assert not (tmp_path / "mirror" / TRACE).exists()
 
 
+def test_a_trace_is_never_written_through_a_symlink_out_of_dest(builtin: FaultServer, tmp_path: Path) -> None:
+    entries, _ = _files(builtin, 1)
+    manifest = write_manifest(tmp_path, entries, trace=TRACE)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (tmp_path / "mirror").mkdir()
+    (tmp_path / "mirror/project").symlink_to(elsewhere)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == EXIT_OK, "the files are fine: only the trace is not written"
+    assert list(elsewhere.iterdir()) == []
+    expected = f"bulkdl: could not write the trace {tmp_path / 'mirror' / TRACE}: {tmp_path / 'mirror/project'} is a"
+    assert result.stderr.startswith(expected) and "outside dest" in result.stderr, result.stderr
+
+
 def test_an_unwritable_changes_file_is_refused_before_anything_is_fetched(builtin: FaultServer, tmp_path: Path) -> None:
     entries, _ = _files(builtin, 1)
     manifest = write_manifest(tmp_path, entries)

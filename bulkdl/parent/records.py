@@ -44,7 +44,7 @@ def leave(loaded: Manifest, run: lastrun.Run, changes_to: Path | None, outcome: 
             ("the changes file", changes_to, partial(changes.write, changes_to, outcome.results, outcome.earlier))
         )
     if loaded.trace is not None and complete:
-        writes.append(("the trace", loaded.trace, partial(trace.write, loaded.trace, run, ended, totals)))
+        writes.append(("the trace", loaded.trace, partial(trace.write, loaded.trace, run, ended, totals, loaded.dest)))
     problems = []
     for what, path, write in writes:
         try:

@@ -10,10 +10,11 @@ the previous trace as it was.
 from __future__ import annotations
 
 import email.utils
+import errno
 from datetime import datetime
 from pathlib import Path
 
-from .. import __version__, durable
+from .. import __version__, durable, paths
 from .lastrun import Run
 from .report.summary import Totals
 
@@ -41,6 +42,10 @@ def date_line(moment: datetime) -> str:
     return f"{day} {month} {moment.day:2d} {moment:%H:%M:%S} UTC {moment.year}"
 
 
-def write(path: Path, run: Run, ended: datetime, totals: Totals) -> None:
+def write(path: Path, run: Run, ended: datetime, totals: Totals, dest: Path) -> None:
+    """Write the trace at ``path``; one below ``dest`` never through a symlink that leads out of it, as no
+    file of the mirror is."""
+    if path.is_relative_to(dest) and (reason := paths.outside(dest, path.parent)) is not None:
+        raise OSError(errno.EPERM, reason)
     path.parent.mkdir(parents=True, exist_ok=True)
     durable.write_bytes(path, text(run, ended, totals).encode())
