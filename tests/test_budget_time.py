@@ -4,17 +4,20 @@ and the next run finishes it without fetching again what was complete."""
 from __future__ import annotations
 
 import json
+import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
 import pytest
 
-from bulkdl.cli import EXIT_FAILED, EXIT_OUT_OF_TIME, main
+from bulkdl.cli import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OUT_OF_TIME, main
 from bulkdl.parent import schema
 from bulkdl.parent.pool import OUT_OF_TIME
 from bulkdl.parent.report.summary import Left
 
-from .conftest import run_cli, watermark, write_manifest
+from .conftest import cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content
 
 KiB, MiB = 1024, 1024**2
@@ -79,6 +82,24 @@ def test_a_failure_outranks_the_budget(builtin: FaultServer, tmp_path: Path) -> 
     assert result.file("a-broken.bin")["status"] == "failed"
     assert "time budget 3.0s reached" in result.stdout, "the summary still says what is left"
     assert result.stdout.splitlines()[-1].startswith("FAILED: 1 of 8 files failed")
+
+
+def test_a_stop_outranks_the_budget(builtin: FaultServer, tmp_path: Path) -> None:
+    # SIGTERM within the budget: 130 (interrupted), not 5, in the exit code and in the run's record.
+    manifest, _ = _mirror(builtin, tmp_path)
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--max-duration", "1h"]
+    run = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size for p in (tmp_path / "mirror").glob("slow.bin.part*")):
+            assert run.poll() is None and time.monotonic() < deadline, "the slow file never began"
+            time.sleep(0.02)
+        run.send_signal(signal.SIGTERM)
+        assert run.wait(timeout=30) == EXIT_INTERRUPTED
+    finally:
+        run.kill()
+        run.communicate()
+    assert json.loads((tmp_path / "mirror/.bulkdl/last-run.json").read_text())["exit_code"] == EXIT_INTERRUPTED
 
 
 def test_the_manifest_key_sets_the_budget(builtin: FaultServer, tmp_path: Path) -> None:
