@@ -1,11 +1,6 @@
 """The command line: parses arguments, runs a command, and is the only place that chooses an exit code.
 
-Exit codes: 0 every file present and verified; 1 some files failed (the others completed), or the report
-or the checksums file could not be written at the end; 2 bad invocation, invalid manifest or an unwritable
---report or checksums file; 3 another
-run holds the destination; 4 prune refused: more files to remove than max_delete allows, nothing removed;
-5 --max-duration reached: files left for the next run, all resumable; 70 an internal error (a bug: the
-traceback is printed); 130 interrupted. When several apply, the first of 130, 1, 5, 4 wins.
+Exit codes: EXIT_CODES below, which ``bulkdl run --help`` prints and the README's table must match.
 """
 
 from __future__ import annotations
@@ -16,6 +11,7 @@ import io
 import signal
 import sqlite3
 import sys
+import textwrap
 import time
 import traceback
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -26,15 +22,16 @@ from types import FrameType
 
 from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .parent import checksums, generate, manifest, prune, schema
+from .parent import checksums, generate, lastrun, manifest, prune, records, schema
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
+from .parent.pool import OUT_OF_TIME
 from .parent.report.jsonreport import check_writable, write_json
 from .parent.report.page import counted, glyph, print_page
 from .parent.report.plan import plan_page
-from .parent.report.summary import About, Earlier, Totals, summary_page
+from .parent.report.summary import About, Earlier, Left, Totals, summary_page
 from .parent.run import decide_all, download, redownload
-from .parent.schema import max_delete, positive_size
+from .parent.schema import duration, max_delete, positive_size
 from .parent.state import Row, State, UnreadableState, read_rows
 from .parent.verify import CORRUPT, MISSING, verify
 from .values import FileResult, Status
@@ -47,6 +44,26 @@ EXIT_PRUNE_CAPPED = 4
 EXIT_OUT_OF_TIME = 5
 EXIT_INTERNAL = 70
 EXIT_INTERRUPTED = 130
+# Every exit code with the situation it stands for: the one source of --help's table and the README's.
+EXIT_CODES = (
+    (EXIT_OK, "every file is present and verified (downloaded, or proven unchanged)"),
+    (
+        EXIT_FAILED,
+        "some files failed (for verify: missing or corrupt, and not repaired), or prune could not remove one; every "
+        "other file completed; or the report or the checksums file could not be written at the end",
+    ),
+    (
+        EXIT_USAGE,
+        "bad invocation, invalid manifest, or a --report, --changes, --checksums-file or --backup-dir that cannot be "
+        "used; nothing was downloaded",
+    ),
+    (EXIT_LOCKED, "another bulkdl run holds the destination; this one did nothing"),
+    (EXIT_PRUNE_CAPPED, "prune refused: more files to remove than max_delete allows; nothing was removed"),
+    (EXIT_OUT_OF_TIME, "--max-duration reached: the files left are resumable by the next run; the others completed"),
+    (EXIT_INTERNAL, "internal error (a bug): the traceback is printed, please report it"),
+    (EXIT_INTERRUPTED, "interrupted (Ctrl-C or SIGTERM); part files are kept for the next run"),
+)
+EXIT_PRECEDENCE = (EXIT_INTERRUPTED, EXIT_FAILED, EXIT_OUT_OF_TIME, EXIT_PRUNE_CAPPED)  # when several apply
 CHANGES, FULL = "changes", "full"  # --summary
 
 
@@ -77,6 +94,25 @@ def _max_delete(text: str) -> prune.Cap:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
 
+def _duration(text: str) -> float:
+    try:
+        return duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def exit_code_table() -> str:
+    """The exit codes as --help shows them."""
+    rows = [
+        textwrap.fill(text, 79, initial_indent=f"  {code:<4} ", subsequent_indent=" " * 7) for code, text in EXIT_CODES
+    ]
+    return "\n".join(["exit codes:", *rows, precedence()])
+
+
+def precedence() -> str:
+    return f"When several apply, the first of {', '.join(map(str, EXIT_PRECEDENCE))} wins."
+
+
 def _existing_file(text: str) -> Path:
     if not Path(text).is_file():
         raise argparse.ArgumentTypeError(f"no such file: {text}")
@@ -88,7 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"bulkdl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    run = commands.add_parser("run", help="download every file the manifest lists")
+    run = commands.add_parser(
+        "run",
+        help="download every file the manifest lists",
+        epilog=exit_code_table(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     run.add_argument("manifest", type=Path)
     run.add_argument("--dest", type=Path, help="destination directory (overrides the manifest's dest)")
     run.add_argument("--workers", type=_count(1, 256), help="worker processes: CPU for hashing (default: one per core)")
@@ -106,6 +147,16 @@ def build_parser() -> argparse.ArgumentParser:
         type=Path,
         metavar="FILE",
         help="after the run, write the mirror's SHA-256 sums here, for `cd DEST && sha256sum -c FILE`",
+    )
+    run.add_argument(
+        "--max-duration",
+        type=_duration,
+        metavar="DURATION",
+        help="from the start, start no file after this long and stop the running ones, resumable (90s, 30m, 2h)",
+    )
+    run.add_argument("--trace", type=Path, metavar="FILE", help="after a run without failure, write a trace here")
+    run.add_argument(
+        "--changes", type=Path, metavar="FILE", help="write the paths added (+), updated (M) and removed (-) here"
     )
     run.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="trust these CA certificates for HTTPS")
     run.add_argument("--force", action="store_true", help="download every file again, whatever earlier runs recorded")
@@ -278,8 +329,10 @@ def _run(args: argparse.Namespace) -> int:
         backup_dir=args.backup_dir,
         revalidate=args.revalidate,
         checksums_file=args.checksums_file,
+        max_duration=args.max_duration,
+        trace=args.trace,
     )
-    loaded = manifest.load(args.manifest, overrides)
+    loaded = _with_deadline(manifest.load(args.manifest, overrides), started)
     if args.dry_run:
         recorded = _recorded(loaded.dest)
         decisions = decide_all(loaded, recorded, args.force)
@@ -289,23 +342,25 @@ def _run(args: argparse.Namespace) -> int:
         return EXIT_OK
     _check_report(args.report)
     checksums.check(loaded)
+    _check_report(args.changes, "the changes file")
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     about = _about("bulkdl", loaded, args, began)
-    with _stoppable(), _destination(loaded.dest) as state:
+    with _stoppable(), _destination(loaded.dest) as state, _recording(loaded, args.changes, began) as outcome:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)
         results, stopped = download(loaded, decisions, rows, state, show_progress)
         pruned = _prune(loaded, rows, (results, stopped), state)
-        state.commit()  # the renames durable before the checksums file names them
+        state.commit()  # renames durable before the checksums file names them; what was not recorded is said now
+        _say_what_was_not_recorded(state)
         unwritten = checksums.write(loaded, results, rows)
-    _say_what_was_not_recorded(state)
-    if unwritten is not None:
-        print(f"bulkdl: {unwritten}", file=sys.stderr)
-    results += pruned.results
-    code = _finish(results, time.monotonic() - started, args.report, replace(about, stopped=stopped), _earlier(rows))
-    if unwritten is not None and code != EXIT_INTERRUPTED:
-        return EXIT_FAILED
-    return EXIT_PRUNE_CAPPED if code == EXIT_OK and pruned.capped else code
+        if unwritten is not None:
+            print(f"bulkdl: {unwritten}", file=sys.stderr)
+        results += pruned.results
+        outcome.results, outcome.earlier = results, _earlier(rows)
+        about = replace(about, stopped=stopped, left=_left(loaded, results), refused=pruned.refused)
+        sums = None if unwritten is None else f"the checksums file {loaded.checksums_file}"
+        outcome.code = _finish(results, time.monotonic() - started, args.report, about, outcome.earlier, sums)
+    return outcome.code
 
 
 def _prune(loaded: Manifest, rows: dict[str, Row], done: tuple[list[FileResult], bool], state: State) -> prune.Pruned:
@@ -316,6 +371,50 @@ def _prune(loaded: Manifest, rows: dict[str, Row], done: tuple[list[FileResult],
     for line in pruned.said:
         print(f"bulkdl: {line}", file=sys.stderr)
     return pruned
+
+
+def _with_deadline(loaded: Manifest, started: float) -> Manifest:
+    """The time budget counts from the start of the command: reading a big manifest is part of the run."""
+    if loaded.max_duration is None:
+        return loaded
+    return replace(loaded, budget=replace(loaded.budget, deadline=started + loaded.max_duration))
+
+
+def _left(loaded: Manifest, results: Sequence[FileResult]) -> Left | None:
+    """What the time budget left for the next run: the files it stopped or never started."""
+    if loaded.max_duration is None:
+        return None
+    left = [r for r in results if OUT_OF_TIME in r.notes]
+    if not left:
+        return None
+    sizes = {job.index: job.size for job in loaded.jobs}
+    remaining = unknown = 0
+    for r in left:
+        size = sizes.get(r.index)
+        if size is None:
+            unknown += 1
+        else:
+            remaining += max(0, size - r.transferred)
+    return Left(loaded.max_duration, len(left), remaining, unknown)
+
+
+@contextlib.contextmanager
+def _recording(loaded: Manifest, changes: Path | None, began: datetime) -> Iterator[records.Outcome]:
+    """However the run ends, while it still holds the destination: last-run.json, --changes, and the trace
+    after a run that exits 0 (records.py)."""
+    run = lastrun.Run.of(loaded.source, began)
+    outcome = records.Outcome(EXIT_INTERNAL)  # until the run says otherwise: it raised
+    try:
+        yield outcome
+    except KeyboardInterrupt:
+        outcome.code = EXIT_INTERRUPTED
+        raise
+    except BulkdlError:
+        outcome.code = EXIT_FAILED
+        raise
+    finally:
+        for problem in records.leave(loaded, run, changes, outcome, outcome.code == EXIT_OK):
+            print(f"bulkdl: {problem}", file=sys.stderr)
 
 
 @contextlib.contextmanager
@@ -406,33 +505,44 @@ def _act_on(
 
 
 def _finish(
-    results: Sequence[FileResult], elapsed: float, report: Path | None, about: About, earlier: Mapping[str, Earlier]
+    results: Sequence[FileResult],
+    elapsed: float,
+    report: Path | None,
+    about: About,
+    earlier: Mapping[str, Earlier],
+    unwritten: str | None = None,
 ) -> int:
+    """Write the report, print the summary, and choose the exit code (EXIT_PRECEDENCE); ``unwritten``: what
+    the run could not write before (the checksums file), said on stderr already."""
     ordered = sorted(results, key=lambda r: r.index)
     totals = Totals.of(ordered, elapsed)
     # The report first: a line saying it could not be written comes before the summary, and the verdict,
     # which says so too, stays last.
-    written = True
     if report is not None:
         try:
             write_json(report, ordered, totals)
         except OSError as exc:  # a disk that filled, a directory removed since the check: the files are done
             print(f"bulkdl: could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
-            written = False
-    print_page(summary_page(ordered, totals, earlier, about, None if written else report))
-    if totals.count(Status.INTERRUPTED) or about.stopped:
+            unwritten = unwritten or f"the report {report}"
+    print_page(summary_page(ordered, totals, earlier, about, unwritten))
+    left = about.left.files if about.left is not None else 0  # interrupted by the time budget, not by a stop
+    if about.stopped or totals.count(Status.INTERRUPTED) > left:
         return EXIT_INTERRUPTED
-    return EXIT_FAILED if totals.bad or not written else EXIT_OK
+    if totals.bad or unwritten is not None:
+        return EXIT_FAILED
+    if left:
+        return EXIT_OUT_OF_TIME
+    return EXIT_PRUNE_CAPPED if about.refused is not None else EXIT_OK
 
 
-def _check_report(report: Path | None) -> None:
-    """Find a --report that cannot be written before anything is downloaded or hashed, not after."""
+def _check_report(report: Path | None, what: str = "the report") -> None:
+    """Find a --report (or --changes) that cannot be written before anything is downloaded or hashed, not after."""
     if report is None:
         return
     try:
         check_writable(report)
     except OSError as exc:
-        raise UsageError(f"cannot write the report {report}: {exc.strerror or exc}") from None
+        raise UsageError(f"cannot write {what} {report}: {exc.strerror or exc}") from None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

@@ -66,6 +66,7 @@ class Budget:
     per_host: int = 8  # of which to one host (host and port), as curl's --parallel-max-host
     limit_rate: int | None = None  # body bytes per second for the whole run; None: no limit
     hosts: tuple[str, ...] = ()  # "host:port" of every origin the manifest names, each counted on its own
+    deadline: float | None = None  # time.monotonic() from which no file starts and running ones stop (--max-duration)
 
 
 @dataclass(frozen=True, slots=True)

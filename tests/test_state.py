@@ -156,7 +156,10 @@ def test_verify_and_dry_run_read_a_corrupt_state_as_empty_and_leave_it(
     statuses = [f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]]
     assert statuses == ["verified"] * len(files), "the manifest's digests still verify every file"
     assert planned.stdout.count("on disk, but no earlier run recorded it") == len(files)
-    assert sorted(p.name for p in db.parent.iterdir()) == ["lock", "state.db"] and db.read_bytes() == damaged
+    assert (
+        sorted(p.name for p in db.parent.iterdir()) == ["last-run.json", "lock", "state.db"]
+        and db.read_bytes() == damaged
+    )
 
 
 def test_rows_read_back_as_written_with_one_digest_or_several(tmp_path: Path) -> None:

@@ -40,6 +40,8 @@ class Overrides:
     backup_dir: Path | None = None  # relative to the working directory
     revalidate: bool | None = None
     checksums_file: Path | None = None
+    max_duration: float | None = None
+    trace: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,6 +54,8 @@ class Manifest:
     prune: Pruning | None = None  # None: prune is off
     revalidate: bool = False  # ask the server even about files the state proves current by digest
     checksums_file: Path | None = None  # where to write the mirror's SHA256SUMS after each run (absolute)
+    max_duration: float | None = None  # seconds from the start of the command (--max-duration)
+    trace: Path | None = None  # where a run without failure writes its trace (parent/trace.py)
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -139,6 +143,10 @@ class _Builder:
         pruning = self._pruning(top, dest)
         revalidate = self._revalidate(top)
         checksums_file = self._checksums_file(top, dest, len(jobs))
+        max_duration = self.overrides.max_duration
+        if max_duration is None and "max_duration" in top:
+            max_duration = self.reader.scalar(top["max_duration"], ("max_duration",), schema.duration)
+        trace = self._trace(top, dest, jobs)
         if self.problems.found:
             return None
         return Manifest(
@@ -150,6 +158,8 @@ class _Builder:
             prune=pruning,
             revalidate=revalidate,
             checksums_file=checksums_file,
+            max_duration=max_duration,
+            trace=trace,
         )
 
     def _revalidate(self, top: dict[str, Any]) -> bool:
@@ -182,6 +192,23 @@ class _Builder:
                 ("checksums_file",), f"{name!r} clashes with the entry for {clash[0]!r}", see=("files", clash[1])
             )
         return None if name is None else dest / name
+
+    def _trace(self, top: dict[str, Any], dest: Path, jobs: list[Job]) -> Path | None:
+        """The trace file: --trace (from the working directory), else the manifest's, a path below dest that
+        no entry of the manifest may also claim."""
+        if self.overrides.trace is not None:
+            return self.overrides.trace.absolute()
+        raw = self.reader.scalar(top["trace"], ("trace",), schema.non_empty_text) if "trace" in top else None
+        if raw is None:
+            return None
+        try:
+            name = check_relpath(raw)
+        except ValueError as exc:
+            self.problems.add(("trace",), str(exc))
+            return None
+        if any(job.name == name for job in jobs):
+            self.problems.add(("trace",), f"{name!r} is also a file of the manifest")
+        return dest / name
 
     def _budget(self, top: dict[str, Any]) -> Budget:
         """The run's budget: the command line's, else the manifest's, else the built-in one."""

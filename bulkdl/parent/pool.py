@@ -13,6 +13,10 @@ only ever appended to and sidecars replaced atomically, so a kill loses time, ne
 whose bulkdl process vanished (``kill -9``, the OOM killer) exits at once rather than write into a
 destination nobody locks (serve.py).
 
+The run's time budget (``Budget.deadline``, from --max-duration) stops the batch the same way: no file
+starts after it and running ones stop at their next read, parts kept. Every byte of a part is a point to
+resume from, so running on to the end of a chunk would only spend time past the budget for nothing.
+
 A worker killed from outside (the OOM killer) may hold permits of the run's budget (worker/limits.py), or
 its lock: the pool then starts every worker again with a new budget table, and every unfinished task goes
 back to wait, its parts resuming. Only a file that was running in a worker that died twice fails.
@@ -29,7 +33,7 @@ import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection
 from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
@@ -46,6 +50,7 @@ MAX_WORKER_DEATHS = 2  # a file running in a worker that died this often fails; 
 MAX_POOL_RESTARTS = 10  # a bound even if a dying worker never got to say which file it was on
 _POLL_SECONDS = 0.1
 _BATCH = 64  # tasks per message to a worker, at most
+OUT_OF_TIME = "the run's time budget (--max-duration) ran out; the next run resumes it"
 
 
 def _context() -> BaseContext:
@@ -99,6 +104,7 @@ class Batch:
         self._retrying: set[int] = set()  # job indexes waiting because their worker died
         self._asked = 0  # stop requests (SIGINT, SIGTERM) received while running
         self._restarting = False
+        self._out_of_time = False  # the budget's deadline stopped the run (not Ctrl-C or SIGTERM)
 
     @property
     def stopping(self) -> bool:
@@ -113,13 +119,19 @@ class Batch:
         asked for: one that came too late to interrupt any file (every file had finished, or it arrived in the
         last step) still makes the run an interrupted one, which must not end as if it was not, but with its
         summary and report, since every result is in.
+
+        At the budget's deadline the batch stops as it does for Ctrl-C, so every part is kept for the next
+        run; that is no stop asked for (False, if nothing else stopped it), and each file it leaves has OUT_OF_TIME
+        among its notes.
         """
+        on_result = self._noting_the_deadline(on_result)
         open_ = {task[0].index: task for task in tasks}
         self._waiting.extend(open_)
         handled = 0
         with self._signals_deferred():
             while open_:
                 try:
+                    self._mind_the_deadline()
                     while handled < self._asked:
                         handled += 1
                         self.stop(at_once=self.stopping)
@@ -135,7 +147,21 @@ class Batch:
                 except KeyboardInterrupt:  # raised where signals could not be deferred (not the main thread)
                     self.stop(at_once=self.stopping)
                 on_poll()
-        return bool(self._asked) or self.stopping
+        return bool(self._asked) or (self.stopping and not self._out_of_time)
+
+    def _mind_the_deadline(self) -> None:
+        deadline = self._budget.deadline
+        if deadline is not None and not self.stopping and time.monotonic() >= deadline:
+            self._out_of_time = True
+            self.stop()
+
+    def _noting_the_deadline(self, on_result: Callable[[FileResult], None]) -> Callable[[FileResult], None]:
+        def report(result: FileResult) -> None:
+            if self._out_of_time and result.status == Status.INTERRUPTED:
+                result = replace(result, notes=(*result.notes, OUT_OF_TIME))
+            on_result(result)
+
+        return report
 
     @contextlib.contextmanager
     def _signals_deferred(self) -> Iterator[None]:

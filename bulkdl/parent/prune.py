@@ -71,12 +71,12 @@ class Prune:
 
 @dataclass(frozen=True, slots=True)
 class Pruned:
-    """What prune did after a run: the results of the files it took, lines to tell the user, and whether the
-    cap refused (exit 4)."""
+    """What prune did after a run: the results of the files it took, lines to tell the user, and why the cap
+    refused, if it did (exit 4)."""
 
     results: tuple[FileResult, ...] = ()
     said: tuple[str, ...] = ()
-    capped: bool = False
+    refused: str | None = None
 
 
 def plan(rows: Mapping[str, Row], listed: Collection[str], cap: Cap) -> Prune:
@@ -130,7 +130,7 @@ def after_run(
     prune = plan(rows, {job.name for job in jobs}, pruning.cap)
     if prune.refused:
         said = f"prune refused: {refusal(prune)}; nothing was removed. If the manifest is right, run once with "
-        return Pruned(said=(f"{said}--max-delete {len(prune.doomed)}",), capped=True)
+        return Pruned(said=(f"{said}--max-delete {len(prune.doomed)}",), refused=refusal(prune))
     outcomes = removal.remove(dest, prune.doomed, pruning.backup_dir)
     for outcome in outcomes:
         if outcome.kind != removal.FAILED:  # a file left is no longer the one the row describes

@@ -107,6 +107,22 @@ def seconds(value: Any) -> float:
     return float(value)
 
 
+_DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
+
+
+def duration(value: Any) -> float:
+    """A time budget in seconds, written with units as rclone's and systemd's are: ``90s``, ``30m``, ``2h``,
+    ``1h30m``. A bare number is refused: whether 90 means seconds or minutes should not be a guess."""
+    match = _DURATION.fullmatch(value.strip()) if isinstance(value, str) and value.strip() else None
+    if match is None:
+        raise ValueError(f"expected a duration such as 90s, 30m, 2h or 1h30m, got {value!r}")
+    hours, minutes, secs = (int(group or 0) for group in match.groups())
+    total = hours * 3600 + minutes * 60 + secs
+    if total < 1:
+        raise ValueError("must be at least 1s")
+    return float(total)
+
+
 def non_empty_text(value: Any) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"expected a non-empty string, got {value!r}")
@@ -224,6 +240,7 @@ TOP_KEYS = {"version", "dest", "workers", "defaults", "files", "ca_bundle", *BUD
 PRUNE_KEYS: dict[str, Convert] = {"prune": flag, "max_delete": max_delete, "backup_dir": non_empty_text}
 TOP_KEYS |= PRUNE_KEYS.keys()
 TOP_KEYS |= {"base_url", "checksums_file"}
+TOP_KEYS |= {"max_duration", "trace"}  # the run's time budget; the trace file downstream mirrors read
 
 
 def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:

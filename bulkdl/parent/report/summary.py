@@ -98,6 +98,26 @@ class About:
     full: bool = False  # every file listed, not only failures and changes
     repairing: bool = False  # verify --repair: what was downloaded was repaired
     stopped: bool = False  # Ctrl-C or SIGTERM asked the run to stop, maybe after every file had finished
+    left: Left | None = None  # the time budget ran out: what it left for the next run
+    refused: str | None = None  # why prune's cap refused to remove anything (exit 4)
+
+
+@dataclass(frozen=True, slots=True)
+class Left:
+    """What a run stopped by its time budget (--max-duration) left for the next one."""
+
+    budget: float  # seconds
+    files: int
+    bytes: int  # of the files whose size is known: their sizes less what this run received of them
+    unknown: int  # files of unknown size
+
+    def line(self) -> Line:
+        unknown = f" and {self.unknown:,} of unknown size" if self.unknown else ""
+        size = f", {format_size(self.bytes)}{unknown}" if self.files > self.unknown else " of unknown size"
+        return Line(
+            f"time budget {duration(self.budget)} reached: {counted(self.files, 'file')}{size} left for the next run",
+            "bold yellow",
+        )
 
 
 def summary_page(
@@ -105,21 +125,24 @@ def summary_page(
     totals: Totals,
     earlier: Mapping[str, Earlier],
     about: About,
-    unwritten: Path | None = None,
+    unwritten: str | None = None,
 ) -> Page:
     """``results`` in manifest order; ``earlier``: the state's rows from before the run, by path;
-    ``unwritten``: a JSON report that could not be written (the exit code is 1: the verdict says FAILED)."""
-    labelled = [(_label(r, earlier, about.repairing), r) for r in results]
+    ``unwritten``: what could not be written, ``the report F`` (the exit code is 1: the verdict says FAILED)."""
+    labelled = [(label(r, earlier, about.repairing), r) for r in results]
     lines: list[Line | Row] = [Line(about.title, "bold")]
     for heading, labels, style in _SECTIONS:
         members = [(label, r) for label, r in labelled if label in labels]
         if members:
             lines += _section(heading, style, members, earlier, about.full)
+    if about.left is not None:
+        lines.append(about.left.line())
     lines.append(verdict(Counter(label for label, _ in labelled), totals, about, unwritten))
     return Page(tuple(lines), _RIGHT)
 
 
-def _label(r: FileResult, earlier: Mapping[str, Earlier], repairing: bool) -> str:
+def label(r: FileResult, earlier: Mapping[str, Earlier], repairing: bool = False) -> str:
+    """What ``r`` counts as: its section's name (new, updated, re-fetched, repaired, unchanged) or status."""
     if r.status == Status.DOWNLOADED:
         if repairing:
             return "repaired"
@@ -162,23 +185,36 @@ def _row(r: FileResult, was: Earlier | None) -> Row:
     return Row(cells, tuple(under))
 
 
-def verdict(labels: Counter[str], totals: Totals, about: About, unwritten: Path | None = None) -> Line:
-    """One line, last: ``OK`` or ``FAILED``, the counts, the bytes, how long, which manifest, when."""
-    files = counted(sum(labels.values()), "file")
+def verdict(labels: Counter[str], totals: Totals, about: About, unwritten: str | None = None) -> Line:
+    """One line, last: ``OK`` or ``FAILED``, the counts, the bytes, how long, which manifest, when. Files
+    pruned are no longer the manifest's: they are counted after the others."""
+    files = counted(sum(labels.values()) - labels["removed"], "file")
     interrupted = labels["interrupted"]
-    if interrupted:
+    out_of_time = about.left is not None and not about.stopped  # each file interrupted, by the time budget
+    if interrupted and not out_of_time:
         head, said, style = f"FAILED: interrupted, {interrupted:,} of {files} not finished", "interrupted", "bold red"
     elif about.stopped:
         head, said, style = f"FAILED: interrupted after every file had finished; {files}", "", "bold red"
     elif totals.bad:
         head, said, style = f"FAILED: {totals.bad:,} of {files} failed", "failed", "bold red"
     elif unwritten is not None:
-        head, said, style = f"FAILED: the report {unwritten} could not be written; {files}", "", "bold red"
+        head, said, style = f"FAILED: {unwritten} could not be written; {files}", "", "bold red"
+    elif out_of_time:
+        head, said, style = (
+            f"FAILED: out of time, {interrupted:,} of {files} left for the next run",
+            "interrupted",
+            "bold yellow",
+        )
+    elif about.refused is not None:
+        head, said, style = f"FAILED: prune refused, {about.refused}; {files}", "", "bold red"
     else:
         head, said, style = f"OK: {files}", "", "bold green"
-    kinds = ", ".join(f"{labels[label]:,} {label}" for label in _LABELS if labels[label] and label != said)
+    kinds = ", ".join(
+        f"{labels[label]:,} {label}" for label in _LABELS if labels[label] and label not in (said, "removed")
+    )
+    removed = f", {labels['removed']:,} removed" if labels["removed"] else ""
     return Line(
-        f"{head}{f' ({kinds})' if kinds else ''}, {format_size(totals.bytes)} in place, "
+        f"{head}{f' ({kinds})' if kinds else ''}{removed}, {format_size(totals.bytes)} in place, "
         f"{format_size(totals.transferred)} received, {duration(totals.elapsed)}; manifest {about.manifest}; "
         f"started {about.started:%Y-%m-%d %H:%M:%S} UTC",
         style,
