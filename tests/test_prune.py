@@ -98,8 +98,15 @@ def test_over_the_cap_nothing_is_removed_and_the_run_exits_4(builtin: FaultServe
     ) in result.stderr.splitlines()
     assert all((dest / name).exists() for name in DROPPED) and set(DROPPED) <= set(read_rows(dest))
     assert "removed" not in _statuses(result).values()
+    # The morning reader sees it in the verdict too, not only on stderr: the downloads went well, prune did not.
+    assert result.stdout.splitlines()[-1].startswith(
+        "FAILED: prune refused, 3 files no longer in the manifest would be removed, more than max_delete allows "
+        f"(1: 10% of 10 files the state knows); {len(KEPT)} files ({len(KEPT)} unchanged), "
+    )
     raised = run_cli("run", manifest, "--max-delete", "30%", cwd=tmp_path)
     assert raised.code == 0, raised.stderr
+    # Removed files are no longer the manifest's: counted after its files, not among them.
+    assert raised.stdout.splitlines()[-1].startswith(f"OK: {len(KEPT)} files ({len(KEPT)} unchanged), 3 removed, ")
     assert not any((dest / name).exists() for name in DROPPED), "the command line's cap wins over the default"
 
 
