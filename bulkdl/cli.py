@@ -22,11 +22,11 @@ from types import FrameType
 
 from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .parent import checksums, generate, lastrun, manifest, prune, records, schema
+from .parent import checksums, generate, lastrun, manifest, outputs, prune, records, schema
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
 from .parent.pool import OUT_OF_TIME
-from .parent.report.jsonreport import check_writable, write_json
+from .parent.report.jsonreport import write_json
 from .parent.report.page import counted, glyph, print_page
 from .parent.report.plan import plan_page
 from .parent.report.summary import About, Earlier, Left, Totals, summary_page
@@ -340,9 +340,10 @@ def _run(args: argparse.Namespace) -> int:
         pruning = None if loaded.prune is None else prune.preview(loaded.dest, loaded.prune, loaded.jobs, recorded)
         print_page(plan_page(plan, _title("bulkdl --dry-run", loaded), args.summary == FULL, pruning))
         return EXIT_OK
-    _check_report(args.report)
-    checksums.check(loaded)
-    _check_report(args.changes, "the changes file")
+    # What the run writes besides the mirror: each checked before anything is fetched, never onto the mirror.
+    written = [(args.report, "the report"), (args.changes, "the changes file"), (loaded.trace, "the trace")]
+    for target, what in [*written, (loaded.checksums_file, "the checksums file")]:
+        outputs.check(loaded, target, what)
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
     about = _about("bulkdl", loaded, args, began)
     with _stoppable(), _destination(loaded.dest) as state, _recording(loaded, args.changes, began) as outcome:
@@ -469,7 +470,7 @@ def _verify(args: argparse.Namespace) -> int:
     began, started = datetime.now(timezone.utc), time.monotonic()
     overrides = Overrides(dest=args.dest, workers=args.workers, ca_bundle=args.ca_bundle)
     loaded = manifest.load(args.manifest, overrides)
-    _check_report(args.report)
+    outputs.check(loaded, args.report, "the report")
     about = _about("bulkdl verify --repair" if args.repair else "bulkdl verify", loaded, args, began, args.repair)
     rows = _recorded(loaded.dest)
     results = verify(loaded.jobs, rows, loaded.workers)
@@ -533,16 +534,6 @@ def _finish(
     if left:
         return EXIT_OUT_OF_TIME
     return EXIT_PRUNE_CAPPED if about.refused is not None else EXIT_OK
-
-
-def _check_report(report: Path | None, what: str = "the report") -> None:
-    """Find a --report (or --changes) that cannot be written before anything is downloaded or hashed, not after."""
-    if report is None:
-        return
-    try:
-        check_writable(report)
-    except OSError as exc:
-        raise UsageError(f"cannot write {what} {report}: {exc.strerror or exc}") from None
 
 
 def _interrupt(signum: int, frame: FrameType | None) -> None:

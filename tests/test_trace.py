@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from bulkdl import __version__
-from bulkdl.cli import EXIT_FAILED, EXIT_OK, main
+from bulkdl.cli import EXIT_FAILED, EXIT_OK, EXIT_USAGE, main
 from bulkdl.parent import changes, trace
 from bulkdl.values import FileResult, Status
 
@@ -110,9 +110,11 @@ def test_a_trace_is_never_written_through_a_symlink_out_of_dest(builtin: FaultSe
     (tmp_path / "mirror").mkdir()
     (tmp_path / "mirror/project").symlink_to(elsewhere)
     result = run_cli("run", manifest, cwd=tmp_path)
-    assert result.code == EXIT_OK, "the files are fine: only the trace is not written"
+    # Refused before anything is fetched, as the checksums file is: a run that could not leave its trace
+    # would leave a downstream mirror reading an old one.
+    assert result.code == EXIT_USAGE, result.stdout + result.stderr
     assert list(elsewhere.iterdir()) == []
-    expected = f"bulkdl: could not write the trace {tmp_path / 'mirror' / TRACE}: {tmp_path / 'mirror/project'} is a"
+    expected = f"bulkdl: cannot write the trace {tmp_path / 'mirror' / TRACE}: {tmp_path / 'mirror/project'} is a"
     assert result.stderr.startswith(expected) and "outside dest" in result.stderr, result.stderr
 
 

@@ -15,31 +15,10 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 
 from .. import durable
-from ..errors import UsageError
-from ..paths import outside
 from ..sums import format_line
 from ..values import FileResult
 from .manifest import Manifest
-from .report.jsonreport import check_writable
 from .state import Row
-
-
-def check(loaded: Manifest) -> None:
-    """Refuse, before anything is downloaded, a checksums file that would overwrite one of the mirror's
-    files or the state, or that cannot be written."""
-    target = loaded.checksums_file
-    if target is None:
-        return
-    state = loaded.dest / ".bulkdl"
-    if target == state or state in target.parents or any(job.path == target for job in loaded.jobs):
-        raise UsageError(f"the checksums file {target} would overwrite a file of the mirror; choose another")
-    escape = outside(loaded.dest, target.parent) if loaded.dest in target.parents else None
-    if escape is not None:  # a symlinked directory in the mirror: bulkdl writes through none
-        raise UsageError(f"cannot write the checksums file {target}: {escape}")
-    try:
-        check_writable(target)
-    except OSError as exc:
-        raise UsageError(f"cannot write the checksums file {target}: {exc.strerror or exc}") from None
 
 
 def write(loaded: Manifest, results: Iterable[FileResult], earlier: Mapping[str, Row]) -> str | None:
