@@ -160,9 +160,9 @@ def test_from_sums_output_is_commented_and_the_same_every_time(tmp_path: Path) -
         files:
           - path: "x/a b.iso"
             url: "x/a%20b.iso"
-            md5: {HEX[:32]}
+            md5: "{HEX[:32]}"
           - url: "c"
-            sha1: {HEX[:40]}
+            sha1: "{HEX[:40]}"
         """
     )
 
@@ -265,3 +265,13 @@ def test_check_of_a_checksum_file_says_what_to_run(tmp_path: Path, line: str) ->
         "SHA256SUMS:1: manifest: a checksum file, not a manifest; "
         "`bulkdl manifest from-sums SHA256SUMS --base-url URL` makes one of it\n",
     )
+
+
+def test_a_digest_of_decimal_digits_alone_stays_a_string(tmp_path: Path) -> None:
+    # Unquoted, YAML reads such a digest as a number, and the manifest from-sums printed failed its own check.
+    digits = "1234567890" * 6 + "1234"
+    (tmp_path / "SUMS").write_text(f"{digits}  x.txt\n{'0' * 32}  y.txt\n")
+    made = _bulkdl("manifest", "from-sums", "SUMS", "--base-url", "http://h/", cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    loaded = parse(made.stdout, tmp_path / "m.yaml", Overrides())
+    assert [job.digests for job in loaded.jobs] == [(("sha256", digits),), (("md5", "0" * 32),)]

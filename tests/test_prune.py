@@ -312,6 +312,15 @@ def test_directories_emptied_go_up_to_but_never_dest(tmp_path: Path) -> None:
     assert dest.is_dir() and list(dest.iterdir()) == []
 
 
+def test_a_directory_goes_once_all_its_emptied_subdirectories_have(tmp_path: Path) -> None:
+    # Found by hand: a/b went, then a was tried while a/c was still there, and never again: an empty a stayed.
+    dest = tmp_path / "mirror"
+    rows = [_recorded(dest, "a/b/x"), _recorded(dest, "a/c/y"), _recorded(dest, "p/q/r/s")]
+    _recorded(dest, "keep")
+    assert {o.kind for o in removal.remove(dest, rows, None)} == {removal.REMOVED}
+    assert sorted(p.name for p in dest.iterdir()) == ["keep"]
+
+
 def test_a_file_where_a_directory_was_means_the_file_is_already_gone(tmp_path: Path) -> None:
     dest = tmp_path / "mirror"
     row = _recorded(dest, "d/f")

@@ -157,7 +157,7 @@ def test_a_file_fetched_again_with_the_same_bytes_is_not_called_updated() -> Non
     # --force, or a file touched on disk: "updated" with "was" the same digest told the reader upstream changed.
     results = [_result(0), _result(1)]
     lines = _summary(results, earlier={"dir/file0.bin": (DIGEST, 2048), "dir/file1.bin": (DIGEST, 1024)})
-    assert "1 re-fetched with the same bytes as before (--force, or changed or removed on disk)" in lines
+    assert "1 re-fetched with the same bytes as before (--force, --revalidate, or changed or removed on disk)" in lines
     assert "updated (1)" in lines and "dir/file0.bin" not in "\n".join(lines)
     assert lines[-1].startswith("OK: 2 files (1 updated, 1 re-fetched), ")
 

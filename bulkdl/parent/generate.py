@@ -120,7 +120,8 @@ def _render(command: str, source: Path, entries: list[_Entry], dest: str | None,
         # A name in the URL's tree needs no path: the manifest derives the URL's last segment by itself.
         first = f"  - path: {quoted(entry.name)}\n    url: " if "/" in entry.name else "  - url: "
         out.append(first + quoted(entry.url))
-        out.extend(f"    {algorithm}: {hex_digest}" for algorithm, hex_digest in entry.digests)
+        # Quoted: a digest of decimal digits alone (3 in 10 million MD5s) would be read as a number.
+        out.extend(f"    {algorithm}: {quoted(hex_digest)}" for algorithm, hex_digest in entry.digests)
     return "\n".join(out) + "\n"
 
 

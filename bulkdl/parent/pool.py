@@ -50,7 +50,7 @@ MAX_WORKER_DEATHS = 2  # a file running in a worker that died this often fails; 
 MAX_POOL_RESTARTS = 10  # a bound even if a dying worker never got to say which file it was on
 _POLL_SECONDS = 0.1
 _BATCH = 64  # tasks per message to a worker, at most
-OUT_OF_TIME = "the run's time budget (--max-duration) ran out; the next run resumes it"
+OUT_OF_TIME = "the run's time budget (--max-duration) ran out; the next run fetches it, from its parts if any"
 
 
 def _context() -> BaseContext:

@@ -171,19 +171,27 @@ def _copy(fd: int, name: str, target: Path) -> None:
 
 
 def _remove_empty(dest: Path, directories: set[str]) -> None:
-    """Remove each directory that is empty now, and its parents while they are, deepest first; never dest."""
-    tried: set[str] = set()
-    for directory in sorted(directories, key=lambda d: d.count("/"), reverse=True):
-        while directory and directory not in tried:
-            tried.add(directory)
-            parent, _, name = directory.rpartition("/")
-            try:
-                with _directory(dest, parent) as fd:
-                    os.rmdir(name, dir_fd=fd)  # refuses a directory that is not empty, or a symlink
-                    os.fsync(fd)
-            except OSError:  # not empty (someone else's files, or parts), or gone: the ones above stay too
-                break
-            directory = parent
+    """Remove each directory that is empty now, and each above it that this leaves empty; never dest.
+
+    Every candidate is tried once, deepest first, so a directory is tried only after all its candidate
+    children (``a/b`` and ``a/c`` before ``a``): trying ``a`` when ``a/b`` went would find ``a/c`` still there.
+    """
+    candidates = {above for directory in directories for above in _and_above(directory)}
+    for directory in sorted(candidates, key=lambda d: d.count("/"), reverse=True):
+        parent, _, name = directory.rpartition("/")
+        try:
+            with _directory(dest, parent) as fd:
+                os.rmdir(name, dir_fd=fd)  # refuses a directory that is not empty, or a symlink
+                os.fsync(fd)
+        except OSError:  # not empty (someone else's files, or parts), or gone
+            continue
+
+
+def _and_above(directory: str) -> Iterator[str]:
+    """``a/b/c``, ``a/b``, ``a``."""
+    while directory:
+        yield directory
+        directory = directory.rpartition("/")[0]
 
 
 @contextlib.contextmanager

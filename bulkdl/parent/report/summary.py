@@ -54,7 +54,7 @@ _LABELS = tuple(label for _, labels, _ in _SECTIONS for label in labels)
 # Without --summary full, these are one count line each instead of a section.
 _COLLAPSED = {
     "unchanged": "unchanged (skipped or not modified)",
-    "re-fetched": "re-fetched with the same bytes as before (--force, or changed or removed on disk)",
+    "re-fetched": "re-fetched with the same bytes as before (--force, --revalidate, or changed or removed on disk)",
     "verified": "verified (digests match)",
     "unverified": "unverified (no digest in the manifest or the state to compare with)",
 }
