@@ -234,7 +234,8 @@ def _manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     urls.add_argument(
         "--base-url", type=_base_url, metavar="URL", help="keep each URL's tree below this one (default: last segment)"
     )
-    urls.set_defaults(handler=lambda args: _print_manifest(generate.from_urls(args.urls, args.base_url)))
+    urls.add_argument("--dest", metavar="DIR", help="the manifest's dest (default: the manifest's own directory)")
+    urls.set_defaults(handler=lambda args: _print_manifest(generate.from_urls(args.urls, args.base_url, args.dest)))
 
 
 def _base_url(text: str) -> str:

@@ -233,6 +233,9 @@ def test_from_urls_without_base_url_takes_last_segments(tmp_path: Path) -> None:
     check = _bulkdl("check", "m.yaml", cwd=tmp_path)
     assert check.returncode == 0, check.stderr
     assert "base_url" not in made.stdout
+    assert yaml.safe_load(made.stdout)["dest"] == "."
+    dest = _bulkdl("manifest", "from-urls", "urls.txt", "--dest", "/srv/mirror", cwd=tmp_path)
+    assert yaml.safe_load(dest.stdout)["dest"] == "/srv/mirror", dest.stderr  # as from-sums takes it
     assert yaml.safe_load(made.stdout)["files"] == [
         {"url": "https://a.example/one/x.iso"},
         {"url": "https://b.example/two/y%20z.iso"},

@@ -49,13 +49,13 @@ def _from_sum(line: int, listed: sums.Sum) -> _Entry:
     return _Entry(line, name, quote(name, safe="/"), ((listed.algorithm, listed.hex),))
 
 
-def from_urls(source: Path, base_url: str | None) -> str:
+def from_urls(source: Path, base_url: str | None, dest: str | None = None) -> str:
     """The manifest for the URL list ``source``: one URL a line, blank lines and ``#`` comments ignored."""
     base = None if base_url is None else schema.base_url(base_url)
     lines = [(n, line.strip()) for n, line in enumerate(_read(source).split("\n"), 1)]
     urls = [(n, url) for n, url in lines if url and not url.startswith("#")]
     entries = _checked(str(source), urls, functools.partial(_from_url, base), f"{source} lists no URL")
-    return _render("from-urls", source, entries, None, base)
+    return _render("from-urls", source, entries, dest, base)
 
 
 def _from_url(base: str | None, line: int, url: str) -> _Entry:
