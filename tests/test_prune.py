@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import tempfile
 from collections.abc import Iterator
 from fractions import Fraction
@@ -297,7 +298,7 @@ def test_no_symlink_leads_a_removal_out_of_dest(tmp_path: Path) -> None:
     link = _recorded(dest, "l")
     (dest / "l").unlink()
     (dest / "l").symlink_to(elsewhere / "f")
-    outcomes = removal.remove(dest, [row, link], None)
+    outcomes = removal.remove(dest, [row, link], None, set())
     assert [(o.kind, o.detail) for o in outcomes] == [
         (removal.LEFT, "d is a symlink; bulkdl does not remove through one"),
         (removal.LEFT, "it is no longer a regular file"),
@@ -308,7 +309,7 @@ def test_no_symlink_leads_a_removal_out_of_dest(tmp_path: Path) -> None:
 def test_directories_emptied_go_up_to_but_never_dest(tmp_path: Path) -> None:
     dest = tmp_path / "mirror"
     rows = [_recorded(dest, "a/b/c/one"), _recorded(dest, "a/b/two"), _recorded(dest, "top")]
-    assert {o.kind for o in removal.remove(dest, rows, None)} == {removal.REMOVED}
+    assert {o.kind for o in removal.remove(dest, rows, None, set())} == {removal.REMOVED}
     assert dest.is_dir() and list(dest.iterdir()) == []
 
 
@@ -317,8 +318,38 @@ def test_a_directory_goes_once_all_its_emptied_subdirectories_have(tmp_path: Pat
     dest = tmp_path / "mirror"
     rows = [_recorded(dest, "a/b/x"), _recorded(dest, "a/c/y"), _recorded(dest, "p/q/r/s")]
     _recorded(dest, "keep")
-    assert {o.kind for o in removal.remove(dest, rows, None)} == {removal.REMOVED}
+    assert {o.kind for o in removal.remove(dest, rows, None, set())} == {removal.REMOVED}
     assert sorted(p.name for p in dest.iterdir()) == ["keep"]
+
+
+def test_prune_never_takes_a_listed_file_reached_through_a_symlink_in_dest(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    # From review: a mirror moved to a "current -> v2" layout lists current/a.iso and drops v2/a.iso. The
+    # download lands in v2/a.iso through the link, with the size and mtime v2's row recorded, and prune took it.
+    data = content("alias", 5000)
+    url = builtin.add("v2/a.iso", data)
+    assert run_cli("run", write_manifest(tmp_path, [{"url": url, "path": "v2/a.iso"}]), cwd=tmp_path).code == 0
+    dest = tmp_path / "mirror"
+    (dest / "current").symlink_to("v2")
+    entries = [{"url": url, "path": "current/a.iso"}]
+    manifest = write_manifest(tmp_path, entries, prune=True, max_delete=1, checksums_file="SHA256SUMS")
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout + result.stderr
+    assert (dest / "current/a.iso").read_bytes() == data
+    assert f"prune left v2/a.iso: {removal._LISTED}" in result.stderr
+    check = subprocess.run(["sha256sum", "-c", "SHA256SUMS"], cwd=dest, capture_output=True, text=True)
+    assert check.returncode == 0, check.stdout + check.stderr
+
+
+def test_a_file_edited_in_place_with_its_size_kept_is_left(tmp_path: Path) -> None:
+    # The rail is the size and the mtime: an edit that keeps the size still moves the mtime.
+    dest = tmp_path / "mirror"
+    row = _recorded(dest, "d/f", b"abc")
+    (dest / "d/f").write_bytes(b"xyz")
+    os.utime(dest / "d/f", ns=(0, row.local_mtime_ns + 1))
+    [outcome] = removal.remove(dest, [row], None, set())
+    assert (outcome.kind, (dest / "d/f").read_bytes()) == (removal.LEFT, b"xyz")
 
 
 def test_a_file_where_a_directory_was_means_the_file_is_already_gone(tmp_path: Path) -> None:
@@ -327,7 +358,7 @@ def test_a_file_where_a_directory_was_means_the_file_is_already_gone(tmp_path: P
     (dest / "d/f").unlink()
     (dest / "d").rmdir()
     (dest / "d").write_bytes(b"a file now")
-    assert [o.kind for o in removal.remove(dest, [row], None)] == [removal.ALREADY_GONE]
+    assert [o.kind for o in removal.remove(dest, [row], None, set())] == [removal.ALREADY_GONE]
     assert (dest / "d").read_bytes() == b"a file now"
 
 
@@ -342,7 +373,7 @@ def other_file_system(tmp_path: Path) -> Iterator[Path]:
 def test_a_backup_on_another_file_system_is_copied_then_removed(tmp_path: Path, other_file_system: Path) -> None:
     dest = tmp_path / "mirror"
     row = _recorded(dest, "d/f", b"x" * 100_000)
-    [outcome] = removal.remove(dest, [row], other_file_system / "attic")
+    [outcome] = removal.remove(dest, [row], other_file_system / "attic", set())
     kept = other_file_system / "attic/d/f"
     assert (outcome.kind, outcome.detail) == (removal.REMOVED, f"moved to {kept}")
     assert kept.read_bytes() == b"x" * 100_000 and kept.stat().st_mtime_ns == row.local_mtime_ns
@@ -353,7 +384,7 @@ def test_a_backup_from_an_earlier_prune_is_replaced_by_the_newer_one(tmp_path: P
     dest, attic = tmp_path / "mirror", tmp_path / "attic"
     (attic / "d").mkdir(parents=True)
     (attic / "d/f").write_bytes(b"an older f")
-    [outcome] = removal.remove(dest, [_recorded(dest, "d/f", b"the newer f")], attic)
+    [outcome] = removal.remove(dest, [_recorded(dest, "d/f", b"the newer f")], attic, set())
     assert outcome.kind == removal.REMOVED and (attic / "d/f").read_bytes() == b"the newer f"
 
 
@@ -363,7 +394,7 @@ def test_every_directory_a_backup_needs_is_made_durable(tmp_path: Path, monkeypa
     synced: list[Path] = []
     real = removal.durable.fsync_dir
     monkeypatch.setattr(removal.durable, "fsync_dir", lambda d: (synced.append(d), real(d)))
-    [outcome] = removal.remove(dest, [row], attic)
+    [outcome] = removal.remove(dest, [row], attic, set())
     assert outcome.kind == removal.REMOVED and (attic / "a/b/f").exists()
     # each new directory in its parent, then the rename in its directory
     assert synced == [tmp_path, attic, attic / "a", attic / "a/b"]

@@ -16,6 +16,7 @@ because the usual way to lose a mirror is a truncated or mistaken manifest, not 
 from __future__ import annotations
 
 import math
+import os
 from collections import Counter
 from collections.abc import Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -131,7 +132,7 @@ def after_run(
     if prune.refused:
         said = f"prune refused: {refusal(prune)}; nothing was removed. If the manifest is right, run once with "
         return Pruned(said=(f"{said}--max-delete {len(prune.doomed)}",), refused=refusal(prune))
-    outcomes = removal.remove(dest, prune.doomed, pruning.backup_dir)
+    outcomes = removal.remove(dest, prune.doomed, pruning.backup_dir, _listed_files(jobs) if prune.doomed else set())
     for outcome in outcomes:
         if outcome.kind != removal.FAILED:  # a file left is no longer the one the row describes
             state.forget(outcome.row)
@@ -165,7 +166,23 @@ def preview(
 ) -> tuple[Prune, list[tuple[str, str, str]]]:
     """``--dry-run``: the plan, and (path, REMOVE or LEAVE, why) for each doomed file, read from the disk."""
     prune = plan(rows, {job.name for job in jobs}, pruning.cap)
-    return prune, [_foreseen(removal.inspect(dest, row), pruning.backup_dir) for row in prune.doomed]
+    listed = _listed_files(jobs) if prune.doomed else set()
+    return prune, [_foreseen(removal.inspect(dest, row, listed), pruning.backup_dir) for row in prune.doomed]
+
+
+def _listed_files(jobs: Sequence[Job]) -> set[removal.FileId]:
+    """The files the manifest's paths lead to now, symlinks followed: a row's path that no entry names may
+    still be one of them (``current -> v2`` in dest, with ``current/a.iso`` listed and ``v2/a.iso`` dropped;
+    or another spelling on a case-folding file system), and prune must never take a file the manifest lists.
+    Read only when something is to go: a stat per listed file."""
+    found = set()
+    for job in jobs:
+        try:
+            info = os.stat(job.path)
+        except OSError:
+            continue
+        found.add((info.st_dev, info.st_ino))
+    return found
 
 
 def _foreseen(outcome: removal.Outcome, backup: Path | None) -> tuple[str, str, str]:

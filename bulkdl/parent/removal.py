@@ -31,6 +31,8 @@ ALREADY_GONE = "already gone"  # nothing at the path, or a file where one of its
 LEFT = "left"  # something else is there now: not bulkdl's to take
 FAILED = "failed"  # bulkdl's file, but the system refused (permissions, a read-only disk)
 _DIRECTORY = os.O_RDONLY | os.O_DIRECTORY
+FileId = tuple[int, int]  # (st_dev, st_ino): which file a path leads to
+_LISTED = "it is also a file the manifest lists, under another path (a symlink or another spelling)"
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,11 +46,11 @@ class _Through(Exception):
     """A directory on the way is a symlink (or not a directory at all)."""
 
 
-def inspect(dest: Path, row: Row) -> Outcome:
+def inspect(dest: Path, row: Row, listed: set[FileId]) -> Outcome:
     """What ``remove`` would do with ``row``'s file, changing nothing (``--dry-run``)."""
     try:
         with _parent(dest, row.path) as fd:
-            return _judge(fd, row)
+            return _judge(fd, row, listed)
     except FileNotFoundError:
         return Outcome(row, ALREADY_GONE)
     except _Through as exc:
@@ -57,12 +59,13 @@ def inspect(dest: Path, row: Row) -> Outcome:
         return Outcome(row, FAILED, f"cannot look at it: {exc.strerror or exc}")
 
 
-def remove(dest: Path, rows: Sequence[Row], backup: Path | None) -> list[Outcome]:
-    """Take the file of each of ``rows`` away (into ``backup`` if given), then the directories left empty."""
+def remove(dest: Path, rows: Sequence[Row], backup: Path | None, listed: set[FileId]) -> list[Outcome]:
+    """Take the file of each of ``rows`` away (into ``backup`` if given), then the directories left empty;
+    never a file in ``listed``, the files the manifest's paths lead to."""
     outcomes: list[Outcome] = []
     emptied: set[str] = set()
     for directory, group in itertools.groupby(sorted(rows, key=lambda r: r.path), key=_directory_of):
-        done = _remove_in(dest, list(group), backup)
+        done = _remove_in(dest, list(group), backup, listed)
         outcomes += done
         if directory and any(o.kind == REMOVED for o in done):
             emptied.add(directory)
@@ -89,11 +92,11 @@ def _directory_of(row: Row) -> str:
     return row.path.rpartition("/")[0]
 
 
-def _remove_in(dest: Path, rows: list[Row], backup: Path | None) -> list[Outcome]:
+def _remove_in(dest: Path, rows: list[Row], backup: Path | None, listed: set[FileId]) -> list[Outcome]:
     """The rows of one directory: it is opened once, and fsynced once after its removals."""
     try:
         with _parent(dest, rows[0].path) as fd:
-            outcomes = [_take(fd, row, backup) for row in rows]
+            outcomes = [_take(fd, row, backup, listed) for row in rows]
             if any(o.kind == REMOVED for o in outcomes):
                 os.fsync(fd)
             return outcomes
@@ -105,8 +108,8 @@ def _remove_in(dest: Path, rows: list[Row], backup: Path | None) -> list[Outcome
         return [Outcome(row, FAILED, f"cannot open its directory: {exc.strerror or exc}") for row in rows]
 
 
-def _take(fd: int, row: Row, backup: Path | None) -> Outcome:
-    judged = _judge(fd, row)
+def _take(fd: int, row: Row, backup: Path | None, listed: set[FileId]) -> Outcome:
+    judged = _judge(fd, row, listed)
     if judged.kind != REMOVED:
         return judged
     name = row.path.rpartition("/")[2]
@@ -121,7 +124,7 @@ def _take(fd: int, row: Row, backup: Path | None) -> Outcome:
     return Outcome(row, REMOVED, f"moved to {target}")
 
 
-def _judge(fd: int, row: Row) -> Outcome:
+def _judge(fd: int, row: Row, listed: set[FileId]) -> Outcome:
     """REMOVED if the file is the one the state recorded, else why not."""
     try:
         found = os.stat(row.path.rpartition("/")[2], dir_fd=fd, follow_symlinks=False)
@@ -133,6 +136,8 @@ def _judge(fd: int, row: Row) -> Outcome:
         return Outcome(row, LEFT, "it is no longer a regular file")
     if (found.st_size, found.st_mtime_ns) != (row.local_size, row.local_mtime_ns):
         return Outcome(row, LEFT, "it changed since bulkdl wrote it (size or mtime differ)")
+    if (found.st_dev, found.st_ino) in listed:
+        return Outcome(row, LEFT, _LISTED)
     return Outcome(row, REMOVED)
 
 
