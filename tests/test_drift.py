@@ -201,18 +201,35 @@ def test_revalidate_must_be_true_or_false(tmp_path: Path) -> None:
     assert result.stderr.strip().endswith("revalidate: expected true or false, got 'yes'"), result.stderr
 
 
-def test_the_copy_is_gone_only_as_recorded(builtin: FaultServer, tmp_path: Path) -> None:
-    """A copy changed on disk since the run that recorded it is kept, but the state's digest is not claimed."""
-    manifest = write_manifest(tmp_path, [builtin.add("edited.bin", content("edited", 2000))])
+def test_a_copy_changed_on_disk_is_kept_but_gone_fails(builtin: FaultServer, tmp_path: Path) -> None:
+    """A copy changed on disk since the run that recorded it is kept, but nothing vouches for it: the run must
+    not exit 0 (every file present and verified) nor leave a trace telling downstream the mirror is whole."""
+    manifest = write_manifest(tmp_path, [builtin.add("edited.bin", content("edited", 2000))], trace="trace")
     assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    (tmp_path / "mirror/trace").unlink()
     edited = tmp_path / "mirror/edited.bin"
     edited.write_bytes(b"edited by hand")
     os.utime(edited, ns=(0, 1_000_000_000))
     builtin.change("edited.bin", status=410)
     result = run_cli("run", manifest, cwd=tmp_path)
-    assert (result.code, result.file("edited.bin")["status"]) == (0, "gone")
-    assert (result.file("edited.bin")["sha256"], result.file("edited.bin")["bytes"]) == (None, 14)
+    assert (result.code, result.file("edited.bin")["status"]) == (1, "failed")
+    assert result.file("edited.bin")["error"] == (
+        "gone upstream (HTTP 410); local copy kept, but it changed on disk since bulkdl recorded it"
+    )
     assert edited.read_bytes() == b"edited by hand"
+    assert not (tmp_path / "mirror/trace").exists()
+
+
+def test_a_copy_the_manifest_no_longer_pins_is_kept_but_gone_fails(builtin: FaultServer, tmp_path: Path) -> None:
+    # From review: the manifest pins a new digest, upstream answers 404: the old copy is not the file asked for.
+    data = content("pinned", 4000)
+    url = builtin.add("pinned.bin", data)
+    assert run_cli("run", write_manifest(tmp_path, [{"url": url, "sha256": _sha(data)}]), cwd=tmp_path).code == 0
+    builtin.change("pinned.bin", status=404)
+    result = run_cli("run", write_manifest(tmp_path, [{"url": url, "sha256": _sha(b"other")}]), cwd=tmp_path)
+    assert (result.code, result.file("pinned.bin")["status"]) == (1, "failed")
+    assert result.file("pinned.bin")["error"].endswith("but the manifest now pins another sha256 than the copy's")
+    assert (tmp_path / "mirror/pinned.bin").read_bytes() == data
 
 
 def test_revalidate_refuses_a_new_size_before_fetching_it(builtin: FaultServer, tmp_path: Path) -> None:

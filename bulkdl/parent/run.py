@@ -123,9 +123,11 @@ def download(
     if not tasks:
         return list(results.values()), False
     view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
+    sent = {job.index: job for job, _ in tasks}
 
     def finished(result: FileResult) -> None:
-        result = upstream.settle(result, rows.get(result.name), loaded.dest, result.index in revalidating)
+        job = sent[result.index]
+        result = upstream.settle(result, job, rows.get(result.name), loaded.dest, result.index in revalidating)
         results[result.index] = result
         view.finished(result)
         record(state, result)
