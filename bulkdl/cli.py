@@ -354,14 +354,21 @@ def _run(args: argparse.Namespace) -> int:
         pruned = _prune(loaded, rows, (results, stopped), state)
         state.commit()  # renames durable before the checksums file names them; what was not recorded is said now
         _say_what_was_not_recorded(state)
-        unwritten = checksums.write(loaded, results, rows)
-        if unwritten is not None:
-            print(f"bulkdl: {unwritten}", file=sys.stderr)
         results += pruned.results
         outcome.results, outcome.earlier = results, _earlier(rows)
+        # Each makes the run fail if it cannot be written: a downstream sync must not read last night's list
+        # after a run that says it went well (exit 0, and a fresh trace).
+        unwritten: list[str] = []
+        for what, path, problem in (
+            ("the checksums file", loaded.checksums_file, checksums.write(loaded, results, rows)),
+            ("the changes file", args.changes, records.write_changes(args.changes, outcome)),
+        ):
+            if problem is not None:
+                print(f"bulkdl: {problem}", file=sys.stderr)
+                unwritten.append(f"{what} {path}")
         about = replace(about, stopped=stopped, left=_left(loaded, results), refused=pruned.refused)
-        sums = None if unwritten is None else f"the checksums file {loaded.checksums_file}"
-        outcome.code = _finish(results, time.monotonic() - started, args.report, about, outcome.earlier, sums)
+        elapsed = time.monotonic() - started
+        outcome.code = _finish(results, elapsed, args.report, about, outcome.earlier, " and ".join(unwritten) or None)
     return outcome.code
 
 

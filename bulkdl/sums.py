@@ -50,6 +50,8 @@ class Sum:
 
 def format_line(hex_digest: str, name: str) -> str:
     """One ``sha256sum`` line for ``name`` (text mode, as GNU prints by default), ``\\n`` included."""
+    if name == "-":  # sha256sum -c reads a line naming "-" from standard input
+        name = "./-"
     if _NEEDS_ESCAPE.search(name):
         return f"\\{hex_digest}  {_NEEDS_ESCAPE.sub(lambda m: _ESCAPES[m.group()], name)}\n"
     return f"{hex_digest}  {name}\n"

@@ -191,3 +191,15 @@ def test_the_key_is_never_written_through_a_symlink_out_of_dest(tmp_path: Path, 
     assert "outside dest; bulkdl does not write through it" in run.stderr
     assert list((tmp_path / "elsewhere").iterdir()) == []
     assert builtin.requests("a") == []
+
+
+def test_a_file_named_dash_passes_sha256sum_c(builtin: Server, tmp_path: Path) -> None:
+    # From review: sha256sum -c reads a line naming "-" as standard input, so the list failed, or waited on a
+    # terminal for ever. "./-" names the file.
+    manifest = write_manifest(
+        tmp_path, [{"url": builtin.add("dash", b"dash bytes"), "path": "-"}], checksums_file="SHA256SUMS"
+    )
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    argv = ["sha256sum", "--strict", "-c", "SHA256SUMS"]
+    check = subprocess.run(argv, cwd=tmp_path / "mirror", capture_output=True, text=True, stdin=subprocess.DEVNULL)
+    assert check.returncode == 0, check.stdout + check.stderr

@@ -10,6 +10,7 @@ import re
 import signal
 import subprocess
 import sys
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -282,3 +283,22 @@ def _hook(event, args):
 
 sys.addaudithook(_hook)
 """
+
+
+def test_a_changes_file_that_cannot_be_written_fails_the_run_and_leaves_no_trace(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    # From review: it was one line on stderr, exit 0 and a fresh trace, so a downstream sync read last night's
+    # list after a run that said it went well. Its directory becomes a file while the run downloads.
+    manifest = write_manifest(tmp_path, [builtin.add("a", b"a", delay=2.0)], trace="trace")
+    (tmp_path / "out").mkdir()
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--changes", "out/changes"]
+    with subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as proc:
+        while not (tmp_path / "mirror/.bulkdl").exists() and proc.poll() is None:
+            time.sleep(0.01)
+        (tmp_path / "out").rmdir()
+        (tmp_path / "out").write_bytes(b"")
+        stdout, stderr = proc.communicate(timeout=60)
+    assert "bulkdl: could not write the changes file out/changes" in stderr.decode()
+    assert stdout.decode().splitlines()[-1].startswith("FAILED: the changes file out/changes could not be written")
+    assert (proc.returncode, (tmp_path / "mirror/trace").exists()) == (EXIT_FAILED, False)

@@ -26,6 +26,19 @@ class Outcome:
     code: int
     results: Sequence[FileResult] = ()
     earlier: Mapping[str, Earlier] = field(default_factory=dict)  # the state's rows from before the run
+    changes_written: bool = False  # by write_changes, at the end of a run that did not raise
+
+
+def write_changes(path: Path | None, outcome: Outcome) -> str | None:
+    """Write the ``--changes`` file of a run that ended normally; why it could not be, if it could not."""
+    if path is None:
+        return None
+    outcome.changes_written = True  # tried: the records at the end do not write it again
+    try:
+        changes.write(path, outcome.results, outcome.earlier)
+    except OSError as exc:
+        return f"could not write the changes file {path}: {exc.strerror or exc}"
+    return None
 
 
 def leave(loaded: Manifest, run: lastrun.Run, changes_to: Path | None, outcome: Outcome, complete: bool) -> list[str]:
@@ -39,7 +52,7 @@ def leave(loaded: Manifest, run: lastrun.Run, changes_to: Path | None, outcome: 
             partial(lastrun.write, loaded.dest, run, ended, totals, outcome.code),
         )
     ]
-    if changes_to is not None:
+    if changes_to is not None and not outcome.changes_written:  # a run that raised: nothing changed is listed
         writes.append(
             ("the changes file", changes_to, partial(changes.write, changes_to, outcome.results, outcome.earlier))
         )
