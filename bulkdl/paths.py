@@ -19,10 +19,12 @@ NAME_MAX = 255  # bytes in one path component on Linux file systems (ext4, xfs, 
 # The longest name bulkdl writes beside a file is the sidecar's temp, ".<name>.bulkdl.bulkdl-tmp": 19 bytes
 # more (".<name>.bulkdl-tmp" adds 12, "<name>.bulkdl" 7, "<name>.part<K>" 5 and the digits of K).
 BESIDE = len(".") + len(".bulkdl") + len(".bulkdl-tmp")
-# An http(s) URL that leaves urlsplit nothing to decide: no userinfo, query, fragment, brackets, spaces or
-# non-ASCII, and a path. Nearly every manifest URL is one, and each check of it has a shortcut (100,000 URLs:
-# urlsplit alone is 0.3 s).
-PLAIN_URL = re.compile(r"https?://[A-Za-z0-9.-]+(?::[0-9]*)?/[\x21\x22\x24-\x3e\x40-\x7e]*")
+# An http(s) URL that leaves urlsplit nothing to decide: no userinfo, query, fragment, brackets, spaces,
+# non-ASCII or "%" that starts no escape, and a path. Nearly every manifest URL is one, and each check of it
+# has a shortcut (100,000 URLs: urlsplit alone is 0.3 s).
+_URL_CHAR = r"[\x21\x22\x24\x26-\x3e\x40-\x7e]"  # printable ASCII but space, "#", "%" and "?"
+# Unrolled ("a*(%XXa*)*", not "(a|%XX)*"): twice as fast, and no backtracking blow-up on a long miss.
+PLAIN_URL = re.compile(rf"https?://[A-Za-z0-9.-]+(?::[0-9]*)?/{_URL_CHAR}*(?:%[0-9A-Fa-f]{{2}}{_URL_CHAR}*)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
 

@@ -8,16 +8,18 @@ one value each and raise ValueError with a message a user can act on.
 
 from __future__ import annotations
 
+import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from ..credentials import missing_variables
 from ..errors import ManifestError
 from ..paths import PLAIN_URL
+from ..sizes import _UNITS as SIZE_UNITS
 from ..sizes import parse_size
 from .prune import Cap
 from .scalars import Invalid
@@ -27,6 +29,7 @@ _MAX_SHOWN = 300  # characters of a key or message repeated from the file
 _MAX_SEGMENTS = 64
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")  # \s is exactly str.isspace()
 Where = tuple[Any, ...]  # a path into the document: mapping keys and list indices
+Json = dict[str, Any]
 
 
 def label(path: Where) -> str:
@@ -42,12 +45,14 @@ class Problems:
     source: str
     # (a line, or the path whose line it is), key, message, and a path whose line the message ends with
     found: list[tuple[int | Where, str, str, Where | None]] = field(default_factory=list)
+    column: int | None = None  # of a syntax error, which stops the reading: the only problem then
 
     def add(self, path: Where, message: str, key: str | None = None, see: Where | None = None) -> None:
         self.found.append((path, label(path) if key is None else key, message, see))
 
-    def at(self, line: int, key: str, message: str) -> None:
+    def at(self, line: int, key: str, message: str, column: int | None = None) -> None:
         self.found.append((line, key, message, None))
+        self.column = column
 
     def error(self, locate: Callable[[], Callable[[Where], int]]) -> ManifestError:
         """Every problem in file order, one line each; ``locate`` is asked for lines only when a path needs one."""
@@ -57,7 +62,8 @@ class Problems:
             line = where if isinstance(where, int) else line_of(where)
             text = message if see is None else f"{message} (line {line_of(see)})"
             # Keys and values come from the file: escape what is not printable, so one problem stays one line.
-            shown.append((line, f"{self.source}:{line}: {_printable(key)}: {_printable(text)}"))
+            place = f"{line}:{self.column}" if self.column is not None else line  # file:LINE:COL, as compilers say
+            shown.append((line, f"{self.source}:{place}: {_printable(key)}: {_printable(text)}"))
         return ManifestError("\n".join(text for _, text in sorted(shown, key=lambda p: p[0])))
 
 
@@ -72,9 +78,62 @@ def _printable(text: str) -> str:
 
 
 Convert = Callable[[Any], Any]
+_C = TypeVar("_C", bound=Convert)
+# Each converter's value as JSON Schema says it (parent/schema_json.py): beside the check, so they agree.
+JSON_OF: dict[Convert, Json] = {}
+
+
+def described(json: Json) -> Callable[[_C], _C]:
+    def register(convert: _C) -> _C:
+        JSON_OF[convert] = json
+        return convert
+
+    return register
+
+
+def unknown_key(key: str, known_keys: Iterable[str]) -> str:
+    """The message for an unknown key: the nearest known one when a typo is likely, else all of them."""
+    choices = list(known_keys)
+    near = difflib.get_close_matches(key.lower(), choices, n=1)
+    return f"unknown key; did you mean {near[0]}?" if near else f"unknown key (expected one of {', '.join(choices)})"
+
+
+def top_key(key: str) -> str:
+    """The message for an unknown top-level key, which may be one that belongs lower down, or a typo of one."""
+    if key in SETTING_KEYS or key == "headers":
+        return "not a top-level key; write it under defaults: or in an entry"
+    if key in ENTRY_KEYS:
+        return "not a top-level key; write it in an entry of files:"
+    if not difflib.get_close_matches(key.lower(), TOP_KEYS, n=1):
+        lower = difflib.get_close_matches(key.lower(), [*SETTING_KEYS, *ENTRY_KEYS], n=1)
+        if lower:
+            return f"unknown key; did you mean {lower[0]}? (under defaults: or in an entry)"
+    return unknown_key(key, sorted(TOP_KEYS))
+
+
+def query_in_name(url: str) -> None:
+    """Refuse a ``?`` that is probably part of a file name: what follows it holds no ``=``, as a query's
+    ``key=value`` pairs do (``a.iso?token=1`` stays a query). The URL's last segment names the file, so
+    ``what?.iso`` would ask the server for ``what`` and save it under that name. An entry with a ``path:`` is
+    not asked: its author chose the name, and the query goes to the server as written."""
+    head, mark, query = url.partition("?")
+    if mark and query and "=" not in query.partition("#")[0]:
+        raise ValueError(
+            f"'?' starts a query string, so the file would be {head.rsplit('/', 1)[-1]!r}: if '?' is part of "
+            f"its name write it as %3F ({head}%3F{query}); if it starts a query, name the file with path:"
+        )
+
+
+def _as_yaml_read_it(value: Any) -> str:
+    """Why a value that should be text is not: YAML reads an unquoted ``000123`` or ``yes`` as a number or
+    a boolean before bulkdl sees it."""
+    if isinstance(value, bool | int | float) or value is None:
+        return f"; YAML read it unquoted as {value!r}: quote it"
+    return ""
 
 
 def whole(minimum: int, maximum: int | None = None, what: str = "") -> Convert:
+    @described({"type": "integer", "minimum": minimum, **({} if maximum is None else {"maximum": maximum})})
     def convert(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"expected a whole number of at least {minimum}, got {value!r}")
@@ -88,12 +147,22 @@ def whole(minimum: int, maximum: int | None = None, what: str = "") -> Convert:
 positive_int = whole(1)
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{ch.lower()}{ch.upper()}]" for ch in word)
+
+
+_SIZE_TEXT = r"^\s*[0-9]+(?:\.[0-9]+)?\s*(?:" + "|".join(_any_case(unit) for unit in SIZE_UNITS if unit) + r")?\s*$"
+described({"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _SIZE_TEXT}]})(parse_size)
+
+
+@described({"type": "boolean"})
 def flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
     return value
 
 
+@described({"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": _SIZE_TEXT}]})
 def positive_size(value: Any) -> int:
     n = parse_size(value)
     if n < 1:
@@ -101,6 +170,7 @@ def positive_size(value: Any) -> int:
     return n
 
 
+@described({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 86400})
 def seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 86400:
         raise ValueError(f"expected seconds between 0 and 86400, got {value!r}")
@@ -110,6 +180,7 @@ def seconds(value: Any) -> float:
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
+@described({"type": "string", "pattern": r"^\s*(?=\S)(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?\s*$"})
 def duration(value: Any) -> float:
     """A time budget in seconds, written with units as rclone's and systemd's are: ``90s``, ``30m``, ``2h``,
     ``1h30m``. A bare number is refused: whether 90 means seconds or minutes should not be a guess."""
@@ -123,16 +194,38 @@ def duration(value: Any) -> float:
     return float(total)
 
 
+@described({"type": "string", "minLength": 1})
 def non_empty_text(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
+        raise ValueError(f"expected a non-empty string, got {value!r}{_as_yaml_read_it(value)}")
     return value
 
 
+_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
+# What a URL may hold as JSON Schema says it: no whitespace, no "#", no "%" that starts no escape.
+_URL_TEXT = r"^(?:[^\s#%]|%[0-9A-Fa-f]{2})+$"
+
+
+def unencoded(url: str) -> None:
+    """Refuse what a file name holds but a URL cannot: a raw space, a ``#`` (a fragment is never sent to the
+    server, so ``a#1.iso`` would fetch ``a``) or a ``%`` that starts no escape. The message gives the URL
+    percent-encoded, as curl and wget need it too."""
+    fixed = _BAD_PERCENT.sub("%25", url).replace(" ", "%20").replace("#", "%23")
+    what = [what for ch, what in ((" ", "a space"), ("#", "'#'")) if ch in url]
+    if _BAD_PERCENT.search(url):
+        what.append("a '%' that starts no %XX escape")
+    if what:
+        raise ValueError(
+            f"URL contains {' and '.join(what)}; if that is part of the file name, percent-encode it: {fixed}"
+        )
+
+
+@described({"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\\s]", "allOf": [{"pattern": _URL_TEXT}]})
 def http_url(value: Any) -> str:
     url = non_empty_text(value)
     if PLAIN_URL.fullmatch(url):
         return url
+    unencoded(url.strip(" "))
     if _SPACE_OR_CONTROL.search(url):
         raise ValueError("URL contains whitespace or control characters")
     parts = urlsplit(url)
@@ -143,6 +236,14 @@ def http_url(value: Any) -> str:
     return url
 
 
+@described(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": r"^\s*(?:[0-9]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)\s*%)\s*$"},
+        ]
+    }
+)
 def max_delete(value: Any) -> Cap:
     """A count of files (``500``) or a share of those the state knows (``10%``)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -158,6 +259,7 @@ def max_delete(value: Any) -> Cap:
     raise ValueError(f"expected a count of files like 500 or a share like 10% (at most 100%), got {value!r}")
 
 
+@described(JSON_OF[http_url])
 def base_url(value: Any) -> str:
     """The top-level ``base_url``: a directory, so ``https://h/pub`` means ``https://h/pub/`` (urljoin alone
     would resolve ``a.iso`` against it to ``https://h/a.iso``, dropping ``pub``, which nobody writing a base
@@ -174,6 +276,7 @@ def entry_url(base: str | None) -> Convert:
         url = non_empty_text(value)
         if PLAIN_URL.fullmatch(url):
             return url
+        unencoded(url.strip(" "))  # as written: the message's URL is then one the user can paste back
         if base is not None:
             return http_url(urljoin(base, url))
         if not urlsplit(url).scheme:
@@ -183,6 +286,23 @@ def entry_url(base: str | None) -> Convert:
     return convert
 
 
+# With a base_url an entry's url may be relative, which JSON Schema cannot tell from the top: text, encoded.
+described({"type": "string", "pattern": _URL_TEXT})(entry_url)
+
+
+@described({"const": 1})
+def version(value: Any) -> int:
+    """The manifest format's version: the number 1, the first line of every example and of every manifest
+    bulkdl writes. ``"1"`` is refused, saying what to write: one spelling keeps the schema and diffs simple."""
+    if value == 1 and value.__class__ is int:
+        return 1
+    if isinstance(value, str) and value.strip() == "1":
+        raise ValueError('write version: 1 without quotes: a number, not the text "1"')
+    if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+        raise ValueError(f"only version 1 is supported, got {value}; this bulkdl reads version: 1 manifests")
+    raise ValueError(f"expected version: 1, got {value!r}")
+
+
 DIGEST_HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "blake2b": 128}
 
 
@@ -190,7 +310,13 @@ def hex_digest(algorithm: str) -> Convert:
     length = DIGEST_HEX_LENGTHS[algorithm]
     digits = re.compile(f"[0-9a-f]{{{length}}}")
 
+    @described({"type": "string", "pattern": f"^\\s*[0-9A-Fa-f]{{{length}}}\\s*$"})
     def convert(value: Any) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):  # 64 decimal digits read as a number
+            raise ValueError(
+                f"YAML read the unquoted digest as the number {value!r} (all its hex digits are decimal ones); "
+                f'quote it: {algorithm}: "..."'
+            )
         hex_text = non_empty_text(value).strip().lower()
         if not digits.fullmatch(hex_text):
             raise ValueError(f"expected {length} hex digits for {algorithm}, got {value!r}")
@@ -199,6 +325,7 @@ def hex_digest(algorithm: str) -> Convert:
     return convert
 
 
+@described({"type": ["string", "number"], "pattern": "^[^\r\n]*$"})
 def header_value(value: Any) -> str:
     text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
     if not isinstance(text, str) or "\r" in text or "\n" in text:
@@ -241,6 +368,19 @@ PRUNE_KEYS: dict[str, Convert] = {"prune": flag, "max_delete": max_delete, "back
 TOP_KEYS |= PRUNE_KEYS.keys()
 TOP_KEYS |= {"base_url", "checksums_file"}
 TOP_KEYS |= {"max_duration", "trace"}  # the run's time budget; the trace file downstream mirrors read
+# The other top-level values: what parent/manifest.py checks each with, for the JSON Schema.
+TOP_VALUES: dict[str, Convert] = {
+    "version": version,
+    "dest": non_empty_text,
+    "workers": positive_int,
+    "ca_bundle": non_empty_text,
+    "revalidate": flag,
+    "base_url": base_url,
+    "checksums_file": non_empty_text,
+    "max_duration": duration,
+    "trace": non_empty_text,
+}
+MISSING_VERSION = "missing; write version: 1 as the manifest's first line (the format this bulkdl reads)"
 
 
 def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -248,10 +388,6 @@ def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     for name, value in headers.items():
         by_lower[name.lower()] = (name, value)
     return tuple(by_lower.values())
-
-
-def known(extra: dict[str, Convert]) -> str:
-    return ", ".join([*extra, *SETTING_KEYS, "headers"])
 
 
 class Reader:
