@@ -286,8 +286,15 @@ def entry_url(base: str | None) -> Convert:
     return convert
 
 
-# With a base_url an entry's url may be relative, which JSON Schema cannot tell from the top: text, encoded.
-described({"type": "string", "pattern": _URL_TEXT})(entry_url)
+# With a base_url an entry's url may be relative, which JSON Schema cannot tell from the top: http(s) or no
+# scheme at all ("a:b.iso" would be one: RFC 3986 writes "./a:b.iso"), encoded.
+described(
+    {
+        "type": "string",
+        "pattern": "^(?:[Hh][Tt][Tt][Pp][Ss]?://|(?![A-Za-z][A-Za-z0-9+.-]*:))",
+        "allOf": [{"pattern": _URL_TEXT}],
+    }
+)(entry_url)
 
 
 @described({"const": 1})
