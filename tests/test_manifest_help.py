@@ -94,7 +94,15 @@ MISTAKES = {
     ),
     "path-read-as-a-number": (
         V + "files:\n  - url: http://h/a\n    path: 2024\n",
-        ["4: files[0].path: expected a non-empty string, got 2024; YAML read it unquoted as 2024: quote it"],
+        ["4: files[0].path: expected text, but YAML read the unquoted value as the number 2024: quote it"],
+    ),
+    "path-read-as-a-date": (
+        V + "files:\n  - url: http://h/a\n    path: 2024-01-01\n",
+        ["4: files[0].path: expected text, but YAML read the unquoted value as the date 2024-01-01: quote it"],
+    ),
+    "dest-read-as-a-boolean": (
+        V + "dest: yes\n" + FILES,
+        ["2: dest: expected text, but YAML read the unquoted value as the boolean true: quote it"],
     ),
     "version-quoted": (
         'version: "1"\n' + FILES,

@@ -8,6 +8,7 @@ one value each and raise ValueError with a message a user can act on.
 
 from __future__ import annotations
 
+import datetime
 import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator
@@ -124,12 +125,16 @@ def query_in_name(url: str) -> None:
         )
 
 
-def _as_yaml_read_it(value: Any) -> str:
-    """Why a value that should be text is not: YAML reads an unquoted ``000123`` or ``yes`` as a number or
-    a boolean before bulkdl sees it."""
-    if isinstance(value, bool | int | float) or value is None:
-        return f"; YAML read it unquoted as {value!r}: quote it"
-    return ""
+def _as_yaml_read_it(value: Any) -> str | None:
+    """Why a value that should be text is not: YAML reads an unquoted ``2024``, ``yes`` or ``2024-01-01`` as a
+    number, a boolean or a date before bulkdl sees it. None for other values (``key:`` with nothing is no slip)."""
+    if isinstance(value, bool):
+        kind, shown = "the boolean", str(value).lower()
+    elif isinstance(value, int | float | datetime.date):
+        kind, shown = "the date" if isinstance(value, datetime.date) else "the number", str(value)
+    else:
+        return None
+    return f"expected text, but YAML read the unquoted value as {kind} {shown}: quote it"
 
 
 def whole(minimum: int, maximum: int | None = None, what: str = "") -> Convert:
@@ -197,7 +202,7 @@ def duration(value: Any) -> float:
 @described({"type": "string", "minLength": 1})
 def non_empty_text(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}{_as_yaml_read_it(value)}")
+        raise ValueError(_as_yaml_read_it(value) or f"expected a non-empty string, got {value!r}")
     return value
 
 
@@ -225,7 +230,7 @@ def http_url(value: Any) -> str:
     url = non_empty_text(value)
     if PLAIN_URL.fullmatch(url):
         return url
-    unencoded(url.strip(" "))
+    unencoded(url.strip(" "))  # a space at either end is no part of a name: the whitespace message below says it
     if _SPACE_OR_CONTROL.search(url):
         raise ValueError("URL contains whitespace or control characters")
     parts = urlsplit(url)
