@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from .. import credentials, sums
 from ..errors import ManifestError, UsageError
-from ..paths import check_relpath, name_from_url
+from ..paths import check_relpath, name_from_url, query_in_name
 from ..values import Budget, Job, Settings
 from . import claims, schema, yamldoc
 from .prune import Cap, Pruning
@@ -383,7 +383,7 @@ class _Builder:
                 return None if found["path"] is None else check_relpath(found["path"])
             if url is None:
                 return None
-            schema.query_in_name(url)
+            query_in_name(url)
             return check_relpath(name_from_url(url))
         except ValueError as exc:
             if "path" in found:

@@ -19,7 +19,7 @@ from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from ..credentials import missing_variables
 from ..errors import ManifestError
-from ..paths import PLAIN_URL
+from ..paths import PLAIN_URL, unencoded
 from ..sizes import _UNITS as SIZE_UNITS
 from ..sizes import parse_size
 from .prune import Cap
@@ -112,19 +112,6 @@ def top_key(key: str) -> str:
     return unknown_key(key, sorted(TOP_KEYS))
 
 
-def query_in_name(url: str) -> None:
-    """Refuse a ``?`` that is probably part of a file name: what follows it holds no ``=``, as a query's
-    ``key=value`` pairs do (``a.iso?token=1`` stays a query). The URL's last segment names the file, so
-    ``what?.iso`` would ask the server for ``what`` and save it under that name. An entry with a ``path:`` is
-    not asked: its author chose the name, and the query goes to the server as written."""
-    head, mark, query = url.partition("?")
-    if mark and query and "=" not in query.partition("#")[0]:
-        raise ValueError(
-            f"'?' starts a query string, so the file would be {head.rsplit('/', 1)[-1]!r}: if '?' is part of "
-            f"its name write it as %3F ({head}%3F{query}); if it starts a query, name the file with path:"
-        )
-
-
 def _as_yaml_read_it(value: Any) -> str | None:
     """Why a value that should be text is not: YAML reads an unquoted ``2024``, ``yes`` or ``2024-01-01`` as a
     number, a boolean or a date before bulkdl sees it. None for other values (``key:`` with nothing is no slip)."""
@@ -206,23 +193,8 @@ def non_empty_text(value: Any) -> str:
     return value
 
 
-_BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
 # What a URL may hold as JSON Schema says it: no whitespace, no "#", no "%" that starts no escape.
 _URL_TEXT = r"^(?:[^\s#%]|%[0-9A-Fa-f]{2})+$"
-
-
-def unencoded(url: str) -> None:
-    """Refuse what a file name holds but a URL cannot: a raw space, a ``#`` (a fragment is never sent to the
-    server, so ``a#1.iso`` would fetch ``a``) or a ``%`` that starts no escape. The message gives the URL
-    percent-encoded, as curl and wget need it too."""
-    fixed = _BAD_PERCENT.sub("%25", url).replace(" ", "%20").replace("#", "%23")
-    what = [what for ch, what in ((" ", "a space"), ("#", "'#'")) if ch in url]
-    if _BAD_PERCENT.search(url):
-        what.append("a '%' that starts no %XX escape")
-    if what:
-        raise ValueError(
-            f"URL contains {' and '.join(what)}; if that is part of the file name, percent-encode it: {fixed}"
-        )
 
 
 @described({"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\\s]", "allOf": [{"pattern": _URL_TEXT}]})

@@ -240,7 +240,8 @@ def _marked(exc: yaml.MarkedYAMLError, text: str) -> Unreadable:
     mark = exc.problem_mark or exc.context_mark
     if mark is None:
         return Unreadable(1, str(exc.problem or exc.context))
-    line_text = text.split("\n", mark.line + 1)[mark.line] if mark.line < text.count("\n") + 1 else ""
+    lines = text.split("\n", mark.line + 1)  # up to the error's line: the rest stays one string
+    line_text = lines[mark.line] if mark.line < len(lines) else ""
     problem, hint = yamlhints.explain(str(exc.problem or exc.context), exc.context, line_text, mark.column)
     context = exc.context_mark if yamlhints.context_worth_saying(exc.context) and problem != "a tab character" else None
     where = [f"{exc.context} on line {context.line + 1}"] if context is not None else []
