@@ -3,8 +3,8 @@
 The text becomes plain data in yamldoc.py and values are read through schema.py, so every problem names the
 line it stands on. Validation never stops
 at the first problem: all of them are collected and raised together as one ManifestError, one
-``manifest.yaml:LINE: key: what is wrong`` line each. Command-line overrides are applied here too, so a
-Job is final when it leaves this module.
+``manifest.yaml:LINE: key: what is wrong`` line each (``LINE:COL`` for a YAML syntax error). Command-line
+overrides are applied here too, so a Job is final when it leaves this module.
 """
 
 from __future__ import annotations

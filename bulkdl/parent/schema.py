@@ -44,26 +44,25 @@ def label(path: Where) -> str:
 @dataclass
 class Problems:
     source: str
-    # (a line, or the path whose line it is), key, message, and a path whose line the message ends with
-    found: list[tuple[int | Where, str, str, Where | None]] = field(default_factory=list)
-    column: int | None = None  # of a syntax error, which stops the reading: the only problem then
+    # (a line, or the path whose line it is), key, message, a path whose line the message ends with, and the
+    # column, which only a syntax error knows
+    found: list[tuple[int | Where, str, str, Where | None, int | None]] = field(default_factory=list)
 
     def add(self, path: Where, message: str, key: str | None = None, see: Where | None = None) -> None:
-        self.found.append((path, label(path) if key is None else key, message, see))
+        self.found.append((path, label(path) if key is None else key, message, see, None))
 
     def at(self, line: int, key: str, message: str, column: int | None = None) -> None:
-        self.found.append((line, key, message, None))
-        self.column = column
+        self.found.append((line, key, message, None, column))
 
     def error(self, locate: Callable[[], Callable[[Where], int]]) -> ManifestError:
         """Every problem in file order, one line each; ``locate`` is asked for lines only when a path needs one."""
         line_of = locate() if any(not isinstance(p[0], int) or p[3] for p in self.found) else _no_paths
         shown = []
-        for where, key, message, see in self.found:
+        for where, key, message, see, column in self.found:
             line = where if isinstance(where, int) else line_of(where)
             text = message if see is None else f"{message} (line {line_of(see)})"
             # Keys and values come from the file: escape what is not printable, so one problem stays one line.
-            place = f"{line}:{self.column}" if self.column is not None else line  # file:LINE:COL, as compilers say
+            place = line if column is None else f"{line}:{column}"  # file:LINE:COL, as compilers say
             shown.append((line, f"{self.source}:{place}: {_printable(key)}: {_printable(text)}"))
         return ManifestError("\n".join(text for _, text in sorted(shown, key=lambda p: p[0])))
 
