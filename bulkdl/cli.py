@@ -22,7 +22,7 @@ from types import FrameType
 
 from . import __version__
 from .errors import BulkdlError, ManifestError, UsageError
-from .parent import checksums, generate, lastrun, manifest, outputs, prune, records, schema
+from .parent import checksums, generate, lastrun, manifest, outputs, prune, records, schema, schema_json
 from .parent.lock import DestinationLock, Locked
 from .parent.manifest import Manifest, Overrides
 from .parent.pool import OUT_OF_TIME
@@ -194,6 +194,7 @@ def build_parser() -> argparse.ArgumentParser:
     _summary_option(verify_)
     verify_.set_defaults(handler=_verify)
     _manifest_commands(commands)
+    _schema_command(commands)
     return parser
 
 
@@ -236,6 +237,16 @@ def _manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     urls.add_argument("--dest", metavar="DIR", help="the manifest's dest (default: the manifest's own directory)")
     urls.set_defaults(handler=lambda args: _print_manifest(generate.from_urls(args.urls, args.base_url, args.dest)))
+
+
+def _schema_command(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    printed = commands.add_parser(
+        "schema",
+        help="print the manifest's JSON Schema, for editors",
+        description="Print the manifest's JSON Schema (draft 2020-12), e.g. bulkdl schema > manifest.schema.json, "
+        "then start a manifest with # yaml-language-server: $schema=manifest.schema.json",
+    )
+    printed.set_defaults(handler=lambda args: _print_manifest(schema_json.text()))
 
 
 def _base_url(text: str) -> str:

@@ -28,13 +28,13 @@ AWKWARD = ["plain.iso", "two words.txt", "a#b?c=d&e.bin", "100%.txt", "ünïcød
 
 def _manifest(text: str, tmp_path: Path) -> list[tuple[str, str]]:
     """(url, name) of each entry of the manifest ``text``."""
-    loaded = parse(textwrap.dedent(text).lstrip(), tmp_path / "m.yaml", Overrides())
+    loaded = parse("version: 1\n" + textwrap.dedent(text).lstrip(), tmp_path / "m.yaml", Overrides())
     return [(job.url, job.name) for job in loaded.jobs]
 
 
 def _problems(text: str, tmp_path: Path) -> list[str]:
     with pytest.raises(ManifestError) as caught:
-        parse(textwrap.dedent(text).lstrip(), tmp_path / "m.yaml", Overrides())
+        parse("version: 1\n" + textwrap.dedent(text).lstrip(), tmp_path / "m.yaml", Overrides())
     return caught.value.problems
 
 
@@ -77,14 +77,14 @@ def test_a_relative_url_without_base_url_is_an_error_on_its_line(tmp_path: Path)
         tmp_path,
     )
     assert problems == [
-        f"{tmp_path / 'm.yaml'}:3: files[1].url: a relative URL needs a base_url: at the top of the manifest",
-        f"{tmp_path / 'm.yaml'}:4: files[2]: a relative URL needs a base_url: at the top of the manifest",
+        f"{tmp_path / 'm.yaml'}:4: files[1].url: a relative URL needs a base_url: at the top of the manifest",
+        f"{tmp_path / 'm.yaml'}:5: files[2]: a relative URL needs a base_url: at the top of the manifest",
     ]
 
 
 def test_a_base_url_that_is_no_http_url_is_an_error(tmp_path: Path) -> None:
     problems = _problems("base_url: ftp://h/pub/\nfiles: [a.iso]\n", tmp_path)
-    assert problems[0] == f"{tmp_path / 'm.yaml'}:1: base_url: only http and https URLs are supported, got ftp scheme"
+    assert problems[0] == f"{tmp_path / 'm.yaml'}:2: base_url: only http and https URLs are supported, got ftp scheme"
 
 
 SPECIAL = st.sampled_from("\"\\\n\r\t #:'{}[],&*!|>%@`\u2028\u2029\x85\ufeff")

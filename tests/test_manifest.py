@@ -73,7 +73,7 @@ def test_defaults_inherit_and_entries_override(tmp_path: Path) -> None:
 
 
 def test_overrides_and_defaults(tmp_path: Path) -> None:
-    path = _write(tmp_path, f"files: [{GOOD}, http://127.0.0.1:9/b]\n")
+    path = _write(tmp_path, f"version: 1\nfiles: [{GOOD}, http://127.0.0.1:9/b]\n")
     m = load(path)
     assert m.dest == tmp_path and m.workers == min(os.cpu_count() or 1, 2)
     assert m.jobs[0].settings.segments == 8 and m.jobs[0].settings.min_segment_size == 4 * 1024**2
@@ -84,9 +84,9 @@ def test_overrides_and_defaults(tmp_path: Path) -> None:
 INVALID = [
     (
         "version: 1\nfiles: [http://h/a\n",
-        "m.yaml:3: yaml: ",
+        "m.yaml:3:1: yaml: ",
     ),
-    ("files:\n  - url: http://h/a\n   bad: indent\n", "m.yaml:3: yaml:"),
+    ("files:\n  - url: http://h/a\n   bad: indent\n", "m.yaml:3:4: yaml:"),
     ("", "m.yaml:1: manifest: the file is empty"),
     ("- http://h/a\n", "m.yaml:1: : expected a mapping"),
     ("version: 1\n", "m.yaml:1: files: missing"),
@@ -107,7 +107,7 @@ INVALID = [
     ("files:\n  - ftp://h/a\n", "m.yaml:2: files[0]: only http and https"),
     ("files:\n  - url: file:///etc/passwd\n", "m.yaml:2: files[0].url: only http and https"),
     ("files:\n  - url: 'http:///a'\n", "m.yaml:2: files[0].url: URL has no host"),
-    ("files:\n  - url: 'http://h/a b'\n", "m.yaml:2: files[0].url: URL contains whitespace"),
+    ("files:\n  - url: 'http://h/a\tb'\n", "m.yaml:2: files[0].url: URL contains whitespace"),
     ("files:\n  - path: a\n", "m.yaml:2: files[0].url: missing"),
     ("files:\n  - url: http://h/a\n    sha256: abc\n", "m.yaml:3: files[0].sha256: expected 64 hex digits"),
     ("files:\n  - url: http://h/a\n    md5: " + "z" * 32 + "\n", "m.yaml:3: files[0].md5: expected 32 hex digits"),
@@ -130,7 +130,7 @@ INVALID = [
         "m.yaml:4: files[1].path: destination 'x' clashes with 'x/y/z' (line 2)",
     ),
     (
-        "files:\n  - url: http://h/a\n    path: x/y/z\n  - url: http://h/b\n    path: x/y/w\n",
+        "version: 1\nfiles:\n  - url: http://h/a\n    path: x/y/z\n  - url: http://h/b\n    path: x/y/w\n",
         None,
     ),
     ("workers: 0\nfiles: [http://h/a]\n", "m.yaml:1: workers: expected a whole number of at least 1"),
@@ -173,6 +173,7 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     path = _write(
         tmp_path,
         """
+        version: 1
         workers: many
         files:
           - url: ftp://h/a
@@ -186,20 +187,20 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
     assert result.code == 2
     lines = result.stderr.strip().splitlines()
     assert [line.split(": ", 2)[:2] for line in lines] == [
-        [f"{path}:1", "workers"],
-        [f"{path}:3", "files[0].url"],
-        [f"{path}:5", "files[1].sha1"],
-        [f"{path}:7", "files[2].path"],
+        [f"{path}:2", "workers"],
+        [f"{path}:4", "files[0].url"],
+        [f"{path}:6", "files[1].sha1"],
+        [f"{path}:8", "files[2].path"],
     ]
     assert not (tmp_path / "mirror").exists() and result.report is None
 
 
 def test_a_mapping_dropped_for_a_key_given_twice_lends_its_problems_to_no_other(tmp_path: Path) -> None:
     # The dropped mapping's id was free for the next one built, which then reported "files[0].a: given twice".
-    text = "defaults:\n  retries: 1\n  retries: {a: 1, a: 2}\nfiles:\n  - {url: http://h/a}\n"
+    text = "version: 1\ndefaults:\n  retries: 1\n  retries: {a: 1, a: 2}\nfiles:\n  - {url: http://h/a}\n"
     with pytest.raises(ManifestError) as caught:
         parse(text, Path("m.yaml"), Overrides())
-    assert str(caught.value).splitlines() == ["m.yaml:3: defaults.retries: given twice"]
+    assert str(caught.value).splitlines() == ["m.yaml:4: defaults.retries: given twice"]
 
 
 def test_missing_manifest_file(tmp_path: Path) -> None:
@@ -219,7 +220,7 @@ def test_bad_invocation_exits_2(tmp_path: Path, args: list[str]) -> None:
 
 
 def test_check_accepts_a_valid_manifest(tmp_path: Path) -> None:
-    _write(tmp_path, f"dest: out\nfiles: [{GOOD}]\n")
+    _write(tmp_path, f"version: 1\ndest: out\nfiles: [{GOOD}]\n")
     result = run_cli("check", "m.yaml", cwd=tmp_path)
     assert result.code == 0 and "1 files" in result.stdout
     assert not (tmp_path / "out").exists()
@@ -294,18 +295,18 @@ def test_aliases_used_as_intended_still_work(tmp_path: Path) -> None:
 
 def test_names_too_long_for_the_file_system_fail_at_check(tmp_path: Path) -> None:
     long = "a" * 250
-    path = _write(tmp_path, f"files:\n  - http://h/{long}\n  - {{url: {GOOD}, path: {'d' * 256}/x}}\n")
+    path = _write(tmp_path, f"version: 1\nfiles:\n  - http://h/{long}\n  - {{url: {GOOD}, path: {'d' * 256}/x}}\n")
     result = run_cli("check", path, cwd=tmp_path)
     assert result.code == 2
     assert result.stderr.splitlines() == [
-        f"{path}:2: files[0].url: file name too long: 250 bytes, at most 236 "
+        f"{path}:3: files[0].url: file name too long: 250 bytes, at most 236 "
         "(bulkdl adds up to 19 bytes beside it for partial files)",
-        f"{path}:3: files[1].path: directory name too long: 256 bytes, at most 255",
+        f"{path}:4: files[1].path: directory name too long: 256 bytes, at most 255",
     ]
 
 
 def test_a_size_beyond_any_file_is_a_manifest_error(tmp_path: Path) -> None:
-    path = _write(tmp_path, f'files:\n  - {{url: {GOOD}, size: "{"9" * 400}MiB"}}\n')
+    path = _write(tmp_path, f'version: 1\nfiles:\n  - {{url: {GOOD}, size: "{"9" * 400}MiB"}}\n')
     result = run_cli("check", path, cwd=tmp_path)
     assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
-    assert result.stderr.startswith(f"{path}:2: files[0].size: '99999") and "larger than any file" in result.stderr
+    assert result.stderr.startswith(f"{path}:3: files[0].size: '99999") and "larger than any file" in result.stderr

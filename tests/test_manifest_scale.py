@@ -13,6 +13,7 @@ import pytest
 
 from bulkdl.errors import ManifestError
 from bulkdl.parent.manifest import Overrides, parse
+from bulkdl.parent.yamlhints import TAB_HINT
 
 N = 5000
 BAD = 3217  # the entry a case spoils
@@ -76,7 +77,6 @@ TOP = (
     "backup_dir, base_url, ca_bundle, checksums_file, connections, defaults, dest, files, limit_rate, "
     "max_connections_per_host, max_delete, max_duration, prune, revalidate, trace, version, workers"
 )
-TOKEN = f"(while scanning a plain scalar on line {line_of(BAD, 2)})"
 FLOW = f"(while parsing a flow sequence on line {line_of(BAD, 3)})"
 NOT_HTTP = "only http and https URLs are supported, got ftp scheme"
 BOMB_LIMIT = len(_manifest(_append(*_laughs()))) + 100_000  # one value per character, and an allowance
@@ -121,15 +121,15 @@ CASES: dict[str, tuple[Callable[[list[str]], None], list[str]]] = {
     ),
     "yaml-syntax-error": (
         _set(BAD, 3, "    size: [1300"),
-        [f"{line_of(BAD + 1)}: yaml: did not find expected ',' or ']' {FLOW}"],
+        [f"{line_of(BAD + 1)}:8: yaml: did not find expected ',' or ']' {FLOW}"],
     ),
     "tab-indentation": (
         _set(BAD, 3, "\tsize: 1300"),
-        [f"{line_of(BAD, 3)}: yaml: found a tab character that violates indentation {TOKEN}"],
+        [f"{line_of(BAD, 3)}:1: yaml: a tab character ({TAB_HINT})"],
     ),
     "nul-character": (
         _set(BAD, 3, "    size: 13\x0000"),
-        [f"{line_of(BAD, 3)}: yaml: control characters are not allowed ('\\x00')"],
+        [f"{line_of(BAD, 3)}:13: yaml: control characters are not allowed ('\\x00')"],
     ),
     "alias-bomb": (
         _append(*_laughs()),

@@ -3,8 +3,8 @@
 The text becomes plain data in yamldoc.py and values are read through schema.py, so every problem names the
 line it stands on. Validation never stops
 at the first problem: all of them are collected and raised together as one ManifestError, one
-``manifest.yaml:LINE: key: what is wrong`` line each. Command-line overrides are applied here too, so a
-Job is final when it leaves this module.
+``manifest.yaml:LINE: key: what is wrong`` line each (``LINE:COL`` for a YAML syntax error). Command-line
+overrides are applied here too, so a Job is final when it leaves this module.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from urllib.parse import urlsplit
 
 from .. import credentials, sums
 from ..errors import ManifestError, UsageError
-from ..paths import check_relpath, name_from_url
+from ..paths import check_relpath, name_from_url, query_in_name
 from ..values import Budget, Job, Settings
 from . import claims, schema, yamldoc
 from .prune import Cap, Pruning
@@ -74,7 +74,7 @@ def parse(text: str, source: Path, overrides: Overrides) -> Manifest:
     try:
         document = yamldoc.read(text)
     except yamldoc.Unreadable as exc:
-        problems.at(exc.line, "yaml", exc.message)
+        problems.at(exc.line, "yaml", exc.message, exc.column)
     else:
         if document.empty:
             problems.at(1, "manifest", "the file is empty")
@@ -124,9 +124,11 @@ class _Builder:
     def build(self, root: Any) -> Manifest | None:
         top = dict(self.reader.items(root, ()))
         for key in top.keys() - schema.TOP_KEYS:
-            self.problems.add((key,), f"unknown key (expected one of {', '.join(sorted(schema.TOP_KEYS))})")
-        if "version" in top and self.reader.scalar(top["version"], ("version",), schema.positive_int) not in (1, None):
-            self.problems.add(("version",), "only version 1 is supported")
+            self.problems.add((key,), schema.top_key(key))
+        if "version" in top:
+            self.reader.scalar(top["version"], ("version",), schema.version)
+        elif root.__class__ is dict:
+            self.problems.add((), schema.MISSING_VERSION, key="version")
         dest = self._dest(top)
         settings = Settings(ca_bundle=self._ca_bundle(top))
         if "defaults" in top:
@@ -276,8 +278,10 @@ class _Builder:
                 headers = {**(headers or dict(base.headers)), **self.reader.headers(item, (*path, key))}
             elif key == "insecure":
                 self.problems.add((*path, key), "allowed per entry only, so each unverified file is chosen")
+            elif key in schema.ENTRY_KEYS:
+                self.problems.add((*path, key), "allowed in an entry only: it names one file")
             else:
-                self.problems.add((*path, key), f"unknown key (expected one of {schema.known(extra)})")
+                self.problems.add((*path, key), schema.unknown_key(key, [*extra, *schema.SETTING_KEYS, "headers"]))
         if headers is not None:
             values["headers"] = schema.merge_headers(headers)
         return (replace(base, **values) if values else base), found
@@ -377,7 +381,10 @@ class _Builder:
         try:
             if "path" in found:
                 return None if found["path"] is None else check_relpath(found["path"])
-            return None if url is None else check_relpath(name_from_url(url))
+            if url is None:
+                return None
+            query_in_name(url)
+            return check_relpath(name_from_url(url))
         except ValueError as exc:
             if "path" in found:
                 self.problems.add((*path, "path"), str(exc))

@@ -8,16 +8,19 @@ one value each and raise ValueError with a message a user can act on.
 
 from __future__ import annotations
 
+import datetime
+import difflib
 import re
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urljoin, urlsplit, urlunsplit
 
 from ..credentials import missing_variables
 from ..errors import ManifestError
-from ..paths import PLAIN_URL
+from ..paths import PLAIN_URL, unencoded
+from ..sizes import _UNITS as SIZE_UNITS
 from ..sizes import parse_size
 from .prune import Cap
 from .scalars import Invalid
@@ -27,6 +30,7 @@ _MAX_SHOWN = 300  # characters of a key or message repeated from the file
 _MAX_SEGMENTS = 64
 _SPACE_OR_CONTROL = re.compile(r"[\s\x00-\x1f]")  # \s is exactly str.isspace()
 Where = tuple[Any, ...]  # a path into the document: mapping keys and list indices
+Json = dict[str, Any]
 
 
 def label(path: Where) -> str:
@@ -40,24 +44,26 @@ def label(path: Where) -> str:
 @dataclass
 class Problems:
     source: str
-    # (a line, or the path whose line it is), key, message, and a path whose line the message ends with
-    found: list[tuple[int | Where, str, str, Where | None]] = field(default_factory=list)
+    # (a line, or the path whose line it is), key, message, a path whose line the message ends with, and the
+    # column, which only a syntax error knows
+    found: list[tuple[int | Where, str, str, Where | None, int | None]] = field(default_factory=list)
 
     def add(self, path: Where, message: str, key: str | None = None, see: Where | None = None) -> None:
-        self.found.append((path, label(path) if key is None else key, message, see))
+        self.found.append((path, label(path) if key is None else key, message, see, None))
 
-    def at(self, line: int, key: str, message: str) -> None:
-        self.found.append((line, key, message, None))
+    def at(self, line: int, key: str, message: str, column: int | None = None) -> None:
+        self.found.append((line, key, message, None, column))
 
     def error(self, locate: Callable[[], Callable[[Where], int]]) -> ManifestError:
         """Every problem in file order, one line each; ``locate`` is asked for lines only when a path needs one."""
         line_of = locate() if any(not isinstance(p[0], int) or p[3] for p in self.found) else _no_paths
         shown = []
-        for where, key, message, see in self.found:
+        for where, key, message, see, column in self.found:
             line = where if isinstance(where, int) else line_of(where)
             text = message if see is None else f"{message} (line {line_of(see)})"
             # Keys and values come from the file: escape what is not printable, so one problem stays one line.
-            shown.append((line, f"{self.source}:{line}: {_printable(key)}: {_printable(text)}"))
+            place = line if column is None else f"{line}:{column}"  # file:LINE:COL, as compilers say
+            shown.append((line, f"{self.source}:{place}: {_printable(key)}: {_printable(text)}"))
         return ManifestError("\n".join(text for _, text in sorted(shown, key=lambda p: p[0])))
 
 
@@ -72,9 +78,53 @@ def _printable(text: str) -> str:
 
 
 Convert = Callable[[Any], Any]
+_C = TypeVar("_C", bound=Convert)
+# Each converter's value as JSON Schema says it (parent/schema_json.py): beside the check, so they agree.
+JSON_OF: dict[Convert, Json] = {}
+
+
+def described(json: Json) -> Callable[[_C], _C]:
+    def register(convert: _C) -> _C:
+        JSON_OF[convert] = json
+        return convert
+
+    return register
+
+
+def unknown_key(key: str, known_keys: Iterable[str]) -> str:
+    """The message for an unknown key: the nearest known one when a typo is likely, else all of them."""
+    choices = list(known_keys)
+    near = difflib.get_close_matches(key.lower(), choices, n=1)
+    return f"unknown key; did you mean {near[0]}?" if near else f"unknown key (expected one of {', '.join(choices)})"
+
+
+def top_key(key: str) -> str:
+    """The message for an unknown top-level key, which may be one that belongs lower down, or a typo of one."""
+    if key in SETTING_KEYS or key == "headers":
+        return "not a top-level key; write it under defaults: or in an entry"
+    if key in ENTRY_KEYS:
+        return "not a top-level key; write it in an entry of files:"
+    if not difflib.get_close_matches(key.lower(), TOP_KEYS, n=1):
+        lower = difflib.get_close_matches(key.lower(), [*SETTING_KEYS, *ENTRY_KEYS], n=1)
+        if lower:
+            return f"unknown key; did you mean {lower[0]}? (under defaults: or in an entry)"
+    return unknown_key(key, sorted(TOP_KEYS))
+
+
+def _as_yaml_read_it(value: Any) -> str | None:
+    """Why a value that should be text is not: YAML reads an unquoted ``2024``, ``yes`` or ``2024-01-01`` as a
+    number, a boolean or a date before bulkdl sees it. None for other values (``key:`` with nothing is no slip)."""
+    if isinstance(value, bool):
+        kind, shown = "the boolean", str(value).lower()
+    elif isinstance(value, int | float | datetime.date):
+        kind, shown = "the date" if isinstance(value, datetime.date) else "the number", str(value)
+    else:
+        return None
+    return f"expected text, but YAML read the unquoted value as {kind} {shown}: quote it"
 
 
 def whole(minimum: int, maximum: int | None = None, what: str = "") -> Convert:
+    @described({"type": "integer", "minimum": minimum, **({} if maximum is None else {"maximum": maximum})})
     def convert(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
             raise ValueError(f"expected a whole number of at least {minimum}, got {value!r}")
@@ -88,12 +138,22 @@ def whole(minimum: int, maximum: int | None = None, what: str = "") -> Convert:
 positive_int = whole(1)
 
 
+def _any_case(word: str) -> str:
+    return "".join(f"[{ch.lower()}{ch.upper()}]" for ch in word)
+
+
+_SIZE_TEXT = r"^\s*[0-9]+(?:\.[0-9]+)?\s*(?:" + "|".join(_any_case(unit) for unit in SIZE_UNITS if unit) + r")?\s*$"
+described({"oneOf": [{"type": "integer", "minimum": 0}, {"type": "string", "pattern": _SIZE_TEXT}]})(parse_size)
+
+
+@described({"type": "boolean"})
 def flag(value: Any) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
     return value
 
 
+@described({"oneOf": [{"type": "integer", "minimum": 1}, {"type": "string", "pattern": _SIZE_TEXT}]})
 def positive_size(value: Any) -> int:
     n = parse_size(value)
     if n < 1:
@@ -101,6 +161,7 @@ def positive_size(value: Any) -> int:
     return n
 
 
+@described({"type": "number", "exclusiveMinimum": 0, "exclusiveMaximum": 86400})
 def seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < 86400:
         raise ValueError(f"expected seconds between 0 and 86400, got {value!r}")
@@ -110,6 +171,7 @@ def seconds(value: Any) -> float:
 _DURATION = re.compile(r"(?:(\d+)h)?(?:(\d+)m)?(?:(\d+)s)?")
 
 
+@described({"type": "string", "pattern": r"^\s*(?=\S)(?:[0-9]+h)?(?:[0-9]+m)?(?:[0-9]+s)?\s*$"})
 def duration(value: Any) -> float:
     """A time budget in seconds, written with units as rclone's and systemd's are: ``90s``, ``30m``, ``2h``,
     ``1h30m``. A bare number is refused: whether 90 means seconds or minutes should not be a guess."""
@@ -123,16 +185,23 @@ def duration(value: Any) -> float:
     return float(total)
 
 
+@described({"type": "string", "minLength": 1})
 def non_empty_text(value: Any) -> str:
     if not isinstance(value, str) or not value:
-        raise ValueError(f"expected a non-empty string, got {value!r}")
+        raise ValueError(_as_yaml_read_it(value) or f"expected a non-empty string, got {value!r}")
     return value
 
 
+# What a URL may hold as JSON Schema says it: no whitespace, no "#", no "%" that starts no escape.
+_URL_TEXT = r"^(?:[^\s#%]|%[0-9A-Fa-f]{2})+$"
+
+
+@described({"type": "string", "pattern": "^[Hh][Tt][Tt][Pp][Ss]?://[^/?#@\\s]", "allOf": [{"pattern": _URL_TEXT}]})
 def http_url(value: Any) -> str:
     url = non_empty_text(value)
     if PLAIN_URL.fullmatch(url):
         return url
+    unencoded(url.strip(" "))  # a space at either end is no part of a name: the whitespace message below says it
     if _SPACE_OR_CONTROL.search(url):
         raise ValueError("URL contains whitespace or control characters")
     parts = urlsplit(url)
@@ -143,6 +212,14 @@ def http_url(value: Any) -> str:
     return url
 
 
+@described(
+    {
+        "oneOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": r"^\s*(?:[0-9]+|(?:[0-9]+\.?[0-9]*|\.[0-9]+)\s*%)\s*$"},
+        ]
+    }
+)
 def max_delete(value: Any) -> Cap:
     """A count of files (``500``) or a share of those the state knows (``10%``)."""
     if isinstance(value, int) and not isinstance(value, bool) and value >= 0:
@@ -158,6 +235,7 @@ def max_delete(value: Any) -> Cap:
     raise ValueError(f"expected a count of files like 500 or a share like 10% (at most 100%), got {value!r}")
 
 
+@described(JSON_OF[http_url])
 def base_url(value: Any) -> str:
     """The top-level ``base_url``: a directory, so ``https://h/pub`` means ``https://h/pub/`` (urljoin alone
     would resolve ``a.iso`` against it to ``https://h/a.iso``, dropping ``pub``, which nobody writing a base
@@ -174,6 +252,7 @@ def entry_url(base: str | None) -> Convert:
         url = non_empty_text(value)
         if PLAIN_URL.fullmatch(url):
             return url
+        unencoded(url.strip(" "))  # as written: the message's URL is then one the user can paste back
         if base is not None:
             return http_url(urljoin(base, url))
         if not urlsplit(url).scheme:
@@ -183,6 +262,30 @@ def entry_url(base: str | None) -> Convert:
     return convert
 
 
+# With a base_url an entry's url may be relative, which JSON Schema cannot tell from the top: http(s) or no
+# scheme at all ("a:b.iso" would be one: RFC 3986 writes "./a:b.iso"), encoded.
+described(
+    {
+        "type": "string",
+        "pattern": "^(?:[Hh][Tt][Tt][Pp][Ss]?://|(?![A-Za-z][A-Za-z0-9+.-]*:))",
+        "allOf": [{"pattern": _URL_TEXT}],
+    }
+)(entry_url)
+
+
+@described({"const": 1})
+def version(value: Any) -> int:
+    """The manifest format's version: the number 1, the first line of every example and of every manifest
+    bulkdl writes. ``"1"`` is refused, saying what to write: one spelling keeps the schema and diffs simple."""
+    if value == 1 and value.__class__ is int:
+        return 1
+    if isinstance(value, str) and value.strip() == "1":
+        raise ValueError('write version: 1 without quotes: a number, not the text "1"')
+    if isinstance(value, int) and not isinstance(value, bool) and value > 1:
+        raise ValueError(f"only version 1 is supported, got {value}; this bulkdl reads version: 1 manifests")
+    raise ValueError(f"expected version: 1, got {value!r}")
+
+
 DIGEST_HEX_LENGTHS = {"md5": 32, "sha1": 40, "sha256": 64, "sha512": 128, "blake2b": 128}
 
 
@@ -190,7 +293,13 @@ def hex_digest(algorithm: str) -> Convert:
     length = DIGEST_HEX_LENGTHS[algorithm]
     digits = re.compile(f"[0-9a-f]{{{length}}}")
 
+    @described({"type": "string", "pattern": f"^\\s*[0-9A-Fa-f]{{{length}}}\\s*$"})
     def convert(value: Any) -> str:
+        if isinstance(value, int | float) and not isinstance(value, bool):  # 64 decimal digits read as a number
+            raise ValueError(
+                f"YAML read the unquoted digest as the number {value!r} (all its hex digits are decimal ones); "
+                f'quote it: {algorithm}: "..."'
+            )
         hex_text = non_empty_text(value).strip().lower()
         if not digits.fullmatch(hex_text):
             raise ValueError(f"expected {length} hex digits for {algorithm}, got {value!r}")
@@ -199,6 +308,7 @@ def hex_digest(algorithm: str) -> Convert:
     return convert
 
 
+@described({"type": ["string", "number"], "pattern": "^[^\r\n]*$"})
 def header_value(value: Any) -> str:
     text = str(value) if isinstance(value, int | float) and not isinstance(value, bool) else value
     if not isinstance(text, str) or "\r" in text or "\n" in text:
@@ -241,6 +351,19 @@ PRUNE_KEYS: dict[str, Convert] = {"prune": flag, "max_delete": max_delete, "back
 TOP_KEYS |= PRUNE_KEYS.keys()
 TOP_KEYS |= {"base_url", "checksums_file"}
 TOP_KEYS |= {"max_duration", "trace"}  # the run's time budget; the trace file downstream mirrors read
+# The other top-level values: what parent/manifest.py checks each with, for the JSON Schema.
+TOP_VALUES: dict[str, Convert] = {
+    "version": version,
+    "dest": non_empty_text,
+    "workers": positive_int,
+    "ca_bundle": non_empty_text,
+    "revalidate": flag,
+    "base_url": base_url,
+    "checksums_file": non_empty_text,
+    "max_duration": duration,
+    "trace": non_empty_text,
+}
+MISSING_VERSION = "missing; write version: 1 as the manifest's first line (the format this bulkdl reads)"
 
 
 def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
@@ -248,10 +371,6 @@ def merge_headers(headers: dict[str, str]) -> tuple[tuple[str, str], ...]:
     for name, value in headers.items():
         by_lower[name.lower()] = (name, value)
     return tuple(by_lower.values())
-
-
-def known(extra: dict[str, Convert]) -> str:
-    return ", ".join([*extra, *SETTING_KEYS, "headers"])
 
 
 class Reader:

@@ -27,6 +27,7 @@ from yaml.events import (
     SequenceStartEvent,
 )
 
+from . import yamlhints
 from .scalars import Invalid, scalar
 
 # libyaml's events are several times faster to come by than the pure-Python parser's.
@@ -38,12 +39,13 @@ _SKIP: Any = object()  # the value of a key that cannot be used
 
 
 class Unreadable(Exception):
-    """The text is not one YAML document this can read; ``line`` is where it says so."""
+    """The text is not one YAML document this can read; ``line`` (and ``column``, when known) is where."""
 
-    def __init__(self, line: int, message: str) -> None:
+    def __init__(self, line: int, message: str, column: int | None = None) -> None:
         super().__init__(message)
         self.line = line
         self.message = message
+        self.column = column
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,7 +114,7 @@ class _Build:
             finally:
                 loader.dispose()
         except yaml.MarkedYAMLError as exc:
-            raise _marked(exc) from None
+            raise _marked(exc, text) from None
         except yaml.reader.ReaderError as exc:  # a character YAML does not allow, such as NUL
             raise _unprintable(text, exc) from None
         except yaml.YAMLError as exc:
@@ -234,10 +236,17 @@ def _not_text(key: Any) -> str:
     return f"keys must be strings, got {None if isinstance(key, list | dict | tuple) else key!r}"
 
 
-def _marked(exc: yaml.MarkedYAMLError) -> Unreadable:
+def _marked(exc: yaml.MarkedYAMLError, text: str) -> Unreadable:
     mark = exc.problem_mark or exc.context_mark
-    where = f" ({exc.context} on line {exc.context_mark.line + 1})" if exc.context and exc.context_mark else ""
-    return Unreadable(mark.line + 1 if mark else 1, f"{exc.problem or exc.context}{where}")
+    if mark is None:
+        return Unreadable(1, str(exc.problem or exc.context))
+    lines = text.split("\n", mark.line + 1)  # up to the error's line: the rest stays one string
+    line_text = lines[mark.line] if mark.line < len(lines) else ""
+    problem, hint = yamlhints.explain(str(exc.problem or exc.context), exc.context, line_text, mark.column)
+    context = exc.context_mark if yamlhints.context_worth_saying(exc.context) and problem != "a tab character" else None
+    where = [f"{exc.context} on line {context.line + 1}"] if context is not None else []
+    notes = "; ".join([*where, *([hint] if hint else [])])
+    return Unreadable(mark.line + 1, f"{problem} ({notes})" if notes else problem, mark.column + 1)
 
 
 def _unprintable(text: str, exc: yaml.reader.ReaderError) -> Unreadable:
@@ -245,4 +254,5 @@ def _unprintable(text: str, exc: yaml.reader.ReaderError) -> Unreadable:
     before = text[: exc.position]
     if issubclass(_LOADER, getattr(yaml, "CSafeLoader", ())):  # libyaml counts bytes of UTF-8, not characters
         before = text.encode("utf-8", "surrogatepass")[: exc.position].decode("utf-8", "replace")
-    return Unreadable(before.count("\n") + 1, f"{exc.reason} ({character!r})")
+    column = len(before) - (before.rfind("\n") + 1) + 1
+    return Unreadable(before.count("\n") + 1, f"{exc.reason} ({character!r})", column)
