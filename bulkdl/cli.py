@@ -8,25 +8,30 @@ from __future__ import annotations
 
 import argparse
 import io
+import json
 import sys
 import traceback
 from collections.abc import Callable, Sequence
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
-from . import __version__
+from . import __version__, helptext
 from .commands.check import check_command
-from .commands.finish import CHANGES, FULL
+from .commands.finish import CHANGES, FULL, report_failure
 from .commands.run import run_command
 from .commands.verify import verify_command
-from .errors import BulkdlError, ManifestError, UsageError
+from .errors import INTERNAL, INTERRUPTED, BulkdlError, ManifestError, UsageError
 from .exitcodes import EXIT_CODES as EXIT_CODES
-from .exitcodes import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE, exit_code_table
+from .exitcodes import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 from .exitcodes import EXIT_OUT_OF_TIME as EXIT_OUT_OF_TIME
 from .exitcodes import EXIT_PRECEDENCE as EXIT_PRECEDENCE
 from .exitcodes import EXIT_PRUNE_CAPPED as EXIT_PRUNE_CAPPED
 from .exitcodes import precedence as precedence
 from .parent import generate, prune, schema
 from .parent.lock import Locked
+from .parent.report import reportschema
+from .parent.report.jsonreport import DESTINATION, LOCKED, MANIFEST, USAGE, Header
 from .parent.schema import duration, max_delete, positive_size
 
 
@@ -71,17 +76,21 @@ def _existing_file(text: str) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="bulkdl", description="Mirror many files over HTTP(S) in one batch.")
+    parser = argparse.ArgumentParser(
+        prog="bulkdl",
+        description="Mirror many files over HTTP(S) in one batch.",
+        epilog=helptext.epilog(None),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     parser.add_argument("--version", action="version", version=f"bulkdl {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     run = commands.add_parser(
         "run",
         help="download every file the manifest lists",
-        epilog=exit_code_table(),
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        **_help("run"),
     )
-    run.add_argument("manifest", type=Path)
+    run.add_argument("manifest", type=Path, help=_MANIFEST)
     run.add_argument("--dest", type=Path, help="destination directory (overrides the manifest's dest)")
     run.add_argument("--workers", type=_count(1, 256), help="worker processes: CPU for hashing (default: one per core)")
     run.add_argument(
@@ -121,23 +130,22 @@ def build_parser() -> argparse.ArgumentParser:
         "--dry-run", action="store_true", help="say what would be done with each file, and why; no network"
     )
     _prune_options(run)
-    run.add_argument("--quiet", "-q", action="store_true", help="no progress output (the summary still prints)")
-    run.add_argument("--no-progress", action="store_true", help="no progress bars")
+    run.add_argument("--no-progress", action="store_true", help="no progress bars; the summary still prints in full")
     _summary_option(run)
     run.set_defaults(handler=run_command)
 
-    check = commands.add_parser("check", help="validate the manifest and exit")
-    check.add_argument("manifest", type=Path)
-    check.add_argument("--dest", type=Path)
+    check = commands.add_parser("check", help="validate the manifest and exit", **_help("check"))
+    check.add_argument("manifest", type=Path, help=_MANIFEST)
+    check.add_argument("--dest", type=Path, help="destination directory (overrides the manifest's dest)")
     check.set_defaults(handler=check_command)
 
     verify_ = commands.add_parser(
-        "verify", help="re-hash the files on disk against the manifest and the state; no network"
+        "verify", help="re-hash the files on disk against the manifest and the state; no network", **_help("verify")
     )
-    verify_.add_argument("manifest", type=Path)
-    verify_.add_argument("--dest", type=Path)
-    verify_.add_argument("--workers", type=_count(1, 256))
-    verify_.add_argument("--report", type=Path, metavar="FILE.json")
+    verify_.add_argument("manifest", type=Path, help=_MANIFEST)
+    verify_.add_argument("--dest", type=Path, help="destination directory (overrides the manifest's dest)")
+    verify_.add_argument("--workers", type=_count(1, 256), help="hashing threads (default: one per core)")
+    verify_.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
     verify_.add_argument(
         "--repair", action="store_true", help="then download the corrupt and missing files again (uses the network)"
     )
@@ -145,7 +153,23 @@ def build_parser() -> argparse.ArgumentParser:
     _summary_option(verify_)
     verify_.set_defaults(handler=verify_command)
     _manifest_commands(commands)
+    shape = commands.add_parser(
+        "report-schema", help="print the JSON Schema of the --report file", **_help("report-schema")
+    )
+    shape.set_defaults(handler=lambda args: _print_manifest(json.dumps(reportschema.schema(), indent=2) + "\n"))
     return parser
+
+
+_MANIFEST = "the manifest: a YAML file listing the files (see the README)"
+
+
+def _help(command: str) -> dict[str, Any]:
+    """A subcommand's description, and its examples (and exit codes) below the options, as written."""
+    return {
+        "description": helptext.description(command),
+        "epilog": helptext.epilog(command),
+        "formatter_class": argparse.RawDescriptionHelpFormatter,
+    }
 
 
 def _prune_options(run: argparse.ArgumentParser) -> None:
@@ -172,7 +196,9 @@ def _manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     kinds = made.add_subparsers(dest="kind", required=True, metavar="KIND")
     sums = kinds.add_parser(
-        "from-sums", help="from a checksum file: SHA256SUMS, `sha256sum --tag` output, MD5SUMS, B2SUMS..."
+        "from-sums",
+        help="from a checksum file: SHA256SUMS, `sha256sum --tag` output, MD5SUMS, B2SUMS...",
+        **_help("from-sums"),
     )
     sums.add_argument("sums", type=Path, metavar="SUMS")
     sums.add_argument(
@@ -180,7 +206,7 @@ def _manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
     )
     sums.add_argument("--dest", metavar="DIR", help="the manifest's dest (default: the manifest's own directory)")
     sums.set_defaults(handler=lambda args: _print_manifest(generate.from_sums(args.sums, args.base_url, args.dest)))
-    urls = kinds.add_parser("from-urls", help="from a list of URLs, one a line (# comments)")
+    urls = kinds.add_parser("from-urls", help="from a list of URLs, one a line (# comments)", **_help("from-urls"))
     urls.add_argument("urls", type=Path, metavar="FILE")
     urls.add_argument(
         "--base-url", type=_base_url, metavar="URL", help="keep each URL's tree below this one (default: last segment)"
@@ -205,6 +231,12 @@ def _print_manifest(text: str) -> int:
 
 def _summary_option(command: argparse.ArgumentParser) -> None:
     command.add_argument(
+        "--quiet",
+        "-q",
+        action="store_true",
+        help="print the failures and the verdict line only, no progress: for cron, which mails what is printed",
+    )
+    command.add_argument(
         "--summary",
         choices=(CHANGES, FULL),
         default=CHANGES,
@@ -214,25 +246,35 @@ def _summary_option(command: argparse.ArgumentParser) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     _print_whatever_the_encoding()
+    began = datetime.now(timezone.utc)
     args = build_parser().parse_args(argv)
     try:
         code: int = args.handler(args)
         return code
     except (ManifestError, UsageError) as exc:
         print(f"bulkdl: {exc}" if isinstance(exc, UsageError) else str(exc), file=sys.stderr)
-        return EXIT_USAGE
+        return _failed_early(args, began, EXIT_USAGE, (USAGE if isinstance(exc, UsageError) else MANIFEST, str(exc)))
     except Locked as exc:
         print(f"bulkdl: {exc}", file=sys.stderr)
-        return EXIT_LOCKED
+        return _failed_early(args, began, EXIT_LOCKED, (LOCKED, str(exc)))
     except BulkdlError as exc:
         print(f"bulkdl: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+        return _failed_early(args, began, EXIT_FAILED, (DESTINATION, str(exc)))
     except KeyboardInterrupt:
-        return EXIT_INTERRUPTED
-    except Exception:
+        return _failed_early(args, began, EXIT_INTERRUPTED, (INTERRUPTED, "interrupted"))
+    except Exception as exc:
         traceback.print_exc()
         print("bulkdl: internal error; please report it with the traceback above", file=sys.stderr)
-        return EXIT_INTERNAL
+        return _failed_early(args, began, EXIT_INTERNAL, (INTERNAL, f"{type(exc).__name__}: {exc}"))
+
+
+def _failed_early(args: argparse.Namespace, began: datetime, code: int, error: tuple[str, str]) -> int:
+    """A command that stopped before it could report on its files still replaces the --report an earlier
+    one left: with no files, its exit code and why (jsonreport.py)."""
+    report: Path | None = getattr(args, "report", None)
+    if report is not None:
+        report_failure(report, Header(args.command, args.manifest.absolute(), began, code, error))
+    return code
 
 
 def _print_whatever_the_encoding() -> None:

@@ -142,7 +142,7 @@ def test_bad_files_do_not_stop_the_batch(server: Server, tmp_path: Path) -> None
     assert result.code == 1, result.stderr
     for name, data in good.items():
         assert (tmp_path / "mirror" / name).read_bytes() == data
-        assert result.file(name)["status"] == "downloaded"
+        assert result.file(name)["outcome"] == "downloaded"
     assert result.file("missing.bin")["error"] == "HTTP 404 Not Found"
     assert result.file("broken.bin")["error"].startswith("HTTP 500 Internal Server Error (gave up after 2 attempts)")
     assert not (tmp_path / "mirror/missing.bin").exists() and not (tmp_path / "mirror/broken.bin").exists()

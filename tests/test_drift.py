@@ -43,7 +43,7 @@ def _on_disk(mirror: Path) -> dict[str, tuple[bytes, int, int]]:
 
 def _statuses(result: Run) -> dict[str, str]:
     assert result.report is not None, result.stderr
-    return {f["path"]: f["status"] for f in result.report["files"]}
+    return {f["path"]: f["outcome"] for f in result.report["files"]}
 
 
 def _pinned_mirror(server: Server, tmp_path: Path, **top: Any) -> tuple[Path, dict[str, bytes]]:
@@ -210,7 +210,7 @@ def test_the_copy_is_gone_only_as_recorded(builtin: FaultServer, tmp_path: Path)
     os.utime(edited, ns=(0, 1_000_000_000))
     builtin.change("edited.bin", status=410)
     result = run_cli("run", manifest, cwd=tmp_path)
-    assert (result.code, result.file("edited.bin")["status"]) == (0, "gone")
+    assert (result.code, result.file("edited.bin")["outcome"]) == (0, "gone")
     assert (result.file("edited.bin")["sha256"], result.file("edited.bin")["bytes"]) == (None, 14)
     assert edited.read_bytes() == b"edited by hand"
 

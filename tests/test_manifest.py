@@ -191,7 +191,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         [f"{path}:5", "files[1].sha1"],
         [f"{path}:7", "files[2].path"],
     ]
-    assert not (tmp_path / "mirror").exists() and result.report is None
+    assert not (tmp_path / "mirror").exists()
+    assert result.report is not None and result.report["files"] == [], "the report says so too, with no files"
 
 
 def test_a_mapping_dropped_for_a_key_given_twice_lends_its_problems_to_no_other(tmp_path: Path) -> None:

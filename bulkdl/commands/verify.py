@@ -32,7 +32,8 @@ def verify_command(args: argparse.Namespace) -> int:
     if found:
         results, stopped = _act_on(loaded, results, found, rows, args.repair)
     about = replace(about, stopped=stopped)
-    return finish(results, time.monotonic() - started, args.report, about, {})  # it downloads only to repair
+    # It downloads only to repair: no earlier rows to compare with.
+    return finish(results, time.monotonic() - started, args.report, about, {}, command="verify")
 
 
 def _act_on(
