@@ -27,6 +27,7 @@ from .exitcodes import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LOCKED
 from .exitcodes import EXIT_OUT_OF_TIME as EXIT_OUT_OF_TIME
 from .exitcodes import EXIT_PRECEDENCE as EXIT_PRECEDENCE
 from .exitcodes import EXIT_PRUNE_CAPPED as EXIT_PRUNE_CAPPED
+from .exitcodes import exit_code_table as exit_code_table
 from .exitcodes import precedence as precedence
 from .parent import generate, prune, schema
 from .parent.lock import Locked
@@ -193,6 +194,8 @@ def _manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         "manifest",
         help="print a manifest made from what upstream publishes",
         description="Print a manifest to stdout, e.g. bulkdl manifest from-sums SHA256SUMS --base-url URL > m.yaml",
+        epilog=helptext.epilog("manifest"),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     kinds = made.add_subparsers(dest="kind", required=True, metavar="KIND")
     sums = kinds.add_parser(
@@ -200,14 +203,14 @@ def _manifest_commands(commands: argparse._SubParsersAction[argparse.ArgumentPar
         help="from a checksum file: SHA256SUMS, `sha256sum --tag` output, MD5SUMS, B2SUMS...",
         **_help("from-sums"),
     )
-    sums.add_argument("sums", type=Path, metavar="SUMS")
+    sums.add_argument("sums", type=Path, metavar="SUMS", help="the checksum file, as upstream publishes it")
     sums.add_argument(
         "--base-url", type=_base_url, required=True, metavar="URL", help="the URL of the directory the names are in"
     )
     sums.add_argument("--dest", metavar="DIR", help="the manifest's dest (default: the manifest's own directory)")
     sums.set_defaults(handler=lambda args: _print_manifest(generate.from_sums(args.sums, args.base_url, args.dest)))
     urls = kinds.add_parser("from-urls", help="from a list of URLs, one a line (# comments)", **_help("from-urls"))
-    urls.add_argument("urls", type=Path, metavar="FILE")
+    urls.add_argument("urls", type=Path, metavar="FILE", help="the file of URLs")
     urls.add_argument(
         "--base-url", type=_base_url, metavar="URL", help="keep each URL's tree below this one (default: last segment)"
     )

@@ -36,6 +36,10 @@ _EXAMPLES = {
         "bulkdl verify mirror.yaml",
         "bulkdl verify mirror.yaml --repair --report verify.json",
     ),
+    "manifest": (
+        "bulkdl manifest from-sums SHA256SUMS --base-url https://example.org/pub/ > mirror.yaml",
+        "bulkdl manifest from-urls urls.txt > mirror.yaml",
+    ),
     "from-sums": ("bulkdl manifest from-sums SHA256SUMS --base-url https://example.org/pub/ > mirror.yaml",),
     "from-urls": ("bulkdl manifest from-urls urls.txt --base-url https://example.org/pub/ > mirror.yaml",),
     "report-schema": ("bulkdl report-schema > report.schema.json",),

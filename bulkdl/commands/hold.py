@@ -12,6 +12,7 @@ from types import FrameType
 
 from ..errors import BulkdlError
 from ..parent.lock import DestinationLock
+from ..parent.report.page import counted
 from ..parent.state import Row, State, UnreadableState, read_rows
 
 
@@ -57,7 +58,7 @@ def say_what_was_not_recorded(state: State) -> None:
         )
     if state.unrecorded:
         first, *others = state.unrecorded
-        more, them = (f" and {len(others)} more files", "them") if others else ("", "it")
+        more, them = (f" and {counted(len(others), 'more file')}", "them") if others else ("", "it")
         print(
             f"bulkdl: could not record {first}{more} in the state; the next run downloads {them} again", file=sys.stderr
         )

@@ -52,7 +52,8 @@ def run_command(args: argparse.Namespace) -> int:
         decisions = decide_all(loaded, recorded, args.force)
         plan = [(job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True)]
         pruning = None if loaded.prune is None else prune.preview(loaded.dest, loaded.prune, loaded.jobs, recorded)
-        print_page(plan_page(plan, title("bulkdl --dry-run", loaded), args.summary == FULL, pruning))
+        sizes = [job.size for job in loaded.jobs]
+        print_page(plan_page(plan, title("bulkdl --dry-run", loaded), args.summary == FULL, pruning, sizes))
         return EXIT_OK
     check_report(args.report)
     checksums.check(loaded)
