@@ -198,3 +198,14 @@ def test_segments_on_the_command_line_win_over_the_entry_in_a_real_run(builtin: 
     builtin.add("big.bin", data)
     assert run_cli("run", path, "--segments", "4", "--force", cwd=tmp_path).code == 0
     assert len({r.range for r in builtin.requests("big.bin")}) >= max(4, one + 2), builtin.requests("big.bin")
+
+
+def test_verify_quiet_prints_what_is_broken_and_the_verdict(builtin: FaultServer, tmp_path: Path) -> None:
+    path = write_manifest(tmp_path, [builtin.add("a.bin", b"a" * 100), builtin.add("b.bin", b"b" * 100)])
+    assert run_cli("run", path, cwd=tmp_path).code == 0
+    (tmp_path / "mirror/b.bin").unlink()
+    done = _bulkdl("verify", path, "--quiet", cwd=tmp_path)
+    lines = done.stdout.splitlines()
+    assert done.returncode == 1 and len(lines) == 3, done.stdout
+    assert lines[0] == "failed (1)" and lines[1].split()[:2] == ["b.bin", "missing"], done.stdout
+    assert lines[2].startswith("FAILED: 1 of 2 files failed (1 missing, 1 verified)"), done.stdout

@@ -30,14 +30,19 @@ def verify_command(args: argparse.Namespace) -> int:
     found = [r for r in results if r.status in (CORRUPT, MISSING)]
     stopped = False
     if found:
-        results, stopped = _act_on(loaded, results, found, rows, args.repair)
+        results, stopped = _act_on(loaded, results, found, rows, args.repair, args.quiet)
     about = replace(about, stopped=stopped)
     # It downloads only to repair: no earlier rows to compare with.
     return finish(results, time.monotonic() - started, args.report, about, {}, command="verify")
 
 
 def _act_on(
-    loaded: Manifest, results: list[FileResult], found: list[FileResult], rows: dict[str, Row], repair: bool
+    loaded: Manifest,
+    results: list[FileResult],
+    found: list[FileResult],
+    rows: dict[str, Row],
+    repair: bool,
+    quiet: bool = False,
 ) -> tuple[list[FileResult], bool]:
     """Forget the state's rows of the files verify found broken, so that the next run fetches them (it would
     skip them: their size and mtime still match); with ``repair``, fetch them now."""
@@ -49,7 +54,8 @@ def _act_on(
             for row in stale:
                 state.forget(row)
             state.commit()
-            fixed, stopped = redownload(loaded, found, state, sys.stdout.isatty()) if repair else ([], False)
+            progress = sys.stdout.isatty() and not quiet
+            fixed, stopped = redownload(loaded, found, state, progress) if repair else ([], False)
         say_what_was_not_recorded(state)
     except BulkdlError as exc:  # another run holds the destination, or it cannot be written: still report
         left = "nothing was repaired and the state" if repair else "the state"
