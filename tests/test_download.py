@@ -36,12 +36,14 @@ def test_one_small_file(server: Server, tmp_path: Path) -> None:
     assert entry == {
         "url": url,
         "path": "small.bin",
-        "status": "downloaded",
+        "status": "new",
+        "outcome": "downloaded",
         "bytes": 1000,
         "transferred": 1000,
         "sha256": _sha(data),
         "elapsed_s": entry["elapsed_s"],
         "error": None,
+        "code": None,
         "notes": [],
     }
     # The probe asks for one minimal segment (4 MiB by default), which holds the whole file: one request.
