@@ -222,7 +222,7 @@ def test_bad_invocation_exits_2(tmp_path: Path, args: list[str]) -> None:
 def test_check_accepts_a_valid_manifest(tmp_path: Path) -> None:
     _write(tmp_path, f"dest: out\nfiles: [{GOOD}]\n")
     result = run_cli("check", "m.yaml", cwd=tmp_path)
-    assert result.code == 0 and "1 files" in result.stdout
+    assert result.code == 0 and "1 file into" in result.stdout
     assert not (tmp_path / "out").exists()
 
 
