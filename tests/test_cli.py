@@ -13,10 +13,12 @@ import subprocess
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
 from bulkdl import cli
+from bulkdl.commands.hold import say_what_was_not_recorded
 from bulkdl.parent import manifest
 from bulkdl.parent.manifest import Overrides
 from bulkdl.parent.report.page import print_page
@@ -209,3 +211,12 @@ def test_verify_quiet_prints_what_is_broken_and_the_verdict(builtin: FaultServer
     assert done.returncode == 1 and len(lines) == 3, done.stdout
     assert lines[0] == "failed (1)" and lines[1].split()[:2] == ["b.bin", "missing"], done.stdout
     assert lines[2].startswith("FAILED: 1 of 2 files failed (1 missing, 1 verified)"), done.stdout
+
+
+@pytest.mark.parametrize(("unrecorded", "said"), [(2, "and 1 more file in"), (3, "and 2 more files in")])
+def test_what_the_state_could_not_record_is_counted_in_words(
+    capsys: pytest.CaptureFixture[str], unrecorded: int, said: str
+) -> None:
+    state = SimpleNamespace(problem=None, unrecorded=[f"f{i}.bin" for i in range(unrecorded)])
+    say_what_was_not_recorded(state)  # type: ignore[arg-type]
+    assert f"could not record f0.bin {said} the state; the next run downloads them again" in capsys.readouterr().err
