@@ -14,9 +14,43 @@ the process pool unchanged::
         ├── VerifyError         size or digest differs from what the manifest expects
         │   └── DigestMismatch  the bytes received have another digest than the manifest pins
         └── LocalError          the local side failed: disk full, read-only destination
+
+A FetchError also carries a ``code``: what kind of failure it was, from the fixed set CODES, for the JSON
+report's readers (a script deciding what to alert on must not parse messages). Each class has a default, and
+the place that makes an error passes a more precise one; an error wrapped in another keeps its code.
 """
 
 from __future__ import annotations
+
+import errno
+
+HTTP_4XX, HTTP_5XX = "http_4xx", "http_5xx"
+TIMEOUT, TOO_SLOW, CONNECTION, HOST_UNREACHABLE, TLS = "timeout", "too_slow", "connection", "host_unreachable", "tls"
+PROTOCOL, CHANGED, CHECKSUM, SIZE, TOO_LARGE = "protocol", "changed", "checksum", "size", "too_large"
+DISK_FULL, LOCAL_IO, WORKER_DIED, INTERNAL = "disk_full", "local_io", "worker_died", "internal"
+INTERRUPTED, OUT_OF_TIME, MISSING = "interrupted", "out_of_time", "missing"
+# Every code a file of a report can carry, with what it means: the report's schema and the README list these.
+CODES = (
+    (HTTP_4XX, "the server answered 4xx (404, 403, 429...): for good, or on every attempt"),
+    (HTTP_5XX, "the server answered 5xx on every attempt"),
+    (TIMEOUT, "connecting, or waiting for the server, took longer than timeout"),
+    (TOO_SLOW, "the transfer stayed slower than min_speed for stall_time"),
+    (CONNECTION, "the connection broke, or the answer ended short, on every attempt"),
+    (HOST_UNREACHABLE, "the host name did not resolve, or the host refused the connection"),
+    (TLS, "the TLS handshake failed: certificate, protocol"),
+    (PROTOCOL, "the server's answer was unusable: headers, ranges, redirects, a bad URL"),
+    (CHANGED, "the file changed on the server during the download, twice"),
+    (CHECKSUM, "the bytes have another digest than the manifest or the state pins"),
+    (SIZE, "the bytes have another size than the manifest or the server said"),
+    (TOO_LARGE, "larger than max_size"),
+    (DISK_FULL, "not enough space on the destination's file system"),
+    (LOCAL_IO, "reading or writing the local file failed (permissions, a symlink out of dest, I/O)"),
+    (WORKER_DIED, "the worker process fetching it died (the OOM killer?)"),
+    (INTERNAL, "a bug in bulkdl: the traceback is on stderr"),
+    (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
+    (OUT_OF_TIME, "left by --max-duration for the next run"),
+    (MISSING, "verify: not on disk"),
+)
 
 
 class BulkdlError(Exception):
@@ -36,14 +70,23 @@ class ManifestError(BulkdlError):
 
 
 class FetchError(BulkdlError):
-    """One file could not be fetched."""
+    """One file could not be fetched; ``code``: one of CODES."""
+
+    code = PROTOCOL
+
+    def __init__(self, message: str, code: str | None = None) -> None:
+        super().__init__(message)
+        if code is not None:
+            self.code = code
 
 
 class TransientError(FetchError):
     """A failure that another attempt may cure."""
 
-    def __init__(self, message: str, retry_after: float | None = None) -> None:
-        super().__init__(message)
+    code = CONNECTION
+
+    def __init__(self, message: str, retry_after: float | None = None, code: str | None = None) -> None:
+        super().__init__(message, code)
         self.retry_after = retry_after
 
 
@@ -51,8 +94,8 @@ class PermanentError(FetchError):
     """A failure that no retry can cure; ``status`` is the HTTP status that said so, when an answer did (a
     404 or 410 may mean the file is gone upstream, which only the parent can tell from a failure)."""
 
-    def __init__(self, message: str, status: int | None = None) -> None:
-        super().__init__(message)
+    def __init__(self, message: str, status: int | None = None, code: str | None = None) -> None:
+        super().__init__(message, code or (http_code(status) if status is not None else None))
         self.status = status
 
 
@@ -63,18 +106,34 @@ class RangeNotHonoured(FetchError):
 class RemoteChanged(FetchError):
     """The remote file changed while it was being fetched."""
 
+    code = CHANGED
+
 
 class VerifyError(FetchError):
     """The bytes received do not match the expected size or digest."""
+
+    code = SIZE
 
 
 class DigestMismatch(VerifyError):
     """The bytes received do not have the digest the manifest pins."""
 
     def __init__(self, algorithm: str, expected: str, got: str) -> None:
-        super().__init__(f"{algorithm} mismatch: expected {expected}, got {got}")
+        super().__init__(f"{algorithm} mismatch: expected {expected}, got {got}", CHECKSUM)
         self.algorithm, self.expected, self.got = algorithm, expected, got
 
 
 class LocalError(FetchError):
     """Writing the file locally failed."""
+
+    code = LOCAL_IO
+
+
+def http_code(status: int) -> str:
+    """The code of a failure the HTTP ``status`` stands for."""
+    return {4: HTTP_4XX, 5: HTTP_5XX}.get(status // 100, PROTOCOL)
+
+
+def local_code(exc: OSError) -> str:
+    """The code of a failure to read or write a local file: a full disk is told apart, to be acted on."""
+    return DISK_FULL if exc.errno in (errno.ENOSPC, errno.EDQUOT) else LOCAL_IO

@@ -11,6 +11,8 @@ from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 
+NOT_MODIFIED = "not modified on the server (304)"  # the note of a file a conditional GET proved current
+
 
 class Status(str, Enum):
     """What became of a file: a run's six, and verify's four. The value is what reports and tables show."""
@@ -113,3 +115,4 @@ class FileResult:
     last_modified: str | None = None
     mtime_ns: int | None = None  # the file's mtime on disk once in place
     http_status: int | None = None  # of the answer that failed the file for good, if one did (404: gone?)
+    code: str | None = None  # of a failure: one of errors.CODES, for the report's readers

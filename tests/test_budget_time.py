@@ -46,9 +46,9 @@ def test_the_budget_stops_the_run_and_the_next_run_finishes_it(builtin: FaultSer
     assert time.monotonic() - started >= BUDGET, "it ran its budget"
     assert first.code == EXIT_OUT_OF_TIME, first.stdout + first.stderr
     slow = first.file("slow.bin")
-    assert slow["status"] == "interrupted" and OUT_OF_TIME in slow["notes"]
+    assert slow["outcome"] == "interrupted" and OUT_OF_TIME in slow["notes"]
     assert slow["transferred"] > 0, "it had begun: stopped, not killed before a byte"
-    left = [f for f in first.report["files"] if f["status"] == "interrupted"] if first.report else []
+    left = [f for f in first.report["files"] if f["outcome"] == "interrupted"] if first.report else []
     assert {f["path"] for f in left} >= {"slow.bin", *(n for n in files if n.startswith("late/"))}
     assert all(OUT_OF_TIME in f["notes"] for f in left), "each file left says why"
     assert f"time budget {BUDGET}.0s reached: {len(left)} files," in first.stdout
@@ -57,7 +57,7 @@ def test_the_budget_stops_the_run_and_the_next_run_finishes_it(builtin: FaultSer
     )
     parts = list((tmp_path / "mirror").glob("slow.bin.part*"))
     assert parts and sum(p.stat().st_size for p in parts) > 0, "its parts are kept"
-    done = {f["path"] for f in first.report["files"] if f["status"] == "downloaded"} if first.report else set()
+    done = {f["path"] for f in first.report["files"] if f["outcome"] == "downloaded"} if first.report else set()
 
     builtin.change("slow.bin", rate=None)
     mark = watermark(builtin)
@@ -81,7 +81,7 @@ def test_a_failure_outranks_the_budget(builtin: FaultServer, tmp_path: Path) -> 
     manifest.write_text(text)
     result = run_cli("run", manifest, "--max-duration", f"{BUDGET}s", cwd=tmp_path)
     assert result.code == EXIT_FAILED, result.stdout + result.stderr
-    assert result.file("a-broken.bin")["status"] == "failed"
+    assert result.file("a-broken.bin")["outcome"] == "failed"
     assert f"time budget {BUDGET}.0s reached" in result.stdout, "the summary still says what is left"
     assert result.stdout.splitlines()[-1].startswith("FAILED: 1 of 8 files failed")
 

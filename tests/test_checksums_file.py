@@ -87,8 +87,8 @@ def test_after_a_failing_run_it_lists_what_is_in_place(tmp_path: Path, builtin: 
     manifest = write_manifest(tmp_path, [kept, good, new], checksums_file="SHA256SUMS")
     run = run_cli("run", manifest, "--force", cwd=tmp_path)
     assert run.code == 1
-    assert run.file("kept.iso")["status"] != "downloaded"
-    assert run.file("new.iso")["status"] == "failed"
+    assert run.file("kept.iso")["outcome"] != "downloaded"
+    assert run.file("new.iso")["outcome"] == "failed"
     mirror = tmp_path / "mirror"
     assert _listed(mirror / "SHA256SUMS") == ["good.iso", "kept.iso"]
     done = _sha256sum_check(mirror)
@@ -115,7 +115,7 @@ def test_a_run_that_skips_everything_writes_the_same_list(tmp_path: Path, builti
     (tmp_path / "mirror" / "sums" / "ALL").unlink()
     again = run_cli("run", manifest, cwd=tmp_path)
     assert again.code == 0
-    assert again.file("a")["status"] == "skipped"
+    assert again.file("a")["outcome"] == "skipped"
     assert (tmp_path / "mirror" / "sums" / "ALL").read_bytes() == first
     assert first == f"{_sha256(b'a')}  a\n{_sha256(b'c')}  b/c\n".encode()
 

@@ -36,12 +36,14 @@ def test_one_small_file(server: Server, tmp_path: Path) -> None:
     assert entry == {
         "url": url,
         "path": "small.bin",
-        "status": "downloaded",
+        "status": "new",
+        "outcome": "downloaded",
         "bytes": 1000,
         "transferred": 1000,
         "sha256": _sha(data),
         "elapsed_s": entry["elapsed_s"],
         "error": None,
+        "code": None,
         "notes": [],
     }
     # The probe asks for one minimal segment (4 MiB by default), which holds the whole file: one request.
@@ -142,7 +144,7 @@ def test_bad_files_do_not_stop_the_batch(server: Server, tmp_path: Path) -> None
     assert result.code == 1, result.stderr
     for name, data in good.items():
         assert (tmp_path / "mirror" / name).read_bytes() == data
-        assert result.file(name)["status"] == "downloaded"
+        assert result.file(name)["outcome"] == "downloaded"
     assert result.file("missing.bin")["error"] == "HTTP 404 Not Found"
     assert result.file("broken.bin")["error"].startswith("HTTP 500 Internal Server Error (gave up after 2 attempts)")
     assert not (tmp_path / "mirror/missing.bin").exists() and not (tmp_path / "mirror/broken.bin").exists()

@@ -43,7 +43,7 @@ def _on_disk(mirror: Path) -> dict[str, tuple[bytes, int, int]]:
 
 def _statuses(result: Run) -> dict[str, str]:
     assert result.report is not None, result.stderr
-    return {f["path"]: f["status"] for f in result.report["files"]}
+    return {f["path"]: f["outcome"] for f in result.report["files"]}
 
 
 def _pinned_mirror(server: Server, tmp_path: Path, **top: Any) -> tuple[Path, dict[str, bytes]]:

@@ -127,7 +127,7 @@ def test_from_sums_of_real_sha256sum_output_then_run_verifies_every_file(
     assert run.code == 0, run.stderr
     for name, data in files.items():
         assert (tmp_path / "mirror" / name).read_bytes() == data
-        assert run.file(name)["status"] == "downloaded"
+        assert run.file(name)["outcome"] == "downloaded"
         assert run.file(name)["sha256"] == hashlib.sha256(data).hexdigest()
 
 
@@ -139,7 +139,7 @@ def test_from_sums_digests_are_enforced(tmp_path: Path, builtin: Server) -> None
     (tmp_path / "m.yaml").write_text(made.stdout)
     run = run_cli("run", "m.yaml", cwd=tmp_path)
     assert run.code == 1
-    assert run.file("a.iso")["status"] == "failed"
+    assert run.file("a.iso")["outcome"] == "failed"
     assert not (tmp_path / "a.iso").exists()
 
 

@@ -118,7 +118,7 @@ def test_verify_catches_bit_rot_and_missing_files(server: Server, tmp_path: Path
 
 def _verified(tmp_path: Path) -> dict[str, str]:
     """Each file's status in the report ``verify --report verify.json`` wrote."""
-    return {f["path"]: f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
+    return {f["path"]: f["outcome"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
 
 
 def test_dry_run_says_what_and_why_and_touches_nothing(builtin: FaultServer, tmp_path: Path) -> None:
@@ -156,9 +156,9 @@ def test_force_downloads_everything_again(builtin: FaultServer, tmp_path: Path) 
         tmp_path, [{"url": builtin.add("forced.bin", data), "sha256": hashlib.sha256(data).hexdigest()}]
     )
     assert run_cli("run", manifest, cwd=tmp_path).code == 0
-    assert run_cli("run", manifest, cwd=tmp_path).file("forced.bin")["status"] == "skipped"
+    assert run_cli("run", manifest, cwd=tmp_path).file("forced.bin")["outcome"] == "skipped"
     forced = run_cli("run", manifest, "--force", cwd=tmp_path)
-    assert forced.file("forced.bin")["status"] == "downloaded" and forced.file("forced.bin")["transferred"] == 4000
+    assert forced.file("forced.bin")["outcome"] == "downloaded" and forced.file("forced.bin")["transferred"] == 4000
 
 
 def test_a_second_run_on_the_same_destination_exits_3(builtin: FaultServer, tmp_path: Path) -> None:
@@ -225,7 +225,7 @@ def test_verify_and_dry_run_read_the_rows_a_killed_run_left_in_the_wal(builtin: 
 
     verified = run_cli("verify", manifest, "--report", tmp_path / "verify.json", cwd=tmp_path)
     assert "Traceback" not in verified.stderr, verified.stderr
-    statuses = {f["path"]: f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
+    statuses = {f["path"]: f["outcome"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
     assert statuses == {"quick.bin": "verified", "hang.bin": "missing"}, "verified against the state's digest"
     planned = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
     quick_row = next(line for line in planned.stdout.splitlines() if "quick.bin" in line)
@@ -266,7 +266,7 @@ def test_after_verify_finds_corruption_the_next_run_fetches_it(builtin: FaultSer
     assert _verified(tmp_path) == FOUND
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0
-    statuses = {f["path"]: f["status"] for f in result.report["files"]}  # type: ignore[index]
+    statuses = {f["path"]: f["outcome"] for f in result.report["files"]}  # type: ignore[index]
     assert statuses == {"a.bin": "downloaded", "b.bin": "downloaded", "c.bin": "downloaded", "d.bin": "skipped"}
     assert all((tmp_path / "mirror" / name).read_bytes() == data for name, data in files.items())
 

@@ -56,7 +56,7 @@ def test_a_failure_before_the_transfer_returns_the_probe_connection(builtin: Fau
     )
     result = run_cli("run", manifest, cwd=tmp_path, timeout=60)
     assert result.code == 1, result.stdout
-    assert [result.file(f"blocked{i}.bin")["status"] for i in range(4)] == ["failed"] * 4
+    assert [result.file(f"blocked{i}.bin")["outcome"] for i in range(4)] == ["failed"] * 4
     assert "Is a directory" in result.file("blocked0.bin")["error"]
     assert (tmp_path / "mirror/free.bin").read_bytes() == content("free", 2 * MiB)
 
@@ -122,7 +122,7 @@ def test_a_digest_added_to_the_manifest_later_is_checked_on_a_304(server: Server
     assert (tmp_path / "mirror/later.bin").read_bytes() == data, "the copy on disk is kept"
     write_manifest(tmp_path, [{"url": url, "md5": hashlib.md5(data).hexdigest()}])
     result = run_cli("run", tmp_path / "manifest.yaml", cwd=tmp_path)
-    assert result.code == 0 and result.file("later.bin")["status"] == "skipped", result.stdout
+    assert result.code == 0 and result.file("later.bin")["outcome"] == "skipped", result.stdout
     write_manifest(tmp_path, [{"url": url, "md5": "0" * 32}])  # now recorded: decided without a request
     assert run_cli("run", tmp_path / "manifest.yaml", cwd=tmp_path).code == 1
 

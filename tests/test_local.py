@@ -55,7 +55,7 @@ def test_full_disk_fails_that_file_and_the_others_go_on(builtin: FaultServer, tm
     manifest = write_manifest(tmp_path, entries, workers=1, connections=1, defaults={"chunk_size": "4MiB"})
     code, files, output = _run_with_mount(tmp_path, manifest, tmp_path / "mirror", "size=4m")
     assert code == 1, output
-    assert files["fits.bin"]["status"] == files["empty.bin"]["status"] == "downloaded"
+    assert files["fits.bin"]["outcome"] == files["empty.bin"]["outcome"] == "downloaded"
     # Two 4 MiB chunks and then their concatenation: 16 MiB at the peak, with under 4 MiB free.
     assert files["known.bin"]["error"].startswith("not enough space: needs 16.0 MiB, ")
     assert files["unknown.bin"]["error"].startswith("No space left on device"), files["unknown.bin"]
@@ -77,7 +77,7 @@ def test_a_disk_that_fills_while_parts_are_assembled(builtin: FaultServer, tmp_p
     manifest = write_manifest(tmp_path, entries, workers=2, defaults={"segments": 2, "min_segment_size": "1MiB"})
     code, results, output = _run_with_mount(tmp_path, manifest, tmp_path / "mirror", "size=10m")
     assert code == 1 and "Traceback" not in output, output
-    failed = [r for r in results.values() if r["status"] == "failed"]
+    failed = [r for r in results.values() if r["outcome"] == "failed"]
     assert failed and all(r["error"].startswith("No space left on device") for r in failed), results
     [left] = [line for line in output.splitlines() if line.startswith("left:")]
     assert ".bulkdl-tmp" not in left and ".part" in left, left  # a failed file keeps its parts, not its temp
@@ -92,7 +92,7 @@ def test_read_only_directory_fails_its_files_only(builtin: FaultServer, tmp_path
     manifest = write_manifest(tmp_path, entries)
     code, files, output = _run_with_mount(tmp_path, manifest, tmp_path / "mirror/ro", "ro,size=1m")
     assert code == 1, output
-    assert files["ok.bin"]["status"] == "downloaded"
+    assert files["ok.bin"]["outcome"] == "downloaded"
     assert files["ro/ro.bin"]["error"].startswith("Read-only file system"), files["ro/ro.bin"]
     assert "Traceback" not in output
 

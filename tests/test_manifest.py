@@ -192,7 +192,8 @@ def test_every_problem_is_reported_at_once(tmp_path: Path) -> None:
         [f"{path}:6", "files[1].sha1"],
         [f"{path}:8", "files[2].path"],
     ]
-    assert not (tmp_path / "mirror").exists() and result.report is None
+    assert not (tmp_path / "mirror").exists()
+    assert result.report is not None and result.report["files"] == [], "the report says so too, with no files"
 
 
 def test_a_mapping_dropped_for_a_key_given_twice_lends_its_problems_to_no_other(tmp_path: Path) -> None:
@@ -222,7 +223,7 @@ def test_bad_invocation_exits_2(tmp_path: Path, args: list[str]) -> None:
 def test_check_accepts_a_valid_manifest(tmp_path: Path) -> None:
     _write(tmp_path, f"version: 1\ndest: out\nfiles: [{GOOD}]\n")
     result = run_cli("check", "m.yaml", cwd=tmp_path)
-    assert result.code == 0 and "1 files" in result.stdout
+    assert result.code == 0 and "1 file into" in result.stdout
     assert not (tmp_path / "out").exists()
 
 

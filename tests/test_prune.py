@@ -49,7 +49,7 @@ def _plant(dest: Path) -> dict[Path, bytes]:
 
 
 def _statuses(result: Any) -> dict[str, str]:
-    return {f["path"]: f["status"] for f in result.report["files"]}
+    return {f["path"]: f["outcome"] for f in result.report["files"]}
 
 
 def test_prune_removes_exactly_the_dropped_files_and_the_directories_they_leave(
@@ -132,7 +132,7 @@ def test_a_file_prune_cannot_take_fails_the_run_and_keeps_its_row(builtin: Fault
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 1, result.stderr
     failed = result.file("gone/x.txt")
-    assert failed["status"] == "failed" and failed["error"].startswith("prune: could not move it: "), failed
+    assert failed["outcome"] == "failed" and failed["error"].startswith("prune: could not move it: "), failed
     assert (dest / "gone/x.txt").exists() and "gone/x.txt" in read_rows(dest), "the next run tries again"
     assert _statuses(result)["z.txt"] == "removed", "the others go"
 

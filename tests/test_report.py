@@ -1,13 +1,16 @@
-"""The report package: progress, the summary in a pipe and on a terminal, the JSON report's path, encodings."""
+"""The report package: progress, the summary in a pipe and on a terminal, the JSON report and its schema, encodings."""
 
 from __future__ import annotations
 
 import fcntl
+import hashlib
 import io
+import json
 import os
 import pty
 import re
 import shutil
+import signal
 import struct
 import subprocess
 import sys
@@ -15,13 +18,18 @@ import termios
 import time
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
+import jsonschema
 import pytest
 
+import bulkdl
+from bulkdl.parent.lock import DestinationLock
+from bulkdl.parent.pool import OUT_OF_TIME
+from bulkdl.parent.report import jsonreport, reportschema
 from bulkdl.parent.report.page import print_page
 from bulkdl.parent.report.summary import About, Totals, summary_page
-from bulkdl.values import FileResult, Status
+from bulkdl.values import NOT_MODIFIED, FileResult, Status
 
 from .conftest import cli_env, write_manifest
 from .httpserver import FaultServer, content
@@ -131,3 +139,189 @@ def test_a_stdout_that_is_not_utf8_gets_the_whole_summary(
         assert stdout.startswith("bulkdl") and " 1 file -> " in stdout.splitlines()[0], stdout
         assert any(re.match(rf"\W*{re.escape(shown)}[ |]", row) for row in stdout.splitlines()), stdout  # its own cell
     assert (tmp_path / "mirror/café.bin").read_bytes() == content("c", 3000)
+
+
+# The JSON report, a stable interface: its schema in every exit path, a report replacing an earlier one even
+# when the command fails before it looks at any file, and the error codes.
+
+_SCHEMA = reportschema.schema()
+_OLD = '{"old": "last night\'s report"}\n'
+
+
+def _valid(report: Path, code: int) -> dict[str, Any]:
+    doc: dict[str, Any] = json.loads(report.read_text())
+    jsonschema.validate(doc, _SCHEMA)
+    assert doc["exit_code"] == code and doc["schema_version"] == 1 and doc["bulkdl_version"] == bulkdl.__version__
+    assert set(doc["totals"]) >= {name for name, _ in jsonreport.STATUSES}, "every total, zero or not"
+    assert doc["started"] <= doc["ended"]
+    return doc
+
+
+def _report_of(manifest: Path, cwd: Path, *extra: str | Path) -> tuple[subprocess.CompletedProcess[str], Path]:
+    report = cwd / "out/report.json"
+    report.parent.mkdir(exist_ok=True)
+    report.write_text(_OLD)
+    return _bulkdl("run", manifest, "--report", report, *extra, cwd=cwd), report
+
+
+def test_report_of_a_run_that_succeeds(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("a", 5000)
+    manifest = write_manifest(
+        tmp_path, [{"url": builtin.add("a.bin", data), "sha256": hashlib.sha256(data).hexdigest()}]
+    )
+    done, report = _report_of(manifest, tmp_path)
+    assert done.returncode == 0, done.stderr
+    doc = _valid(report, 0)
+    assert doc["command"] == "run" and doc["manifest"] == str(manifest.absolute()) and doc["error"] is None
+    assert [(f["status"], f["outcome"], f["code"]) for f in doc["files"]] == [("new", "downloaded", None)]
+    assert doc["totals"]["new"] == 1 and doc["totals"]["failed"] == doc["totals"]["removed"] == 0
+    again, report = _report_of(manifest, tmp_path)  # the pinned digest proves the copy: no request
+    assert [f["status"] for f in _valid(report, 0)["files"]] == ["unchanged"], again.stdout
+    asked, report = _report_of(manifest, tmp_path, "--revalidate")
+    assert [f["status"] for f in _valid(report, 0)["files"]] == ["not modified"], asked.stdout
+
+
+def test_report_of_a_run_with_failures_gives_each_its_code(builtin: FaultServer, tmp_path: Path) -> None:
+    entries = [
+        builtin.add_error("missing.bin", 404),
+        {"url": builtin.add("wrong.bin", content("w", 3000)), "sha256": "0" * 64},
+        {"url": builtin.add("short.bin", content("s", 3000)), "size": 4000},
+        "http://127.0.0.1:9/refused.bin",  # the discard port: nothing listens
+        builtin.add("fine.bin", content("f", 3000)),
+    ]
+    manifest = write_manifest(tmp_path, entries, defaults={"retries": 0})
+    done, report = _report_of(manifest, tmp_path)
+    assert done.returncode == 1, done.stderr
+    doc = _valid(report, 1)
+    codes = {f["path"]: (f["status"], f["code"]) for f in doc["files"]}
+    assert codes == {
+        "missing.bin": ("failed", "http_4xx"),
+        "wrong.bin": ("failed", "checksum"),
+        "short.bin": ("failed", "size"),
+        "refused.bin": ("failed", "host_unreachable"),
+        "fine.bin": ("new", None),
+    }, doc["files"]
+    assert doc["totals"]["failed"] == 4 and doc["totals"]["new"] == 1
+
+
+@pytest.mark.parametrize("why", ["bad manifest", "unwritable --changes"])
+def test_a_run_refused_at_the_start_replaces_the_report_with_its_error(
+    builtin: FaultServer, tmp_path: Path, why: str
+) -> None:
+    manifest = write_manifest(tmp_path, [builtin.add("a.bin", content("a", 500))])
+    extra: list[str | Path] = []
+    if why == "bad manifest":
+        manifest.write_text("version: 1\ndest: mirror\nfiles: 3\n")
+    else:
+        (tmp_path / "a-file").write_text("")
+        extra = ["--changes", tmp_path / "a-file/changes.txt"]
+    done, report = _report_of(manifest, tmp_path, *extra)
+    assert done.returncode == 2, done.stderr
+    doc = _valid(report, 2)
+    assert doc["files"] == [] and doc["error"]["code"] == ("manifest" if why == "bad manifest" else "usage")
+    assert doc["error"]["message"].splitlines()[0] in done.stderr
+    assert builtin.requests() == []
+
+
+def test_a_run_that_finds_the_destination_locked_replaces_the_report(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, [builtin.add("a.bin", content("a", 500))])
+    with DestinationLock(tmp_path / "mirror"):
+        done, report = _report_of(manifest, tmp_path)
+    assert done.returncode == 3, done.stderr
+    doc = _valid(report, 3)
+    assert doc["files"] == [] and doc["error"]["code"] == "locked" and builtin.requests() == []
+
+
+def test_report_of_a_run_whose_prune_the_cap_refused(builtin: FaultServer, tmp_path: Path) -> None:
+    both = [builtin.add("a.bin", content("a", 500)), builtin.add("b.bin", content("b", 600))]
+    assert _report_of(write_manifest(tmp_path, both), tmp_path)[0].returncode == 0
+    done, report = _report_of(write_manifest(tmp_path, both[:1], prune=True), tmp_path, "--max-delete", "0")
+    assert done.returncode == 4, done.stderr
+    assert [f["status"] for f in _valid(report, 4)["files"]] == ["not modified"]
+
+
+def test_report_of_a_run_out_of_time(builtin: FaultServer, tmp_path: Path) -> None:
+    slow = {"url": builtin.add("slow.bin", content("slow", 4 * MiB), rate=256 * 1024), "size": 4 * MiB}
+    manifest = write_manifest(tmp_path, [slow], defaults={"segments": 1, "min_speed": 0})
+    done, report = _report_of(manifest, tmp_path, "--max-duration", "2s")
+    assert done.returncode == 5, done.stdout + done.stderr
+    assert [(f["status"], f["code"]) for f in _valid(report, 5)["files"]] == [("interrupted", "out_of_time")]
+
+
+def test_report_of_a_run_stopped_by_sigterm(builtin: FaultServer, tmp_path: Path) -> None:
+    slow = builtin.add("slow.bin", content("slow", 4 * MiB), rate=256 * 1024)
+    manifest = write_manifest(tmp_path, [slow], defaults={"segments": 1, "min_speed": 0})
+    report = tmp_path / "report.json"
+    report.write_text(_OLD)
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--report", str(report)]
+    with subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        deadline = time.monotonic() + 30
+        while not list((tmp_path / "mirror").glob("slow.bin.*")):  # downloading
+            assert time.monotonic() < deadline and run.poll() is None
+            time.sleep(0.02)
+        run.send_signal(signal.SIGTERM)
+        _, stderr = run.communicate(timeout=60)
+    assert run.returncode == 130, stderr
+    assert [(f["status"], f["code"]) for f in _valid(report, 130)["files"]] == [("interrupted", "interrupted")]
+
+
+def test_report_of_verify(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, [builtin.add("a.bin", content("a", 500)), builtin.add("b.bin", b"b")])
+    assert _report_of(manifest, tmp_path)[0].returncode == 0
+    (tmp_path / "mirror/a.bin").write_bytes(b"x" * 500)
+    (tmp_path / "mirror/b.bin").unlink()
+    report = tmp_path / "verify.json"
+    done = _bulkdl("verify", manifest, "--report", report, cwd=tmp_path)
+    assert done.returncode == 1, done.stderr
+    doc = _valid(report, 1)
+    assert doc["command"] == "verify"
+    assert [(f["status"], f["code"]) for f in doc["files"]] == [("corrupt", "checksum"), ("missing", "missing")]
+
+
+_NOT_INSTALLED = ("failed", "interrupted", "gone", "removed")
+
+
+def _every_kind() -> list[FileResult]:
+    """A result of each kind a report can hold, with the state rows (earlier) that make their labels."""
+    return [
+        _result(0),
+        _result(1, name="updated"),
+        _result(2, name="same"),
+        _result(3, "skipped"),
+        _result(4, "skipped", notes=(NOT_MODIFIED,)),
+        _result(5, "failed", sha256=None, size=None, transferred=0, error="HTTP 503", code="http_5xx"),
+        _result(6, "interrupted", sha256=None, size=None, notes=(OUT_OF_TIME,)),
+        _result(7, "gone", error="gone upstream (HTTP 404); local copy kept", code="http_4xx"),
+        _result(8, "removed"),
+    ]
+
+
+def test_every_status_a_run_makes_validates_and_is_counted() -> None:
+    results = _every_kind()
+    earlier = {"updated": ("cd" * 32, 2048), "same": (DIGEST, 2048)}
+    header = jsonreport.Header("run", Path("/m.yaml"), datetime.now(timezone.utc), 1)
+    doc = jsonreport.document(header, results, Totals.of(results, 1.0), earlier, repairing=False)
+    jsonschema.validate(doc, _SCHEMA)
+    statuses = [f["status"] for f in doc["files"]]  # type: ignore[index]
+    assert statuses == [*("new", "updated", "re-fetched", "unchanged", "not modified"), *_NOT_INSTALLED]
+    assert [f["code"] for f in doc["files"]][5:7] == ["http_5xx", "out_of_time"]  # type: ignore[index]
+    assert all(doc["totals"][s] == 1 for s in statuses)  # type: ignore[index]
+
+
+def test_the_schema_refuses_a_failure_without_a_code_and_a_missing_total() -> None:
+    results = [_result(0, "failed", error="HTTP 404")]
+    header = jsonreport.Header("run", Path("/m.yaml"), datetime.now(timezone.utc), 1)
+    doc: Any = jsonreport.document(header, results, Totals.of(results, 1.0), {}, repairing=False)
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, _SCHEMA)
+    doc["files"][0]["code"] = "http_4xx"
+    jsonschema.validate(doc, _SCHEMA)
+    del doc["totals"]["gone"]
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(doc, _SCHEMA)
+
+
+def test_report_schema_is_printed_by_the_cli(tmp_path: Path) -> None:
+    done = _bulkdl("report-schema", cwd=tmp_path)
+    assert done.returncode == 0 and json.loads(done.stdout) == _SCHEMA
+    jsonschema.Draft202012Validator.check_schema(_SCHEMA)

@@ -168,7 +168,7 @@ def test_sigterm_stops_keeps_parts_and_exits_130(server: Server, tmp_path: Path,
     run.signal_group(signal.SIGTERM)  # as cron, systemd or a shutdown would: the whole group
     assert run.wait(timeout=15) == 130, run.output()
     report = json.loads((tmp_path / "report.json").read_text())
-    assert report["files"][0]["status"] == "interrupted" and report["summary"]["interrupted"] == 1
+    assert report["files"][0]["outcome"] == "interrupted" and report["summary"]["interrupted"] == 1
     assert "interrupted" in run.output()
     assert run.parts() > 0 and parts.sidecar_path(final).exists() and not final.exists()
     stopped = report["files"][0]
@@ -229,7 +229,7 @@ def test_stop_does_not_wait_for_a_stalled_server(builtin: FaultServer, tmp_path:
     run.signal_group(signal.SIGINT)
     assert run.wait(timeout=15) == 130
     assert time.monotonic() - started < 8, "one Ctrl-C must not wait for the 60 s read timeout"
-    assert json.loads((tmp_path / "report.json").read_text())["files"][0]["status"] == "interrupted"
+    assert json.loads((tmp_path / "report.json").read_text())["files"][0]["outcome"] == "interrupted"
 
 
 @pytest.mark.parametrize(
@@ -334,7 +334,7 @@ def test_files_finished_before_a_kill_are_remembered(builtin: FaultServer, tmp_p
     mark = watermark(builtin)
     result = run_cli("run", manifest, cwd=tmp_path)
     assert result.code == 0
-    assert [result.file(name)["status"] for name in small] == ["skipped"] * len(small)
+    assert [result.file(name)["outcome"] for name in small] == ["skipped"] * len(small)
     rechecked = [r for r in builtin.requests() if r.conn > mark and r.path[1:] in small]
     assert len(rechecked) == len(small) and {r.status for r in rechecked} == {304}
 

@@ -44,7 +44,7 @@ def test_a_last_modified_after_2262_never_ends_the_run(builtin: FaultServer, tmp
         result = run_cli("run", manifest, cwd=tmp_path)
         assert result.code in (0, 1), f"{attempt} run: {result.stderr}"
         assert "Traceback" not in result.stderr and result.report is not None, result.stderr
-        assert result.file("now.bin")["status"] in ("downloaded", "skipped")
+        assert result.file("now.bin")["outcome"] in ("downloaded", "skipped")
         assert result.stdout.splitlines()[-1].startswith(("OK: ", "FAILED: ")), "the summary is printed"
     assert (tmp_path / "mirror/future.bin").read_bytes() == data
     assert "now.bin" in read_rows(tmp_path / "mirror"), "the other file's row is recorded"
@@ -153,7 +153,7 @@ def test_verify_and_dry_run_read_a_corrupt_state_as_empty_and_leave_it(
         assert result.code == 0, result.stderr
         [line] = result.stderr.splitlines()
         assert line.startswith(f"bulkdl: cannot read the state {db} (") and line.endswith("); treating it as empty")
-    statuses = [f["status"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]]
+    statuses = [f["outcome"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]]
     assert statuses == ["verified"] * len(files), "the manifest's digests still verify every file"
     assert planned.stdout.count("on disk, but no earlier run recorded it") == len(files)
     assert (

@@ -40,6 +40,7 @@ from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
 
+from ..errors import WORKER_DIED
 from ..values import Budget, FileResult, Job, Status
 from ..worker import limits, serve
 from ..worker.meter import Send
@@ -360,4 +361,4 @@ class Batch:
 def _died(job: Job, deaths: int) -> FileResult:
     # The worker process itself died (the OOM killer, a crash in C code), as often as we allow.
     reason = f"the worker process fetching it died {deaths} times (killed by the system?); its parts are kept"
-    return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason)
+    return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=WORKER_DIED)

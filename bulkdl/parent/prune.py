@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 
+from ..errors import LOCAL_IO
 from ..paths import check_relpath
 from ..values import FileResult, Job, Status
 from . import removal
@@ -156,6 +157,7 @@ def _result(index: int, outcome: removal.Outcome) -> FileResult:
         sha256=row.sha256,
         elapsed=0.0,
         error=f"prune: {outcome.detail}" if failed else None,
+        code=LOCAL_IO if failed else None,
         notes=(outcome.detail,) if outcome.detail and not failed else notes,  # where a backup went
         digests=row.digests,
     )

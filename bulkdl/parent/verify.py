@@ -9,6 +9,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
+from .. import errors
 from ..hashing import hash_file
 from ..values import FileResult, Job, Status
 from .state import Row
@@ -29,28 +30,35 @@ def _verify_one(job: Job, row: Row | None) -> FileResult:
         recorded = dict(row.digests) if row else {}
         digests = hash_file(job.path, {"sha256", *dict(job.digests), *recorded})
     except FileNotFoundError:
-        return replace(result, error="not on disk")
+        return replace(result, error="not on disk", code=errors.MISSING)
     except OSError as exc:
-        return replace(result, status=CORRUPT, error=f"cannot read: {exc.strerror}")
+        return replace(result, status=CORRUPT, error=f"cannot read: {exc.strerror}", code=errors.local_code(exc))
     problems = _mismatches(job, row, size, digests)
     status = CORRUPT if problems else (VERIFIED if job.digests or row else UNVERIFIED)
     notes = () if status != UNVERIFIED else ("no digest in the manifest or the state to compare with",)
     elapsed = time.monotonic() - started
-    error = "; ".join(problems) or None
+    error = "; ".join(text for _, text in problems) or None
+    code = problems[0][0] if problems else None
     return replace(
-        result, status=status, size=size, sha256=digests["sha256"], elapsed=elapsed, error=error, notes=notes
+        result, status=status, size=size, sha256=digests["sha256"], elapsed=elapsed, error=error, notes=notes, code=code
     )
 
 
-def _mismatches(job: Job, row: Row | None, size: int, digests: dict[str, str]) -> list[str]:
+def _mismatches(job: Job, row: Row | None, size: int, digests: dict[str, str]) -> list[tuple[str, str]]:
+    """(code, message) of each way the file differs from what the manifest and the state expect."""
     problems = []
     expected_size = job.size if job.size is not None else (row.size if row else None)
     if expected_size is not None and size != expected_size:
-        problems.append(f"size mismatch: {size} bytes on disk, expected {expected_size}")
+        problems.append((errors.SIZE, f"size mismatch: {size} bytes on disk, expected {expected_size}"))
     sources = [("manifest", dict(job.digests)), ("state", dict(row.digests) if row else {})]
     for source, expected in sources:
         for algorithm, hex_digest in expected.items():
             if digests[algorithm] != hex_digest:
-                problems.append(f"{algorithm} mismatch: {source} says {hex_digest}, file has {digests[algorithm]}")
+                problems.append(
+                    (
+                        errors.CHECKSUM,
+                        f"{algorithm} mismatch: {source} says {hex_digest}, file has {digests[algorithm]}",
+                    )
+                )
                 break
     return problems

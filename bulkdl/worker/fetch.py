@@ -17,6 +17,8 @@ from pathlib import Path
 from .. import paths
 from ..credentials import redact_url, scrub
 from ..errors import (
+    CHECKSUM,
+    INTERNAL,
     DigestMismatch,
     FetchError,
     LocalError,
@@ -24,10 +26,11 @@ from ..errors import (
     RangeNotHonoured,
     RemoteChanged,
     VerifyError,
+    local_code,
 )
 from ..hashing import hash_file
 from ..sizes import format_size
-from ..values import Condition, FileResult, Job, Status
+from ..values import NOT_MODIFIED, Condition, FileResult, Job, Status
 from . import heads, net, probe, room
 from .assemble import Assembly
 from .meter import Meter, Send
@@ -52,20 +55,20 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
     started = time.monotonic()
     meter = Meter(job.index, send)
     download = _Download(job, condition, stop, meter)
-    outcome, status, error, http_status = None, Status.FAILED, None, None
+    outcome, status, error, http_status, code = None, Status.FAILED, None, None, None
     try:
         outcome = download.run()
         status = outcome.status
     except Cancelled:
         status = Status.INTERRUPTED
     except FetchError as exc:
-        error = str(exc)
+        error, code = str(exc), exc.code
         http_status = exc.status if isinstance(exc, PermanentError) else None
     except OSError as exc:
-        error = str(LocalError(f"{exc.strerror or exc}: {exc.filename or job.path}"))
+        error, code = str(LocalError(f"{exc.strerror or exc}: {exc.filename or job.path}")), local_code(exc)
     except Exception as exc:  # a bug: the batch goes on, the user gets the traceback on stderr
         traceback.print_exc(file=sys.stderr)
-        error = f"internal error: {type(exc).__name__}: {exc}"
+        error, code = f"internal error: {type(exc).__name__}: {exc}", INTERNAL
     finally:
         download.parts.close()
     meter.flush()
@@ -91,6 +94,7 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
         last_modified=outcome.last_modified if outcome else None,
         mtime_ns=outcome.mtime_ns if outcome else None,
         http_status=http_status,
+        code=code,
     )
 
 
@@ -145,7 +149,8 @@ class _Download:
                 # is what no longer matches the manifest, as an operator pinning digests needs to hear.
                 raise VerifyError(
                     f"upstream changed: its {exc.algorithm} is {exc.got}, the manifest pins {exc.expected}; "
-                    "the copy on disk was kept"
+                    "the copy on disk was kept",
+                    CHECKSUM,
                 ) from None
 
     def _fetch(self, current: Plan, handoff: Handoff | None) -> _Outcome:
@@ -183,7 +188,7 @@ class _Download:
         (added to the manifest since) is checked against that copy now: a 304 vouches for sameness, not for it."""
         c = self.condition
         assert c is not None
-        self.notes.append("not modified on the server (304)")
+        self.notes.append(NOT_MODIFIED)
         digests = dict(c.digests)
         unchecked = [a for a, _ in self.job.digests if a not in digests]
         if unchecked:
@@ -195,7 +200,8 @@ class _Download:
                 if digests[algorithm] != expected:
                     raise VerifyError(
                         f"{algorithm} mismatch: the manifest says {expected}, the copy on disk (current on the "
-                        f"server: 304) has {digests[algorithm]}; kept as it is"
+                        f"server: 304) has {digests[algorithm]}; kept as it is",
+                        CHECKSUM,
                     )
         etag, modified = head.etag or c.etag, head.last_modified or c.last_modified
         return _Outcome(Status.SKIPPED, c.size, tuple(digests.items()), etag, modified, c.mtime_ns)

@@ -16,7 +16,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from ..errors import FetchError, PermanentError, TransientError
+from ..errors import PROTOCOL, FetchError, PermanentError, TransientError, http_code
 from ..sizes import MAX_SIZE
 
 MAX_OFFSET = MAX_SIZE  # beyond the largest file offset a number describes no file
@@ -70,7 +70,7 @@ def parse(status: int, reason: str, headers: Mapping[str, str], url: str, host: 
         return _head(headers, url, status=200, start=0, length=length, total=length)
     span = content_range(headers.get("Content-Range"))
     if span is None:
-        raise TransientError(f"206 response without a usable Content-Range from {host}")
+        raise TransientError(f"206 response without a usable Content-Range from {host}", code=PROTOCOL)
     start, end, total = span
     return _head(headers, url, status=206, start=start, length=end - start + 1, total=total)
 
@@ -98,7 +98,7 @@ def content_length(value: str | None, host: str) -> int | None:
         return None
     lengths = {number(item) for item in value.split(",")}  # "5, 5": a repeated header, folded (RFC 9110 §8.6)
     if len(lengths) != 1 or None in lengths:
-        raise TransientError(f"unusable Content-Length {_shown(value)} from {host}")
+        raise TransientError(f"unusable Content-Length {_shown(value)} from {host}", code=PROTOCOL)
     return lengths.pop()
 
 
@@ -117,7 +117,7 @@ def status_error(status: int, reason: str, retry_after_header: str | None) -> Fe
     """5xx, 408, 425 and 429 are worth another attempt, after Retry-After if given; other statuses are not."""
     message = f"HTTP {status} {_printable(reason)}".strip()
     if status in _RETRY_STATUSES or status >= 500:
-        return TransientError(message, retry_after=retry_after(retry_after_header))
+        return TransientError(message, retry_after=retry_after(retry_after_header), code=http_code(status))
     return PermanentError(message, status)
 
 

@@ -28,7 +28,7 @@ from collections.abc import Callable
 from multiprocessing.context import BaseContext
 from typing import Any
 
-from ..errors import PermanentError
+from ..errors import HOST_UNREACHABLE, PermanentError
 from ..values import Budget
 from .retry import Cancelled, StopFlag
 
@@ -47,6 +47,8 @@ def host_key(host: str, port: int | None, scheme: str = "http") -> str:
 
 class HostDown(PermanentError):
     """A host failed too many connections in a row: no more are tried in this run."""
+
+    code = HOST_UNREACHABLE
 
 
 class Shared:

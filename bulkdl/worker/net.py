@@ -41,6 +41,8 @@ from urllib3.exceptions import (
 from urllib3.response import HTTPResponse
 from urllib3.util import parse_url
 
+from ..errors import HOST_UNREACHABLE, PROTOCOL, TIMEOUT, TLS
+
 if TYPE_CHECKING:  # a protocol urllib3 declares for type checkers only
     from urllib3._base_connection import BaseHTTPConnection
 
@@ -402,21 +404,23 @@ def _describe_or_close(response: urllib3.BaseHTTPResponse, url: str) -> Head:
 def _transport_error(exc: Exception) -> FetchError:
     reason = exc.reason if isinstance(exc, MaxRetryError) and exc.reason is not None else exc
     if isinstance(reason, NameResolutionError):
-        return TransientError(f"cannot resolve host {reason.conn.host}")
+        return TransientError(f"cannot resolve host {reason.conn.host}", code=HOST_UNREACHABLE)
     if isinstance(reason, NewConnectionError):
-        return TransientError(f"cannot connect to {reason.conn.host}:{reason.conn.port}: {_strerror(reason)}")
+        return TransientError(
+            f"cannot connect to {reason.conn.host}:{reason.conn.port}: {_strerror(reason)}", code=HOST_UNREACHABLE
+        )
     if isinstance(reason, ConnectTimeoutError):  # after NewConnectionError, which is a subclass of it
         conn: Any = reason.args[0] if reason.args else None
         where = f" to {conn.host}:{conn.port}" if hasattr(conn, "host") and hasattr(conn, "port") else ""
-        return TransientError(f"timed out connecting{where}")
+        return TransientError(f"timed out connecting{where}", code=TIMEOUT)
     if isinstance(reason, ReadTimeoutError | TimeoutError):
-        return TransientError("timed out waiting for the server")
+        return TransientError("timed out waiting for the server", code=TIMEOUT)
     if isinstance(reason, SSLError):
-        return PermanentError(f"TLS failed: {reason}")
+        return PermanentError(f"TLS failed: {reason}", code=TLS)
     if isinstance(reason, ProtocolError) and isinstance(reason.args[-1], _HeadTimeout):
-        return TransientError("timed out waiting for the response headers")
+        return TransientError("timed out waiting for the response headers", code=TIMEOUT)
     if isinstance(reason, ProtocolError) and _too_large(reason.args[-1]):
-        return TransientError(f"response head too large: {reason.args[-1]}")
+        return TransientError(f"response head too large: {reason.args[-1]}", code=PROTOCOL)
     if isinstance(reason, ProtocolError):
         return TransientError(f"connection broken: {_strerror(reason)}")
     if isinstance(reason, LocationValueError | LocationParseError):

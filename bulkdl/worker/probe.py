@@ -32,7 +32,7 @@ def first(
                 continue
             if isinstance(exc, PermanentError) and exc.status in heads.GONE and not gone_everywhere:
                 # The last mirror has no such file, but an earlier source failed otherwise: it may still have it.
-                raise PermanentError(str(exc)) from None
+                raise PermanentError(str(exc), code=exc.code) from None
             raise
         return Handoff(head, body), sources[i + 1 :]
     raise AssertionError("unreachable: the last source raises")

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol, TypeVar
 
-from ..errors import TransientError
+from ..errors import TOO_SLOW, TransientError
 
 _T = TypeVar("_T")
 _HALT_POLL = 0.05  # seconds between looks at the run's stop flag while waiting on a file's own abort
@@ -94,7 +94,7 @@ def retrying(
                 failures, mark = 0, position()
             failures += 1
             if policy.gives_up(failures):
-                raise TransientError(f"{exc} (gave up after {failures} attempts)") from None
+                raise TransientError(f"{exc} (gave up after {failures} attempts)", code=exc.code) from None
             retried.append(str(exc))
             if halt.wait(policy.delay(failures, exc.retry_after, random.uniform)):
                 raise Cancelled from None
@@ -121,5 +121,7 @@ class SpeedGuard:
             return
         speed = self._bytes / elapsed
         if speed < self._min_speed:
-            raise TransientError(f"too slow: {speed:.0f} B/s over {elapsed:.0f} s (min_speed is {self._min_speed} B/s)")
+            raise TransientError(
+                f"too slow: {speed:.0f} B/s over {elapsed:.0f} s (min_speed is {self._min_speed} B/s)", code=TOO_SLOW
+            )
         self._start, self._bytes = time.monotonic(), 0

@@ -16,7 +16,7 @@ import shutil
 import threading
 from pathlib import Path
 
-from ..errors import LocalError, PermanentError
+from ..errors import DISK_FULL, TOO_LARGE, LocalError, PermanentError
 from ..sizes import format_size
 
 _SHARE = 16
@@ -32,14 +32,17 @@ def check(directory: Path, size: int | None, have: int, parts: int, max_size: in
     if size is None:
         return
     if max_size is not None and size > max_size:
-        raise PermanentError(f"too large: the server offers {format_size(size)}, max_size is {format_size(max_size)}")
+        raise PermanentError(
+            f"too large: the server offers {format_size(size)}, max_size is {format_size(max_size)}", code=TOO_LARGE
+        )
     # Several parts are copied into a new file, so until the rename the parts and the copy coexist.
     needed = size - have + (size if parts > 1 else 0)
     free = _admit(directory, needed)
     if free is not None:
         raise LocalError(
             f"not enough space: needs {format_size(needed)}, {format_size(free)} free"
-            + (" (its parts and the assembled copy coexist until the rename)" if parts > 1 else "")
+            + (" (its parts and the assembled copy coexist until the rename)" if parts > 1 else ""),
+            DISK_FULL,
         )
 
 

@@ -26,6 +26,7 @@ import traceback
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
+from ..errors import INTERNAL, local_code
 from ..values import Budget, Condition, FileResult, Job, Settings, Status
 from . import limits, net
 from .fetch import fetch_file
@@ -96,11 +97,10 @@ def _serve(
             result = fetch_file(job, condition, stop, reporter.tick)
         except OSError as exc:  # fetch_file's own cleanup failed: a disk failing under it
             reason = f"{exc.strerror or exc}: {exc.filename or job.path}"
-            result = FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason)
+            result = _failed(job, reason, local_code(exc))
         except BaseException as exc:  # a bug: the batch goes on, the user gets the traceback on stderr
             traceback.print_exc(file=sys.stderr)
-            reason = f"internal error: {type(exc).__name__}: {exc}"
-            result = FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason)
+            result = _failed(job, f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
         reporter.result(result)  # every task it took is reported, or the parent waits for it for ever
         if files.qsize() < low:  # the parent sends more when it hears of results: tell it now, not in 50 ms
             reporter.soon()
@@ -111,6 +111,10 @@ def _within(settings: Settings, cap: int) -> Settings:
     """No more segments than connections one host may have: the others would only wait for a permit, and a
     range that waits looks slow to its siblings, which then split it (each split a request, and a body cut)."""
     return replace(settings, segments=cap)
+
+
+def _failed(job: Job, reason: str, code: str) -> FileResult:
+    return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=code)
 
 
 def not_started(job: Job, reason: str = "not started") -> FileResult:

@@ -16,7 +16,7 @@ from dataclasses import replace
 from types import TracebackType
 
 from ..credentials import CREDENTIAL_HEADERS, redact_url
-from ..errors import FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
+from ..errors import TOO_LARGE, FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
 from ..sizes import format_size
 from ..values import Settings
 from . import accept, net, plan
@@ -217,7 +217,7 @@ class Transfer:
             if not others:
                 raise exc
             self.dropped[source] = str(exc)
-        raise TransientError(f"{redact_url(source)} dropped: {exc}") from None
+        raise TransientError(f"{redact_url(source)} dropped: {exc}", code=exc.code) from None
 
     def _open(
         self, current: Plan | None, first: int, last: int | None, extra: dict[str, str], url: str
@@ -273,7 +273,9 @@ class Transfer:
             guard.add(n)
             done += n
             if limit is not None and self.parts.length(index) > limit:
-                raise PermanentError(f"too large: more than max_size ({format_size(limit)}) and still coming")
+                raise PermanentError(
+                    f"too large: more than max_size ({format_size(limit)}) and still coming", code=TOO_LARGE
+                )
         return done
 
 

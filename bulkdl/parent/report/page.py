@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import TextIO
 
 from rich.cells import cell_len
+from rich.color import ColorSystem
 from rich.console import COLOR_SYSTEMS, Console
 from rich.style import Style
 
@@ -67,14 +68,21 @@ def print_page(page: Page, file: TextIO | None = None) -> None:
     # Colours only on a terminal that takes them (not NO_COLOR, not TERM=dumb). Each fragment is painted on
     # its own, not through a rich Text: its wrapping pass took 1.5 s for 20,000 rows, and the terminal wraps.
     colours = COLOR_SYSTEMS.get(console.color_system or "") if console.is_terminal else None
-    stream.write(
-        "".join(
-            "".join(Style.parse(style).render(text, color_system=colours) if style else text for text, style in line)
-            + "\n"
-            for line in lines
-        )
-    )
+    paint = _painter(colours, console.no_color)
+    stream.write("".join("".join(paint(text, style) for text, style in line) + "\n" for line in lines))
     stream.flush()
+
+
+def _painter(colours: ColorSystem | None, no_color: bool) -> Callable[[str, str], str]:
+    """What renders a fragment: NO_COLOR (no-color.org) takes the colours away, bold and the like stay."""
+
+    def paint(text: str, style: str) -> str:
+        if not style:
+            return text
+        parsed = Style.parse(style)
+        return (parsed.without_color if no_color else parsed).render(text, color_system=colours)
+
+    return paint
 
 
 def _trimmed(line: list[Cell]) -> list[Cell]:

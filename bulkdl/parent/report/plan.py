@@ -6,6 +6,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from ...sizes import format_size
 from ..decide import CHECK, DOWNLOAD, RESUME, SKIP
 from ..prune import LEAVE, REMOVE, Prune, refusal
 from .page import Line, Page, Row, counted
@@ -15,9 +16,13 @@ Preview = tuple[Prune, Sequence[tuple[str, str, str]]]  # the plan, and (path, R
 
 
 def plan_page(
-    plan: Sequence[tuple[str, str, str]], title: str, full: bool = False, pruning: Preview | None = None
+    plan: Sequence[tuple[str, str, str]],
+    title: str,
+    full: bool = False,
+    pruning: Preview | None = None,
+    sizes: Sequence[int | None] = (),
 ) -> Page:
-    """``plan``: (path, action, reason) per file, in manifest order."""
+    """``plan``: (path, action, reason) per file, in manifest order; ``sizes``: the manifest's size of each."""
     lines: list[Line | Row] = [Line(title, "bold")]
     lines += [
         Row(((name, ""), (action, _ACTION_STYLES[action]), (reason, "")))
@@ -32,9 +37,27 @@ def plan_page(
     actions = Counter(action for _, action, _ in plan)
     kinds = ", ".join(f"{actions[a]:,} {a}" for a in (RESUME, DOWNLOAD, CHECK, SKIP) if actions[a])
     lines.append(
-        Line(f"dry run: {counted(len(plan), 'file')}{f' ({kinds})' if kinds else ''}; nothing was done", "bold")
+        Line(
+            f"dry run: {counted(len(plan), 'file')}{f' ({kinds})' if kinds else ''}{_to_fetch(plan, sizes)}; "
+            "nothing was done",
+            "bold",
+        )
     )
     return Page(tuple(lines))
+
+
+def _to_fetch(plan: Sequence[tuple[str, str, str]], sizes: Sequence[int | None]) -> str:
+    """How much the run would download at most: a resume fetches less, a check nothing if not modified."""
+    if not sizes:
+        return ""
+    fetched = [size for (_, action, _), size in zip(plan, sizes, strict=True) if action in (DOWNLOAD, RESUME)]
+    if not fetched:
+        return ""
+    unknown = fetched.count(None)
+    known = format_size(sum(size or 0 for size in fetched))
+    if unknown == len(fetched):
+        return ", size to fetch unknown"
+    return f", up to {known} to fetch" + (f" and {counted(unknown, 'file')} of unknown size" if unknown else "")
 
 
 def _prune_lines(prune: Prune, files: Sequence[tuple[str, str, str]]) -> list[Line | Row]:

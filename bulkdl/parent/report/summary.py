@@ -100,6 +100,7 @@ class About:
     stopped: bool = False  # Ctrl-C or SIGTERM asked the run to stop, maybe after every file had finished
     left: Left | None = None  # the time budget ran out: what it left for the next run
     refused: str | None = None  # why prune's cap refused to remove anything (exit 4)
+    quiet: bool = False  # --quiet: the failures and the verdict only, as cron's "no news is good news" wants
 
 
 @dataclass(frozen=True, slots=True)
@@ -130,12 +131,12 @@ def summary_page(
     """``results`` in manifest order; ``earlier``: the state's rows from before the run, by path;
     ``unwritten``: what could not be written, ``the report F`` (the exit code is 1: the verdict says FAILED)."""
     labelled = [(label(r, earlier, about.repairing), r) for r in results]
-    lines: list[Line | Row] = [Line(about.title, "bold")]
-    for heading, labels, style in _SECTIONS:
+    lines: list[Line | Row] = [] if about.quiet else [Line(about.title, "bold")]
+    for heading, labels, style in _SECTIONS[:1] if about.quiet else _SECTIONS:
         members = [(label, r) for label, r in labelled if label in labels]
         if members:
             lines += _section(heading, style, members, earlier, about.full)
-    if about.left is not None:
+    if about.left is not None and not about.quiet:
         lines.append(about.left.line())
     lines.append(verdict(Counter(label for label, _ in labelled), totals, about, unwritten))
     return Page(tuple(lines), _RIGHT)

@@ -1,0 +1,1 @@
+"""The commands' bodies: what ``bulkdl run``, ``verify`` and ``check`` do once the command line is parsed."""

@@ -1,0 +1,81 @@
+"""The end of a command: its report, its summary, its exit code."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+from collections.abc import Mapping, Sequence
+from datetime import datetime
+from pathlib import Path
+
+from ..exitcodes import EXIT_FAILED, EXIT_INTERRUPTED, EXIT_OK, EXIT_OUT_OF_TIME, EXIT_PRUNE_CAPPED
+from ..parent.manifest import Manifest
+from ..parent.report.jsonreport import Header, document, write_json
+from ..parent.report.page import counted, glyph, print_page
+from ..parent.report.summary import About, Earlier, Totals, summary_page
+from ..parent.state import Row
+from ..values import FileResult, Status
+
+CHANGES, FULL = "changes", "full"  # --summary
+
+
+def title(command: str, loaded: Manifest) -> str:
+    return f"{command}: {counted(len(loaded.jobs), 'file')} {glyph('→', '->')} {loaded.dest}"
+
+
+def make_about(
+    command: str, loaded: Manifest, args: argparse.Namespace, started: datetime, repairing: bool = False
+) -> About:
+    shown = title(command, loaded)
+    return About(shown, loaded.source.absolute(), started, args.summary == FULL, repairing, quiet=args.quiet)
+
+
+def earlier(rows: Mapping[str, Row]) -> dict[str, Earlier]:
+    return {path: (row.sha256, row.size) for path, row in rows.items()}
+
+
+def finish(
+    results: Sequence[FileResult],
+    elapsed: float,
+    report: Path | None,
+    about: About,
+    earlier: Mapping[str, Earlier],
+    unwritten: str | None = None,
+    command: str = "run",
+) -> int:
+    """Write the report, print the summary, and choose the exit code (EXIT_PRECEDENCE); ``unwritten``: what
+    the run could not write before (the checksums file), said on stderr already."""
+    ordered = sorted(results, key=lambda r: r.index)
+    totals = Totals.of(ordered, elapsed)
+    code = _exit_code(totals, about, unwritten)
+    # The report first: a line saying it could not be written comes before the summary, and the verdict,
+    # which says so too, stays last.
+    if report is not None:
+        header = Header(command, about.manifest, about.started, code)
+        try:
+            write_json(report, document(header, ordered, totals, earlier, about.repairing))
+        except OSError as exc:  # a disk that filled, a directory removed since the check: the files are done
+            print(f"bulkdl: could not write the report {report}: {exc.strerror or exc}", file=sys.stderr)
+            unwritten = unwritten or f"the report {report}"
+            code = _exit_code(totals, about, unwritten)
+    print_page(summary_page(ordered, totals, earlier, about, unwritten))
+    return code
+
+
+def _exit_code(totals: Totals, about: About, unwritten: str | None) -> int:
+    left = about.left.files if about.left is not None else 0  # interrupted by the time budget, not by a stop
+    if about.stopped or totals.count(Status.INTERRUPTED) > left:
+        return EXIT_INTERRUPTED
+    if totals.bad or unwritten is not None:
+        return EXIT_FAILED
+    if left:
+        return EXIT_OUT_OF_TIME
+    return EXIT_PRUNE_CAPPED if about.refused is not None else EXIT_OK
+
+
+def report_failure(report: Path, header: Header) -> None:
+    """Write the report of a command that failed before it looked at its files. One that cannot be written
+    is left unsaid: the failure itself was said, and is most often that very report."""
+    with contextlib.suppress(OSError):
+        write_json(report, document(header, [], Totals.of([], 0.0), {}, repairing=False))
