@@ -21,7 +21,7 @@ from .commands.check import check_command
 from .commands.finish import CHANGES, FULL, report_failure
 from .commands.run import run_command
 from .commands.verify import verify_command
-from .errors import INTERNAL, INTERRUPTED, BulkdlError, ManifestError, UsageError
+from .errors import INTERNAL, INTERRUPTED, BulkdlError, ManifestError, UnsafeOutput, UsageError
 from .exitcodes import EXIT_CODES as EXIT_CODES
 from .exitcodes import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 from .exitcodes import EXIT_OUT_OF_TIME as EXIT_OUT_OF_TIME
@@ -268,6 +268,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return code
     except (ManifestError, UsageError) as exc:
         print(f"bulkdl: {exc}" if isinstance(exc, UsageError) else str(exc), file=sys.stderr)
+        if isinstance(exc, UnsafeOutput):  # the report itself may be what would overwrite the mirror
+            return EXIT_USAGE
         return _failed_early(args, began, EXIT_USAGE, (USAGE if isinstance(exc, UsageError) else MANIFEST, str(exc)))
     except Locked as exc:
         print(f"bulkdl: {exc}", file=sys.stderr)

@@ -61,6 +61,10 @@ class UsageError(BulkdlError):
     """The command line is wrong."""
 
 
+class UnsafeOutput(UsageError):
+    """An output (--report, --changes, ...) would land on the mirror's own files; nothing may be written there."""
+
+
 class ManifestError(BulkdlError):
     """The manifest is invalid; the message holds one ``file:LINE: key: problem`` line per problem."""
 

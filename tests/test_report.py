@@ -145,7 +145,7 @@ def test_a_stdout_that_is_not_utf8_gets_the_whole_summary(
 # when the command fails before it looks at any file, and the error codes.
 
 _SCHEMA = reportschema.schema()
-_OLD = '{"old": "last night\'s report"}\n'
+_OLD = '{"files": [], "old": "last night\'s report"}\n'  # a report, which an early failure may replace
 
 
 def _valid(report: Path, code: int) -> dict[str, Any]:
@@ -325,3 +325,14 @@ def test_report_schema_is_printed_by_the_cli(tmp_path: Path) -> None:
     done = _bulkdl("report-schema", cwd=tmp_path)
     assert done.returncode == 0 and json.loads(done.stdout) == _SCHEMA
     jsonschema.Draft202012Validator.check_schema(_SCHEMA)
+
+
+def test_a_run_refused_at_the_start_never_replaces_a_file_that_is_no_report(tmp_path: Path) -> None:
+    # A bad manifest cannot say where the mirror is: --report pointed at one of its files must not replace it.
+    (tmp_path / "bad.yaml").write_text("version: 1\nfiles: [1]\n")
+    precious = tmp_path / "a.iso"
+    precious.write_bytes(b"not a report")
+    argv = [sys.executable, "-m", "bulkdl", "run", "bad.yaml", "--report", "a.iso"]
+    done = subprocess.run(argv, cwd=tmp_path, capture_output=True, text=True, env=cli_env(), stdin=subprocess.DEVNULL)
+    assert done.returncode == 2, done.stderr
+    assert precious.read_bytes() == b"not a report"

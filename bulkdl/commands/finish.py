@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
+import os
 import sys
 from collections.abc import Mapping, Sequence
 from datetime import datetime
@@ -76,6 +78,19 @@ def _exit_code(totals: Totals, about: About, unwritten: str | None) -> int:
 
 def report_failure(report: Path, header: Header) -> None:
     """Write the report of a command that failed before it looked at its files. One that cannot be written
-    is left unsaid: the failure itself was said, and is most often that very report."""
+    is left unsaid: the failure itself was said, and is most often that very report.
+
+    Only over nothing or over a report: a command that failed early (a bad manifest) cannot tell whether the
+    path is one of the mirror's files, and must not replace one with its report."""
+    if os.path.lexists(report) and not _is_report(report):
+        return
     with contextlib.suppress(OSError):
         write_json(report, document(header, [], Totals.of([], 0.0), {}, repairing=False))
+
+
+def _is_report(path: Path) -> bool:
+    try:
+        found = json.loads(path.read_bytes())
+    except (OSError, ValueError):  # unreadable, or not JSON: not ours to replace
+        return False
+    return isinstance(found, dict) and "files" in found

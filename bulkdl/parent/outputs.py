@@ -13,7 +13,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from ..errors import UsageError
+from ..errors import UnsafeOutput, UsageError
 from ..paths import check_relpath, outside
 from .manifest import Manifest
 from .report.jsonreport import check_writable
@@ -30,7 +30,7 @@ def check(loaded: Manifest, target: Path | None, what: str) -> None:
     if target == dest or dest in target.parents:
         problem = _in_mirror(loaded, target.relative_to(dest).as_posix())
         if problem is not None:
-            raise UsageError(f"{what} {target} {problem}; choose another path")
+            raise UnsafeOutput(f"{what} {target} {problem}; choose another path")
         escape = outside(dest, target.parent)
         if escape is not None:  # a symlinked directory in the mirror: bulkdl writes through none
             raise UsageError(f"cannot write {what} {target}: {escape}")
