@@ -8,6 +8,8 @@ import pytest
 
 from bulkdl.worker import net
 
+from .httpserver import FaultServer, content, etag_of
+
 MiB = 1024**2
 
 
@@ -16,3 +18,17 @@ def pools() -> Iterator[None]:
     net.start(2)
     yield
     net.stop()
+
+
+def test_a_connection_goes_on_after_a_304(builtin: FaultServer, pools: None) -> None:
+    # http.client refuses a connection's next request while its previous answer is open: every request
+    # after a 304 on a kept connection failed (ResponseNotReady: Request-sent) and was sent again on a new
+    # one, which a re-run of 500 files showed as a few conditional GETs sent twice.
+    data = content("kept", 1000)
+    url = builtin.add("kept.bin", data)
+    for _ in range(20):
+        head, body = net.request(url, {"If-None-Match": etag_of(data)}, last=999, timeout=5)
+        body.close()
+        assert head.status == 304
+    asked = [r for r in builtin.requests() if r.path == "/kept.bin"]
+    assert len(asked) == 20 and len({r.conn for r in asked}) == 1, "each 304 cost a new connection"

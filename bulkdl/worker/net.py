@@ -325,8 +325,14 @@ class Body:
         # Unread bytes would poison the next request on this connection: drop it, keep the pool slot. A body
         # with nothing left (a 304, a range read to its end) leaves the connection reusable: dropping it cost
         # a re-run a new connection per file (a round trip, and on HTTPS a handshake, each).
-        if not self._response.closed and self._response.length_remaining != 0:
-            self._response.close()
+        if not self._response.closed:
+            if self._response.length_remaining == 0:
+                # Read the nothing that is left: http.client refuses the connection's next request
+                # (ResponseNotReady: Request-sent) while the previous answer is still open, so every request
+                # after a 304 on a kept connection failed, and was sent again on a new one.
+                self._response.drain_conn()
+            else:
+                self._response.close()
         self._response.release_conn()
         _release_body(self._response)
 
