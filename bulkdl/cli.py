@@ -29,7 +29,7 @@ from .exitcodes import EXIT_PRECEDENCE as EXIT_PRECEDENCE
 from .exitcodes import EXIT_PRUNE_CAPPED as EXIT_PRUNE_CAPPED
 from .exitcodes import exit_code_table as exit_code_table
 from .exitcodes import precedence as precedence
-from .parent import generate, prune, schema, schema_json
+from .parent import generate, log, prune, schema, schema_json
 from .parent.lock import Locked
 from .parent.report import reportschema
 from .parent.report.jsonreport import DESTINATION, LOCKED, MANIFEST, USAGE, Header
@@ -133,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _prune_options(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bars; the summary still prints in full")
     _summary_option(run)
+    _log_options(run)
     run.set_defaults(handler=run_command)
 
     check = commands.add_parser("check", help="validate the manifest and exit", **_help("check"))
@@ -152,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     verify_.add_argument("--ca-bundle", type=_existing_file, metavar="PEM", help="for --repair: trust these CAs")
     _summary_option(verify_)
+    _log_options(verify_)
     verify_.set_defaults(handler=verify_command)
     _manifest_commands(commands)
     _schema_command(commands)
@@ -259,10 +261,26 @@ def _summary_option(command: argparse.ArgumentParser) -> None:
     )
 
 
+def _log_options(command: argparse.ArgumentParser) -> None:
+    command.add_argument(
+        "--verbose",
+        "-v",
+        action="store_true",
+        help="log each event (below) as a JSON line on stderr; no progress bars when stderr is a terminal",
+    )
+    command.add_argument("--log-file", type=Path, metavar="FILE", help="append the same JSON lines to FILE")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     _print_whatever_the_encoding()
     began = datetime.now(timezone.utc)
     args = build_parser().parse_args(argv)
+    code = _run(args, began)
+    log.finish(code)  # the log's last line, run_end, says the code the process exits with
+    return code
+
+
+def _run(args: argparse.Namespace, began: datetime) -> int:
     try:
         code: int = args.handler(args)
         return code

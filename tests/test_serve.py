@@ -45,7 +45,7 @@ def test_ticks_are_summed_per_file_and_nothing_is_lost() -> None:
     messages = 0
     while receive.poll(1):
         try:
-            begun, ticks, done = receive.recv()
+            begun, ticks, done, _ = receive.recv()
         except EOFError:
             break
         messages += 1

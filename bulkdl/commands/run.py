@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import BulkdlError
 from ..exitcodes import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
-from ..parent import checksums, lastrun, manifest, outputs, prune, records
+from ..parent import checksums, lastrun, log, manifest, outputs, prune, records
 from ..parent.manifest import Manifest, Overrides
 from ..parent.pool import OUT_OF_TIME
 from ..parent.report.page import print_page
@@ -59,7 +59,9 @@ def run_command(args: argparse.Namespace) -> int:
     written = [(args.report, "the report"), (args.changes, "the changes file"), (loaded.trace, "the trace")]
     for target, what in [*written, (loaded.checksums_file, "the checksums file")]:
         outputs.check(loaded, target, what)
-    show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress)
+    log.start(args.verbose, args.log_file, loaded, "run")
+    # A log on the terminal's stderr would be torn by the redraws of live progress: the log wins.
+    show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress or log.on_terminal())
     about = make_about("bulkdl", loaded, args, began)
     with stoppable(), destination(loaded.dest) as state, _recording(loaded, args.changes, began) as outcome:
         rows = state.rows()

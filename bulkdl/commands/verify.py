@@ -9,7 +9,7 @@ from dataclasses import replace
 from datetime import datetime, timezone
 
 from ..errors import BulkdlError
-from ..parent import manifest, outputs
+from ..parent import log, manifest, outputs
 from ..parent.manifest import Manifest, Overrides
 from ..parent.run import redownload
 from ..parent.state import Row
@@ -24,6 +24,7 @@ def verify_command(args: argparse.Namespace) -> int:
     overrides = Overrides(dest=args.dest, workers=args.workers, ca_bundle=args.ca_bundle)
     loaded = manifest.load(args.manifest, overrides)
     outputs.check(loaded, args.report, "the report")
+    log.start(args.verbose, args.log_file, loaded, "verify")
     about = make_about("bulkdl verify --repair" if args.repair else "bulkdl verify", loaded, args, began, args.repair)
     rows = read_recorded(loaded.dest)
     results = verify(loaded.jobs, rows, loaded.workers)
@@ -54,7 +55,7 @@ def _act_on(
             for row in stale:
                 state.forget(row)
             state.commit()
-            progress = sys.stdout.isatty() and not quiet
+            progress = sys.stdout.isatty() and not (quiet or log.on_terminal())
             fixed, stopped = redownload(loaded, found, state, progress) if repair else ([], False)
         say_what_was_not_recorded(state)
     except BulkdlError as exc:  # another run holds the destination, or it cannot be written: still report

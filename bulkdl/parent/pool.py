@@ -43,6 +43,7 @@ from typing import Any
 from ..errors import WORKER_DIED
 from ..values import Budget, FileResult, Job, Status
 from ..worker import limits, serve
+from ..worker.events import Event
 from ..worker.meter import Send
 from ..worker.serve import Task, not_started
 
@@ -82,7 +83,10 @@ class Batch:
     between steps, so no interrupt lands between sending a task and recording who has it.
     """
 
-    def __init__(self, workers: int, budget: Budget | None = None) -> None:
+    def __init__(
+        self, workers: int, budget: Budget | None = None, on_events: Callable[[list[Event]], None] | None = None
+    ) -> None:
+        """``on_events`` receives the workers' events for the run's log; None: workers gather none."""
         self._context = _context()
         self._budget = budget or Budget()
         self._stop_flag = limits.SharedFlag(self._context)
@@ -93,7 +97,10 @@ class Batch:
             self._budget.connections, self._budget.per_host * len(self._budget.hosts) or self._budget.connections
         )
         files = max(1, math.ceil(useful / workers))
-        self._config = serve.Config(files=files, max_idle_per_host=min(self._budget.per_host, files * 2))
+        self._config = serve.Config(
+            files=files, max_idle_per_host=min(self._budget.per_host, files * 2), events=on_events is not None
+        )
+        self._on_events = on_events
         self._ahead = files + max(4, files // 2)  # tasks a worker holds: enough that no thread waits for one
         self._workers: list[_Worker] = []
         self._owner: dict[int, _Worker] = {}  # job index → the worker that has it
@@ -272,10 +279,12 @@ class Batch:
         assert pipe is not None
         try:
             while to_the_end or pipe.poll():
-                started, ticks, results = pipe.recv()
+                started, ticks, results, events = pipe.recv()
                 worker.started.update(started)
                 for index, n, size in ticks:
                     on_tick(index, n, size)
+                if events and self._on_events is not None:  # before the results: a file's events precede its end
+                    self._on_events(events)
                 for result in results:
                     self._report(worker, result, open_, on_result)
         except (EOFError, OSError):  # it exited (maybe mid-message: what it had not sent is lost)

@@ -18,10 +18,11 @@ from urllib.parse import urlsplit
 
 from ..values import FileResult, Job, Status
 from ..worker import limits, parts
-from . import upstream
+from . import log, upstream
 from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .pool import Batch
+from .report.jsonreport import status
 from .report.progress import ProgressView
 from .state import Row, State
 
@@ -111,10 +112,13 @@ def download(
     results: dict[int, FileResult] = {}
     tasks, skipped = [], []
     revalidating: set[int] = set()  # empty without --revalidate
+    logging = log.wanted()
     for job, decision in zip(loaded.jobs, decisions, strict=True):
         if decision.action == SKIP:
-            results[job.index] = _unchanged(job, rows[job.name], decision)
+            results[job.index] = unchanged = _unchanged(job, rows[job.name], decision)
             skipped.append(job.name)
+            if logging:
+                log.skipped(job.name, unchanged.notes[0])
         else:
             tasks.append((job, decision.condition))
             if decision.revalidating:
@@ -131,11 +135,19 @@ def download(
         results[result.index] = result
         view.finished(result)
         record(state, result)
+        if logging:
+            row = rows.get(result.name)
+            log.result(result, status(result, {} if row is None else {row.path: (row.sha256, row.size)}))
 
-    batch = Batch(min(loaded.workers, len(tasks)), replace(loaded.budget, hosts=_origins(job for job, _ in tasks)))
+    def poll() -> None:
+        state.commit_if_due()
+        log.flush()
+
+    budget = replace(loaded.budget, hosts=_origins(job for job, _ in tasks))
+    batch = Batch(min(loaded.workers, len(tasks)), budget, log.received if logging else None)
     try:
         with view:
-            stopped = batch.run(tasks, view.tick, finished, state.commit_if_due)
+            stopped = batch.run(tasks, view.tick, finished, poll)
     finally:
         batch.close()
     return list(results.values()), stopped

@@ -13,6 +13,7 @@ import time
 import traceback
 from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Any
 
 from .. import paths
 from ..credentials import redact_url, scrub
@@ -31,8 +32,9 @@ from ..errors import (
 from ..hashing import hash_file
 from ..sizes import format_size
 from ..values import NOT_MODIFIED, Condition, FileResult, Job, Status
-from . import heads, net, probe, room
+from . import events, heads, net, probe, room
 from .assemble import Assembly
+from .events import Tell
 from .meter import Meter, Send
 from .parts import Parts
 from .plan import Plan, single
@@ -107,7 +109,8 @@ class _Download:
         if job.settings.insecure:
             self.notes.append("insecure: TLS certificates were not verified for this file")
         self.parts = Parts(job.path)
-        self.transfer = Transfer(job.url, job.settings, stop, meter, self.parts)
+        self.tell = _teller(job)
+        self.transfer = Transfer(job.url, job.settings, stop, meter, self.parts, self.tell)
 
     def run(self) -> _Outcome:
         _make_room_for(self.job)
@@ -137,6 +140,8 @@ class _Download:
             if handoff.head.status == 304:
                 return self._not_modified(handoff.head)
             current, usable = probe.plan_for(self.job, handoff.head, self.notes)
+            if (why := probe.one_stream(self.job, handoff.head)) is not None:
+                self.tell("fallback", why=why)
             current = replace(current, mirrors=mirrors)
             room.check(self.job.path.parent, current.size, 0, len(current.segments), self.job.settings.max_size)
             self.parts.start(current, record=self._worth_a_sidecar(current))
@@ -159,6 +164,7 @@ class _Download:
             return self._assemble(current, handoff)
         except RangeNotHonoured as exc:
             self.notes.append(f"{exc}; downloaded as one stream")
+            self.tell("fallback", why=str(exc))
             current = replace(current, ranged=False, segments=single(current.size))
             self.parts.start(current, record=False)
             return self._assemble(current, None)
@@ -205,6 +211,17 @@ class _Download:
                     )
         etag, modified = head.etag or c.etag, head.last_modified or c.last_modified
         return _Outcome(Status.SKIPPED, c.size, tuple(digests.items()), etag, modified, c.mtime_ns)
+
+
+def _teller(job: Job) -> Tell:
+    """``job``'s events for the run's log: its path added, its secrets scrubbed; nothing when no log is kept."""
+
+    def tell(kind: str, **fields: Any) -> None:
+        if events.on():
+            said = {k: scrub(v, job.secrets) if isinstance(v, str) else v for k, v in fields.items()}
+            events.emit(kind, path=job.name, **said)
+
+    return tell
 
 
 # Directories this worker made or found inside dest: each is checked and created once per process, not per file.

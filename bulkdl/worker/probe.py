@@ -81,3 +81,12 @@ def plan_for(job: Job, head: net.Head, notes: list[str]) -> tuple[Plan, bool]:
     ranged = head.ranged and head.total is not None
     segments = _layout(head.total, job) if ranged and head.total is not None else plan.single(head.total)
     return Plan(job.url, head.url, head.total, head.etag, head.last_modified, ranged, segments), True
+
+
+def one_stream(job: Job, head: net.Head) -> str | None:
+    """Why a file that would have had segments comes as one stream after the probe's answer; None if it does not."""
+    if head.ranged:
+        return None if head.total is not None else "no length: the server did not state it (Content-Range: .../*)"
+    if head.total is None:
+        return "server ignored Range and stated no length"
+    return "server ignored Range (answered 200)" if len(_layout(head.total, job)) > 1 else None

@@ -82,8 +82,12 @@ def retrying(
     policy: RetryPolicy,
     halt: Halt,
     retried: list[str],
+    on_retry: Callable[[str, float, int], None] | None = None,
 ) -> _T:
-    """Run ``attempt`` until it succeeds; TransientErrors are retried per ``policy`` and noted in ``retried``."""
+    """Run ``attempt`` until it succeeds; TransientErrors are retried per ``policy`` and noted in ``retried``.
+
+    ``on_retry(reason, delay, failures)`` hears of each retry before its wait (the run's log, when asked for).
+    """
     failures, mark = 0, position()
     while True:
         halt.check()
@@ -96,7 +100,10 @@ def retrying(
             if policy.gives_up(failures):
                 raise TransientError(f"{exc} (gave up after {failures} attempts)", code=exc.code) from None
             retried.append(str(exc))
-            if halt.wait(policy.delay(failures, exc.retry_after, random.uniform)):
+            delay = policy.delay(failures, exc.retry_after, random.uniform)
+            if on_retry is not None:
+                on_retry(str(exc), delay, failures)
+            if halt.wait(delay):
                 raise Cancelled from None
 
 

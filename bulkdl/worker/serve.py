@@ -28,7 +28,7 @@ from multiprocessing.connection import Connection
 
 from ..errors import INTERNAL, local_code
 from ..values import Budget, Condition, FileResult, Job, Settings, Status
-from . import limits, net
+from . import events, limits, net
 from .fetch import fetch_file
 from .retry import StopFlag
 
@@ -38,14 +38,16 @@ _JANITOR = 0.05  # seconds between two looks for idle connections another thread
 
 Task = tuple[Job, Condition | None]
 
-# What a worker sends up, one message at a time: files started, progress ticks, results.
-Report = tuple[list[int], list[tuple[int, int, int | None]], list[FileResult]]
+# What a worker sends up, one message at a time: files started, progress ticks, results, and the events for
+# the run's log (events.py; always empty when the run keeps no log).
+Report = tuple[list[int], list[tuple[int, int, int | None]], list[FileResult], list[events.Event]]
 
 
 @dataclass(frozen=True, slots=True)
 class Config:
     files: int  # files this worker has in flight at most (threads)
     max_idle_per_host: int  # idle connections its pools keep per host
+    events: bool = False  # gather events for the run's log (-v, --log-file); off: events.emit does nothing
 
 
 def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag, shared: limits.Shared) -> None:
@@ -56,6 +58,8 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     net.start(config.max_idle_per_host)
     limits.install(shared, stop)
     reporter = _Reporter(results)
+    if config.events:
+        events.install(reporter.event)
     files: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
     threads = [
         threading.Thread(
@@ -93,6 +97,7 @@ def _serve(
             reporter.result(not_started(job))
             continue
         reporter.started(job.index)
+        events.emit("file_start", path=job.name, url=job.shown_url)
         try:
             result = fetch_file(job, condition, stop, reporter.tick)
         except OSError as exc:  # fetch_file's own cleanup failed: a disk failing under it
@@ -156,6 +161,7 @@ class _Reporter:
         self._started: list[int] = []
         self._ticks: dict[int, tuple[int, int | None]] = {}  # job index → (bytes since the last message, size)
         self._results: list[FileResult] = []
+        self._events: list[events.Event] = []
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
@@ -172,6 +178,10 @@ class _Reporter:
     def result(self, result: FileResult) -> None:
         with self._lock:
             self._results.append(result)
+
+    def event(self, event: events.Event) -> None:
+        with self._lock:
+            self._events.append(event)
 
     def soon(self) -> None:
         """Send what there is without waiting out the interval (still at most every ``_SOONEST`` s)."""
@@ -192,14 +202,15 @@ class _Reporter:
 
     def _flush(self) -> None:
         with self._lock:
-            if not (self._started or self._ticks or self._results):
+            if not (self._started or self._ticks or self._results or self._events):
                 return
             report: Report = (
                 self._started,
                 [(index, n, size) for index, (n, size) in self._ticks.items()],
                 self._results,
+                self._events,
             )
-            self._started, self._ticks, self._results = [], {}, []
+            self._started, self._ticks, self._results, self._events = [], {}, [], []
         try:
             self._pipe.send(report)
         except OSError:  # the parent is gone: the orphan watch ends the process

@@ -19,10 +19,11 @@ from ..credentials import CREDENTIAL_HEADERS, redact_url
 from ..errors import TOO_LARGE, FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
 from ..sizes import format_size
 from ..values import Settings
-from . import accept, net, plan
+from . import accept, events, net, plan
 from . import ramp as ramp_timing
 from .assemble import Assembly
 from .board import Board
+from .events import Tell, silent
 from .meter import Meter
 from .parts import Parts
 from .plan import Plan, Segment
@@ -54,7 +55,9 @@ class Handoff:
 class Transfer:
     """Fetches the segments of one file's plan into its parts."""
 
-    def __init__(self, url: str, settings: Settings, stop: StopFlag, meter: Meter, parts: Parts) -> None:
+    def __init__(
+        self, url: str, settings: Settings, stop: StopFlag, meter: Meter, parts: Parts, tell: Tell = silent
+    ) -> None:
         self.url = url  # the manifest's; once planned, requests go to the plan's URL (after redirects)
         self.headers = dict(settings.headers)
         self.settings = settings
@@ -68,11 +71,18 @@ class Transfer:
         self._mirrors: dict[str, Plan] = {}  # each mirror's plan as its first answer described it
         self._lock = threading.Lock()
         self._feed: Callable[[int, memoryview], None] | None = None  # the assembly's, for a file it does not follow
+        self.tell = tell  # the file's events for the run's log (events.py): retries, resumes, steals
+        self._asked: dict[int, str] = {}  # segment index → the source its latest attempt asked, for a retry's event
 
     def probe(self, source: str, extra: dict[str, str], last: int) -> tuple[net.Head, net.Body]:
         """The first request for a file (bytes 0 to ``last``), retried; it may carry conditional headers."""
         return retrying(
-            lambda: self._open(None, 0, last, extra, source), lambda: 0, self.policy, Halt(self.stop), self.retried
+            lambda: self._open(None, 0, last, extra, source),
+            lambda: 0,
+            self.policy,
+            Halt(self.stop),
+            self.retried,
+            self._retry_told(lambda: source),
         )
 
     def run(self, current: Plan, probe: Handoff | None, assembly: Assembly) -> Plan:
@@ -87,7 +97,7 @@ class Transfer:
             return current
         halt = Halt(self.stop)
         self._mirrors.clear()  # a new plan (a restart, a fallback) learns each mirror's version again
-        split = self.parts.split if self.parts.recorded else None  # a split is recorded before it is used
+        split = self._split if self.parts.recorded else None  # a split is recorded before it is used
         settings = self.settings
         chunk = plan.chunk_length(current.size, settings.segments, settings.min_segment_size, settings.chunk_size)
         # A chunk is split only while half of what it has left is a worthwhile request of its own.
@@ -155,13 +165,38 @@ class Transfer:
 
     def _segment(self, current: Plan, board: Board, halt: Halt, segment: Segment, probe: Handoff | None) -> None:
         index = segment.index
+
+        def attempt() -> None:
+            given = probe.take() if probe else None
+            have = self.parts.length(index)
+            if given is None and have and (segment.length is None or have < segment.length):
+                self.tell("resume", segment=index, offset=segment.start + have)  # a sidecar's part, or a broken body
+            self._attempt(current, board, halt, index, given)
+
         retrying(
-            lambda: self._attempt(current, board, halt, index, probe.take() if probe else None),
+            attempt,
             lambda: self.parts.length(index),
             self.policy,
             halt,
             self.retried,
+            self._retry_told(lambda: self._asked.get(index, current.url)),
         )
+
+    def _retry_told(self, source: Callable[[], str]) -> Callable[[str, float, int], None] | None:
+        """What tells the run's log of a retry of ``source()``; None when no log gathers events."""
+        if not events.on():
+            return None
+
+        def told(reason: str, delay: float, failures: int) -> None:
+            self.tell("retry", url=redact_url(source()), reason=reason, delay=round(delay, 3), attempt=failures)
+
+        return told
+
+    def _split(self, new: Segment, table: tuple[Segment, ...]) -> None:
+        """Record a steal (parts.py), then tell the log which range was cut."""
+        self.parts.split(new, table)
+        victim = next((s.index for s in table if s.end == new.start), None)
+        self.tell("steal", segment=new.index, start=new.start, end=new.end, victim=victim)
 
     def _attempt(self, current: Plan, board: Board, halt: Halt, index: int, given: tuple[int, net.Body] | None) -> None:
         """Fill the part from ``body``, then from new requests, until its segment is complete.
@@ -177,7 +212,7 @@ class Transfer:
                 segment = board.start(index, have)
                 if segment.length is not None and have >= segment.length:
                     return
-                source = self._source(current, segment)
+                source = self._asked[index] = self._source(current, segment)
                 try:
                     if body is None:
                         last = None if segment.end is None else segment.end - 1

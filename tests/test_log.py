@@ -1,0 +1,144 @@
+"""The event log (-v, --log-file): JSON lines through the real CLI against the fault server."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import subprocess
+import sys
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bulkdl import cli
+from bulkdl.parent import log, pool
+from bulkdl.worker import serve
+
+from .conftest import cli_env, run_cli, write_manifest
+from .httpserver import FaultServer, content
+
+KiB, MiB = 1024, 1024**2
+_RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
+_KEYS = {kind: {"ts", "event", *(k.split(" ")[0] for k in keys.split(", "))} for kind, keys, _ in log.EVENTS}
+_PER_FILE = {"file_start", "retry", "resume", "skip", "fallback", "steal", "file_end", "failure"}
+
+
+def _lines(text: str) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in text.splitlines()]
+
+
+def _ts(event: dict[str, Any]) -> datetime:
+    assert _RFC3339_MS.fullmatch(event["ts"]), event["ts"]
+    return datetime.fromisoformat(event["ts"].replace("Z", "+00:00"))
+
+
+def _one(events: list[dict[str, Any]], kind: str, path: str) -> dict[str, Any]:
+    found = [e for e in events if e["event"] == kind and e.get("path") == path]
+    assert len(found) == 1, f"{kind} of {path}: {found}"
+    return found[0]
+
+
+def test_the_log_of_a_run_with_a_retry_a_resume_a_fallback_a_steal_a_skip_and_a_failure(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    same = content("same", 3 * KiB)
+    pinned = {"url": builtin.add("same.bin", same), "sha256": hashlib.sha256(same).hexdigest()}
+    defaults = {"segments": 4, "min_segment_size": "256KiB"}
+    first = run_cli("run", write_manifest(tmp_path, [pinned], defaults=defaults), cwd=tmp_path)
+    assert first.code == 0, first.stderr
+    urls = [
+        pinned,  # proven current by the state: skipped without a request
+        builtin.add("retry.bin", content("retry", 5 * KiB), fail_first=1, retry_after="0"),  # a 503 first
+        builtin.add("resume.bin", content("resume", 200 * KiB), drop_after=100_000, drops=1),  # broken mid-body
+        builtin.add("whole.bin", content("whole", 1 * MiB), ranges=False),  # a 200 to the probe's Range
+        # Four ranges of 1 MiB, the second trickling: alone it would take 8 s, so the others split it.
+        builtin.add("tail.bin", content("tail", 4 * MiB), slow_at=1 * MiB, slow_rate=128 * KiB),
+        builtin.add_error("missing.bin", 404),
+    ]
+    written = tmp_path / "logs" / "run.log"
+    result = run_cli(
+        "run", write_manifest(tmp_path, urls, defaults=defaults), "-v", "--log-file", written, cwd=tmp_path
+    )
+    assert result.code == 1, result.stderr
+    events = _lines(written.read_text())
+    on_stderr = [line for line in result.stderr.splitlines() if line.startswith("{")]
+    assert _lines("\n".join(on_stderr)) == events, "-v and --log-file wrote different lines"
+    for event in events:
+        assert set(event) == _KEYS[event["event"]] | ({"path"} if event["event"] in _PER_FILE else set()), event
+    stamps = [_ts(e) for e in events]
+    assert stamps == sorted(stamps), "timestamps go back"
+    assert events[0]["event"] == "run_start" and events[-1]["event"] == "run_end"
+    assert events[0]["files"] == 6 and events[0]["manifest"] == str(tmp_path / "manifest.yaml")
+    assert events[-1]["exit_code"] == result.code == 1
+    assert events[-1]["files"] == {"unchanged": 1, "new": 4, "failed": 1}
+
+    assert _one(events, "skip", "same.bin")["reason"].startswith("unchanged: ")
+    assert not [e for e in events if e.get("path") == "same.bin" and e["event"] != "skip"]
+    retry = _one(events, "retry", "retry.bin")
+    assert retry["attempt"] == 1 and retry["delay"] == 0 and "503" in retry["reason"]
+    assert retry["url"] == builtin.base_url + "/retry.bin"
+    assert _one(events, "resume", "resume.bin")["offset"] == 100_000
+    assert "ignored Range" in _one(events, "fallback", "whole.bin")["why"]
+    steals = [e for e in events if e["event"] == "steal"]
+    assert steals and all(e["path"] == "tail.bin" and 1 * MiB < e["start"] < e["end"] <= 2 * MiB for e in steals)
+    failure = _one(events, "failure", "missing.bin")
+    assert failure["code"] == "http_4xx" and "404" in failure["message"]
+    for name in ("retry.bin", "resume.bin", "whole.bin", "tail.bin", "missing.bin"):
+        _one(events, "file_start", name)
+        end = _one(events, "file_end", name)
+        assert end["status"] == result.file(name)["status"]
+        assert end["sha256"] == result.file(name)["sha256"]
+        begun = [i for i, e in enumerate(events) if e.get("path") == name]
+        assert events[begun[0]]["event"] == "file_start" and events[begun[-1]]["event"] == "file_end"
+
+
+def test_a_run_without_a_log_writes_none_and_its_workers_gather_nothing(
+    builtin: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
+) -> None:
+    configs: list[serve.Config] = []
+    made = pool.Batch.__init__
+
+    def spy(self: pool.Batch, *args: Any, **kwargs: Any) -> None:
+        made(self, *args, **kwargs)
+        configs.append(self._config)
+
+    monkeypatch.setattr(pool.Batch, "__init__", spy)
+    monkeypatch.chdir(tmp_path)
+    manifest = write_manifest(tmp_path, [builtin.add("a.bin", b"a" * 100, fail_first=1, retry_after="0")])
+    assert cli.main(["run", str(manifest)]) == 0
+    assert configs and not any(c.events for c in configs), "workers were told to gather events"
+    assert "{" not in capfd.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["manifest.yaml", "mirror"]
+    # And the same run with a log turns gathering on: the spy would see it.
+    assert cli.main(["run", str(manifest), "--force", "--log-file", str(tmp_path / "x.log")]) == 0
+    assert configs[-1].events
+
+
+@pytest.mark.parametrize(
+    ("where", "says"),
+    [
+        ("a-file/run.log", "cannot write the log file"),  # its directory would be a regular file
+        ("mirror/a.bin", "would overwrite a file of the mirror"),
+        ("mirror/.bulkdl/run.log", "which holds the state of the mirror"),
+    ],
+)
+def test_an_unusable_log_file_is_one_line_and_exit_2_before_any_request(
+    builtin: FaultServer, tmp_path: Path, where: str, says: str
+) -> None:
+    (tmp_path / "a-file").write_text("not a directory")
+    manifest = write_manifest(tmp_path, [builtin.add("a.bin", b"a")])
+    done = subprocess.run(
+        [sys.executable, "-m", "bulkdl", "run", str(manifest), "--log-file", str(tmp_path / where)],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=cli_env(),
+    )
+    assert done.returncode == 2
+    assert len(done.stderr.splitlines()) == 1 and says in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert not builtin.requests("a.bin"), "something was fetched"
