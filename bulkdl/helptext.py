@@ -5,6 +5,7 @@ from __future__ import annotations
 import textwrap
 
 from .exitcodes import exit_code_table
+from .parent.log import EVENTS
 
 PRECEDENCE = (
     "A setting given on the command line wins over the manifest's entry for a file, which wins over its "
@@ -57,5 +58,11 @@ def epilog(command: str | None) -> str:
     """Examples of ``command`` (None: of bulkdl itself), and the exit-code table for those that download."""
     parts = ["examples:\n" + "\n".join(f"  {line}" for line in _EXAMPLES[command])]
     if command in _WITH_EXIT_CODES:
-        parts.append(exit_code_table())
+        parts += [_events(), exit_code_table()]
     return "\n\n".join(parts)
+
+
+def _events() -> str:
+    """The log's events and their keys, as -v and --log-file write them."""
+    rows = [f"  {kind:<12}{keys}" for kind, keys, _ in EVENTS]
+    return "\n".join(["log events (-v, --log-file; each line has ts, event and the file's path):", *rows])

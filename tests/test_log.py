@@ -17,7 +17,7 @@ from bulkdl import cli
 from bulkdl.parent import log, pool
 from bulkdl.worker import serve
 
-from .conftest import cli_env, run_cli, write_manifest
+from .conftest import REPO, cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
 
 KiB, MiB = 1024, 1024**2
@@ -142,3 +142,13 @@ def test_an_unusable_log_file_is_one_line_and_exit_2_before_any_request(
     assert len(done.stderr.splitlines()) == 1 and says in done.stderr, done.stderr
     assert "Traceback" not in done.stderr
     assert not builtin.requests("a.bin"), "something was fetched"
+
+
+def test_help_and_the_readme_list_every_event(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        cli.main(["run", "--help"])
+    shown = capsys.readouterr().out
+    section = (REPO / "README.md").read_text().split("\n### The event log", 1)[1].split("\n## ", 1)[0]
+    for kind, keys, _ in log.EVENTS:
+        assert kind in shown
+        assert f"| `{kind}` | {keys} |" in section, kind
