@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import re
 import subprocess
@@ -123,12 +124,14 @@ def test_a_run_without_a_log_writes_none_and_its_workers_gather_nothing(
         ("a-file/run.log", "cannot write the log file"),  # its directory would be a regular file
         ("mirror/a.bin", "would overwrite a file of the mirror"),
         ("mirror/.bulkdl/run.log", "which holds the state of the mirror"),
+        ("dangling.log", "cannot write the log file"),  # a symlink into a directory that does not exist
     ],
 )
 def test_an_unusable_log_file_is_one_line_and_exit_2_before_any_request(
     builtin: FaultServer, tmp_path: Path, where: str, says: str
 ) -> None:
     (tmp_path / "a-file").write_text("not a directory")
+    (tmp_path / "dangling.log").symlink_to(tmp_path / "no-such-directory" / "run.log")
     manifest = write_manifest(tmp_path, [builtin.add("a.bin", b"a")])
     done = subprocess.run(
         [sys.executable, "-m", "bulkdl", "run", str(manifest), "--log-file", str(tmp_path / where)],
@@ -152,3 +155,17 @@ def test_help_and_the_readme_list_every_event(capsys: pytest.CaptureFixture[str]
     for kind, keys, _ in log.EVENTS:
         assert kind in shown
         assert f"| `{kind}` | {keys} |" in section, kind
+
+
+def test_a_line_is_never_stamped_before_the_one_above_it() -> None:
+    # A worker's events arrive up to 50 ms late, after lines the parent wrote meanwhile.
+    out = io.StringIO()
+    written = log.Log([(out, "test")])
+    for when, kind in ((1_700_000_000.250, "a"), (1_700_000_000.200, "b"), (1_700_000_001.0004, "c")):
+        written.add(when, kind, None, {})
+    written.flush()
+    assert [e["ts"] for e in _lines(out.getvalue())] == [
+        "2023-11-14T22:13:20.250Z",
+        "2023-11-14T22:13:20.250Z",
+        "2023-11-14T22:13:21.000Z",
+    ]
