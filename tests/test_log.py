@@ -6,8 +6,10 @@ import hashlib
 import io
 import json
 import re
+import signal
 import subprocess
 import sys
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -116,6 +118,26 @@ def test_a_run_without_a_log_writes_none_and_its_workers_gather_nothing(
     # And the same run with a log turns gathering on: the spy would see it.
     assert cli.main(["run", str(manifest), "--force", "--log-file", str(tmp_path / "x.log")]) == 0
     assert configs[-1].events
+
+
+def test_sigterm_still_ends_the_log_with_the_exit_code(builtin: FaultServer, tmp_path: Path) -> None:
+    url = builtin.add("slow.bin", content("slow", 1 * MiB), rate=64 * KiB)  # 16 s: it is running when stopped
+    written = tmp_path / "run.log"
+    argv = [sys.executable, "-m", "bulkdl", "run", str(write_manifest(tmp_path, [url])), "--log-file", str(written)]
+    run = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not (written.exists() and '"file_start"' in written.read_text()):  # written within a poll
+            assert run.poll() is None and time.monotonic() < deadline, "the log never said the file started"
+            time.sleep(0.02)
+        run.send_signal(signal.SIGTERM)
+        code = run.wait(timeout=30)
+    finally:
+        run.kill()
+        run.communicate()
+    events = _lines(written.read_text())
+    assert code == 130 and events[-1]["event"] == "run_end" and events[-1]["exit_code"] == 130
+    assert _one(events, "file_end", "slow.bin")["status"] == "interrupted"
 
 
 @pytest.mark.parametrize(
