@@ -19,6 +19,7 @@ import json
 import sys
 import time
 from collections import Counter
+from json.encoder import encode_basestring_ascii as _string  # json's own (in C): a str as a JSON string
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -60,10 +61,12 @@ class Log:
         self._transferred = 0
 
     def add(self, when: float, kind: str, path: str | None, fields: dict[str, Any]) -> None:
-        head = f'{{"ts":"{self._stamp(when)}","event":"{kind}"'
+        line = f'{{"ts":"{self._stamp(when)}","event":"{kind}"'
         if path is not None:
-            head += ',"path":' + _encode(path)
-        self._lines.append(head + ("," + _encode(fields)[1:] if fields else "}") + "\n")
+            line += ',"path":' + _string(path)
+        for key, value in fields.items():  # keys are ours, plain words: no escaping
+            line += f',"{key}":{_value(value)}'
+        self._lines.append(line + "}\n")
         if len(self._lines) >= _BATCH:
             self.flush()
 
@@ -102,6 +105,18 @@ class Log:
         for stream, _ in self._sinks:
             if stream is not sys.stderr:
                 stream.close()
+
+
+def _value(value: Any) -> str:
+    """``value`` as JSON. Strings, ints and None go the short way: encoding a dict costs 4 us, which 100,000
+    skip lines would feel (0.44 s against 0.1 s)."""
+    if isinstance(value, str):
+        return _string(value)
+    if value is None:
+        return "null"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return int.__repr__(value)
+    return _encode(value)
 
 
 _log: Log | None = None
