@@ -22,6 +22,7 @@ from bulkdl.worker import serve
 
 from .conftest import REPO, cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
+from .test_terminal import _run_in_pty
 
 KiB, MiB = 1024, 1024**2
 _RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
@@ -138,6 +139,21 @@ def test_sigterm_still_ends_the_log_with_the_exit_code(builtin: FaultServer, tmp
     events = _lines(written.read_text())
     assert code == 130 and events[-1]["event"] == "run_end" and events[-1]["exit_code"] == 130
     assert _one(events, "file_end", "slow.bin")["status"] == "interrupted"
+
+
+@pytest.mark.parametrize(("flags", "drawn"), [(["-v"], False), (["--log-file", "run.log"], True)])
+def test_a_log_on_the_terminal_turns_live_progress_off(
+    builtin: FaultServer, tmp_path: Path, flags: list[str], drawn: bool
+) -> None:
+    # Redraws would tear the lines -v writes to the same terminal; a log going to a file leaves progress on.
+    urls = [builtin.add(f"tty{i}.bin", content(f"tty{i}", 2_000_000)) for i in range(3)]
+    builtin.change("tty0.bin", delay=0.6)  # slow enough that the view refreshes at least once
+    manifest = write_manifest(tmp_path, urls, workers=1, defaults={"segments": 1})
+    code, output = _run_in_pty(["run", str(manifest), *flags], tmp_path)
+    assert code == 0, output
+    assert ("all files" in output) is drawn, output
+    logged = [line.strip() for line in output.splitlines() if '"event":' in line]
+    assert len(_lines("\n".join(logged))) == (0 if drawn else 3 * 2 + 2), output  # every line whole
 
 
 @pytest.mark.parametrize(
