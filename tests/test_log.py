@@ -207,3 +207,8 @@ def test_a_line_is_never_stamped_before_the_one_above_it() -> None:
         "2023-11-14T22:13:20.250Z",
         "2023-11-14T22:13:21.000Z",
     ]
+
+
+@pytest.mark.parametrize("value", ['a"\\é\n', "", 0, -3, 2**70, None, True, False, 1.5, 0.1, 1e300, {"new": 3}, [1]])
+def test_each_value_is_written_as_json_reads_it_back(value: Any) -> None:
+    assert json.loads(log._value(value)) == value and type(json.loads(log._value(value))) is type(value)

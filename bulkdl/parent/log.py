@@ -16,6 +16,7 @@ no longer be written is said once on stderr and dropped; the run goes on. Only t
 from __future__ import annotations
 
 import json
+import math
 import sys
 import time
 from collections import Counter
@@ -108,14 +109,17 @@ class Log:
 
 
 def _value(value: Any) -> str:
-    """``value`` as JSON. Strings, ints and None go the short way: encoding a dict costs 4 us, which 100,000
+    """``value`` as JSON. Strings, numbers and None go the short way: encoding a dict costs 4 us, which 100,000
     skip lines would feel (0.44 s against 0.1 s)."""
-    if isinstance(value, str):
+    kind = type(value)  # exact types: a bool is no int here, json spells it true
+    if kind is str:
         return _string(value)
+    if kind is int:
+        return int.__repr__(value)
     if value is None:
         return "null"
-    if isinstance(value, int) and not isinstance(value, bool):
-        return int.__repr__(value)
+    if kind is float and math.isfinite(value):
+        return float.__repr__(value)  # what json writes for one
     return _encode(value)
 
 
