@@ -121,15 +121,24 @@ def test_a_run_without_a_log_writes_none_and_its_workers_gather_nothing(
     assert configs[-1].events
 
 
-def test_sigterm_still_ends_the_log_with_the_exit_code(builtin: FaultServer, tmp_path: Path) -> None:
-    url = builtin.add("slow.bin", content("slow", 1 * MiB), rate=64 * KiB)  # 16 s: it is running when stopped
+def test_sigterm_ends_the_log_with_its_exit_code_and_the_next_run_logs_where_it_resumes(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    data = content("slow", 1 * MiB)
+    url = builtin.add("slow.bin", data, rate=64 * KiB)  # four ranges of 256 KiB, 4 s each: running when stopped
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 4, "min_segment_size": "256KiB"})
     written = tmp_path / "run.log"
-    argv = [sys.executable, "-m", "bulkdl", "run", str(write_manifest(tmp_path, [url])), "--log-file", str(written)]
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--log-file", str(written)]
+    parts = [tmp_path / f"mirror/slow.bin.part{k}" for k in range(4)]
     run = subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stdin=subprocess.DEVNULL)
     try:
         deadline = time.monotonic() + 60
-        while not (written.exists() and '"file_start"' in written.read_text()):  # written within a poll
+        # The log reaches the file while the run goes on (each poll), not only at its end.
+        while not (written.exists() and '"file_start"' in written.read_text() and all(p.exists() for p in parts)):
             assert run.poll() is None and time.monotonic() < deadline, "the log never said the file started"
+            time.sleep(0.02)
+        while not all(p.stat().st_size for p in parts):
+            assert run.poll() is None and time.monotonic() < deadline, "a segment never began"
             time.sleep(0.02)
         run.send_signal(signal.SIGTERM)
         code = run.wait(timeout=30)
@@ -139,6 +148,16 @@ def test_sigterm_still_ends_the_log_with_the_exit_code(builtin: FaultServer, tmp
     events = _lines(written.read_text())
     assert code == 130 and events[-1]["event"] == "run_end" and events[-1]["exit_code"] == 130
     assert _one(events, "file_end", "slow.bin")["status"] == "interrupted"
+
+    have = {k: p.stat().st_size for k, p in enumerate(parts)}
+    builtin.change("slow.bin", rate=None)
+    again = run_cli("run", manifest, "--log-file", written, cwd=tmp_path)
+    assert again.code == 0, again.stderr
+    events = _lines(written.read_text())[len(events) :]  # appended after the first run's
+    assert events[0]["event"] == "run_start" and events[-1]["exit_code"] == 0
+    resumed = {e["segment"]: e["offset"] for e in events if e["event"] == "resume" and e["path"] == "slow.bin"}
+    assert resumed == {k: k * 256 * KiB + n for k, n in have.items() if n < 256 * KiB}, (have, resumed)
+    assert resumed, "no segment was left to resume"
 
 
 @pytest.mark.parametrize(("flags", "drawn"), [(["-v"], False), (["--log-file", "run.log"], True)])
