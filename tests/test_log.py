@@ -160,6 +160,22 @@ def test_sigterm_ends_the_log_with_its_exit_code_and_the_next_run_logs_where_it_
     assert resumed, "no segment was left to resume"
 
 
+def test_verify_repair_logs_its_downloads_as_the_report_names_them(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("fixme", 10 * KiB)
+    manifest = write_manifest(tmp_path, [builtin.add("fixme.bin", data)])
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    (tmp_path / "mirror/fixme.bin").write_bytes(b"x" * len(data))  # bit rot
+    written, report = tmp_path / "verify.log", tmp_path / "verify.json"
+    argv = ["verify", str(manifest), "--repair", "--log-file", str(written), "--report", str(report)]
+    done = subprocess.run([sys.executable, "-m", "bulkdl", *argv], cwd=tmp_path, env=cli_env(), capture_output=True)
+    assert done.returncode == 0, done.stderr
+    events = _lines(written.read_text())
+    assert events[0]["event"] == "run_start" and events[0]["command"] == "verify"
+    end = _one(events, "file_end", "fixme.bin")
+    assert end["status"] == json.loads(report.read_text())["files"][0]["status"] == "repaired"
+    assert end["sha256"] == hashlib.sha256(data).hexdigest() and events[-1]["exit_code"] == 0
+
+
 @pytest.mark.parametrize(("flags", "drawn"), [(["-v"], False), (["--log-file", "run.log"], True)])
 def test_a_log_on_the_terminal_turns_live_progress_off(
     builtin: FaultServer, tmp_path: Path, flags: list[str], drawn: bool

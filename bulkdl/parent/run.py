@@ -105,10 +105,15 @@ def _exists(name: str, directory: int) -> bool:
 
 
 def download(
-    loaded: Manifest, decisions: Sequence[Decision], rows: dict[str, Row], state: State, show_progress: bool
+    loaded: Manifest,
+    decisions: Sequence[Decision],
+    rows: dict[str, Row],
+    state: State,
+    show_progress: bool,
+    repairing: bool = False,
 ) -> tuple[list[FileResult], bool]:
     """Every file's result, and whether a stop (Ctrl-C, SIGTERM) was asked for, even one too late to interrupt
-    any file."""
+    any file. ``repairing``: for verify --repair, whose downloads the log calls repaired, as its report does."""
     results: dict[int, FileResult] = {}
     tasks, skipped = [], []
     revalidating: set[int] = set()  # empty without --revalidate
@@ -137,7 +142,8 @@ def download(
         record(state, result)
         if logging:
             row = rows.get(result.name)
-            log.result(result, status(result, {} if row is None else {row.path: (row.sha256, row.size)}))
+            was = {} if row is None else {row.path: (row.sha256, row.size)}
+            log.result(result, status(result, was, repairing))
 
     def poll() -> None:
         state.commit_if_due()
@@ -171,7 +177,7 @@ def redownload(
     jobs = {job.index: job for job in loaded.jobs}
     broken = replace(loaded, jobs=tuple(jobs[r.index] for r in found))
     decisions = [Decision(DOWNLOAD, f"verify found it {r.status}") for r in found]
-    done, stopped = download(broken, decisions, {}, state, show_progress)
+    done, stopped = download(broken, decisions, {}, state, show_progress, repairing=True)
     results = {r.index: r for r in done}
     repaired = []
     for before in found:
