@@ -247,3 +247,21 @@ def test_a_line_is_never_stamped_before_the_one_above_it() -> None:
 @pytest.mark.parametrize("value", ['a"\\é\n', "", 0, -3, 2**70, None, True, False, 1.5, 0.1, 1e300, {"new": 3}, [1]])
 def test_each_value_is_written_as_json_reads_it_back(value: Any) -> None:
     assert json.loads(log._value(value)) == value and type(json.loads(log._value(value))) is type(value)
+
+
+class _Full(io.StringIO):
+    def write(self, text: str) -> int:
+        raise OSError(28, "No space left on device")
+
+
+def test_a_log_that_cannot_be_written_any_more_is_said_once_and_dropped(capsys: pytest.CaptureFixture[str]) -> None:
+    kept = io.StringIO()
+    written = log.Log([(_Full(), "the log file full.log"), (kept, "the other")])
+    for when in (1.0, 2.0):
+        written.add(when, "skip", "a.bin", {"reason": "unchanged: test"})
+        written.flush()  # the first flush fails on the full one; the second no longer tries it
+    said = capsys.readouterr().err.splitlines()
+    assert said == [
+        "bulkdl: cannot write the log file full.log any more (No space left on device); the run goes on without it"
+    ]
+    assert len(_lines(kept.getvalue())) == 2, "the other sink lost lines"
