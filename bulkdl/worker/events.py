@@ -12,6 +12,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from ..credentials import redact_url
+
 # (seconds since the epoch, event kind, its fields): plain data, as everything crossing to the parent is.
 Event = tuple[float, str, dict[str, Any]]
 # One file's events: ``tell(kind, **fields)``, the file's path (and scrubbing of its secrets) added by fetch.py.
@@ -40,3 +42,15 @@ def on() -> bool:
 
 def silent(kind: str, **fields: Any) -> None:
     """A Tell that tells nobody: for code that runs without a file's teller (tests, tools)."""
+
+
+def retries(tell: Tell, source: Callable[[], str]) -> Callable[[str, float, int], None] | None:
+    """What tells ``tell`` of each retry (retry.retrying's on_retry) of ``source()``: the URL it asked, which a
+    mirror's drop may change between attempts. None when no log gathers events."""
+    if _sink is None:
+        return None
+
+    def told(reason: str, delay: float, failures: int) -> None:
+        tell("retry", url=redact_url(source()), reason=reason, delay=round(delay, 3), attempt=failures)
+
+    return told

@@ -82,7 +82,7 @@ class Transfer:
             self.policy,
             Halt(self.stop),
             self.retried,
-            self._retry_told(lambda: source),
+            events.retries(self.tell, lambda: source),
         )
 
     def run(self, current: Plan, probe: Handoff | None, assembly: Assembly) -> Plan:
@@ -179,18 +179,8 @@ class Transfer:
             self.policy,
             halt,
             self.retried,
-            self._retry_told(lambda: self._asked.get(index, current.url)),
+            events.retries(self.tell, lambda: self._asked.get(index, current.url)),
         )
-
-    def _retry_told(self, source: Callable[[], str]) -> Callable[[str, float, int], None] | None:
-        """What tells the run's log of a retry of ``source()``; None when no log gathers events."""
-        if not events.on():
-            return None
-
-        def told(reason: str, delay: float, failures: int) -> None:
-            self.tell("retry", url=redact_url(source()), reason=reason, delay=round(delay, 3), attempt=failures)
-
-        return told
 
     def _split(self, new: Segment, table: tuple[Segment, ...]) -> None:
         """Record a steal (parts.py), then tell the log which range was cut."""
