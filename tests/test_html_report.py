@@ -7,10 +7,8 @@ from __future__ import annotations
 import hashlib
 import os
 import shutil
-import struct
 import subprocess
 import sys
-import zlib
 from collections.abc import Iterator
 from html.parser import HTMLParser
 from pathlib import Path
@@ -19,6 +17,7 @@ import pytest
 
 from bulkdl.parent.report import html
 
+from . import cdp, png
 from .conftest import cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
 
@@ -32,9 +31,9 @@ _ELEMENTS = frozenset(("html", "head", "body", "meta", "title", "style", "script
 _ELEMENTS |= {"p", "dl", "dt", "dd", "table", "thead", "tbody", "tr", "th", "td"}
 
 
-def _chromium(tmp_path: Path, page: Path, *how: str, fragment: str = "") -> subprocess.CompletedProcess[str]:
+def _argv(tmp_path: Path) -> list[str]:
     assert CHROMIUM is not None, "chromium is not installed; .ci/run must install it"
-    argv = [
+    return [
         CHROMIUM,
         "--headless",
         "--no-sandbox",
@@ -48,15 +47,21 @@ def _chromium(tmp_path: Path, page: Path, *how: str, fragment: str = "") -> subp
         f"--user-data-dir={tmp_path / 'chromium'}",
         "--enable-logging=stderr",
         "--v=0",
-        *how,
-        page.as_uri() + fragment,
     ]
+
+
+def _chromium(tmp_path: Path, page: Path, *how: str, fragment: str = "") -> subprocess.CompletedProcess[str]:
+    argv = [*_argv(tmp_path), *how, page.as_uri() + fragment]
     done = subprocess.run(argv, capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL)
     assert done.returncode == 0, done.stderr
-    # Each console message of the page is logged as INFO:CONSOLE; the page has none to say, errors least.
-    console = [line for line in done.stderr.splitlines() if ":CONSOLE" in line or "Uncaught" in line]
-    assert not console, console
+    _no_console_message(done.stderr.splitlines())
     return done
+
+
+def _no_console_message(log: list[str]) -> None:
+    # Each console message of the page is logged as INFO:CONSOLE; the page has none to say, errors least.
+    console = [line for line in log if ":CONSOLE" in line or "Uncaught" in line]
+    assert not console, console
 
 
 class _Tables(HTMLParser):
@@ -136,7 +141,7 @@ def report(builtin: FaultServer, tmp_path: Path) -> Iterator[Path]:
 def test_the_page_renders_its_verdict_in_chromium(report: Path, tmp_path: Path) -> None:
     shot = tmp_path / "shot.png"
     _chromium(tmp_path, report, "--window-size=1000,700", f"--screenshot={shot}")
-    width, height, pixels = _png_pixels(shot.read_bytes(), 200)  # the verdict and the run's figures are there
+    width, height, pixels = png.pixels(shot.read_bytes(), 200)  # the verdict and the run's figures are there
     assert (width, height) == (1000, 700)
     colours = set(pixels)
     assert len(colours) > 20, "a blank page, or one without text"
@@ -179,6 +184,29 @@ def test_the_address_sorts_every_table_with_that_column(
             column = [k for k, _ in tables.heads[name]].index("size")
             sizes = [_parse_size(r[column]) for r in rows]
             assert sizes == sorted(sizes, reverse=True) and sizes != sorted(sizes)
+
+
+@needs_chromium
+def test_a_click_on_a_header_sorts_by_it_and_a_second_click_reverses(report: Path, tmp_path: Path) -> None:
+    """Through the DevTools protocol: a mouse press and release over the header, as a user clicks."""
+    page = cdp.Page(_argv(tmp_path), report.as_uri())
+    sizes = "Array.from(document.querySelectorAll('#changed-files tbody td.n')).map(c => Number(c.dataset.v))"
+    head = '#changed-files th[data-key="size"]'
+    try:
+        page.wait_for("document.readyState === 'complete' && document.querySelectorAll('#changed-files tr').length")
+        before = page.evaluate(sizes)
+        assert len(before) == 2
+        page.click(head)
+        page.wait_for(f"document.querySelector('{head}').getAttribute('aria-sort') === 'ascending'")
+        assert page.evaluate("location.hash") == "#sort=size"
+        assert page.evaluate(sizes) == sorted(before)
+        page.click(head)
+        page.wait_for(f"document.querySelector('{head}').getAttribute('aria-sort') === 'descending'")
+        assert page.evaluate("location.hash") == "#sort=-size"
+        assert page.evaluate(sizes) == sorted(before, reverse=True) != before
+    finally:
+        page.close()
+    _no_console_message(page.log)
 
 
 def test_the_page_loads_nothing_and_escapes_what_it_shows() -> None:
@@ -259,43 +287,14 @@ def _parse_size(text: str) -> float:
     return float(number) * {"B": 1, "KiB": 1024, "MiB": 1024**2}[unit]
 
 
-def _png_pixels(data: bytes, rows: int) -> tuple[int, int, list[tuple[int, int, int]]]:
-    """The RGB pixels of the first ``rows`` rows of an 8-bit RGB or RGBA PNG (what chromium writes), decoded
-    here: no imaging library."""
-    assert data[:8] == b"\x89PNG\r\n\x1a\n"
-    chunks, at = {}, 8
-    idat = b""
-    while at < len(data):
-        length, kind = struct.unpack(">I4s", data[at : at + 8])
-        body = data[at + 8 : at + 8 + length]
-        if kind == b"IDAT":
-            idat += body
-        chunks[kind] = body
-        at += 12 + length
-    width, height, depth, colour = struct.unpack(">IIBB", chunks[b"IHDR"][:10])
-    assert depth == 8 and colour in (2, 6), (depth, colour)
-    step = 3 if colour == 2 else 4
-    raw, stride = zlib.decompress(idat), width * step
-    previous, pixels = bytearray(stride), []
-    for y in range(min(rows, height)):
-        kind, line = raw[y * (stride + 1)], bytearray(raw[y * (stride + 1) + 1 : (y + 1) * (stride + 1)])
-        _unfilter(kind, line, previous, step)
-        pixels += [tuple(line[x : x + 3]) for x in range(0, stride, step)]
-        previous = line
-    return width, height, pixels  # type: ignore[return-value]
-
-
-def _unfilter(kind: int, line: bytearray, above: bytearray, step: int) -> None:
-    for i in range(len(line)):
-        left = line[i - step] if i >= step else 0
-        up, corner = above[i], above[i - step] if i >= step else 0
-        if kind == 1:
-            line[i] = (line[i] + left) & 0xFF
-        elif kind == 2:
-            line[i] = (line[i] + up) & 0xFF
-        elif kind == 3:
-            line[i] = (line[i] + (left + up) // 2) & 0xFF
-        elif kind == 4:
-            guess = left + up - corner
-            pa, pb, pc = abs(guess - left), abs(guess - up), abs(guess - corner)
-            line[i] = (line[i] + (left if pa <= pb and pa <= pc else up if pb <= pc else corner)) & 0xFF
+def test_verify_writes_its_page_too(builtin: FaultServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, [builtin.add("a.bin", b"a" * 100), builtin.add("b.bin", b"b" * 50)])
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    (tmp_path / "mirror/b.bin").write_bytes(b"B" * 50)  # corrupt
+    page = tmp_path / "verify.html"
+    done = run_cli("verify", manifest, "--html-report", page, cwd=tmp_path)
+    assert done.code == 1, done.stderr
+    tables = _tables(page.read_text())
+    assert tables.h1 == done.stdout.splitlines()[-1], "the page's verdict is the summary's"
+    assert [row[:2] for row in tables.rows["failed-files"]] == [["b.bin", "corrupt"]]
+    assert [row[:2] for row in tables.rows["unchanged-files"]] == [["a.bin", "verified"]]
