@@ -18,7 +18,7 @@ from typing import Any
 
 from . import __version__, helptext
 from .commands.check import check_command
-from .commands.finish import CHANGES, FULL, report_failure
+from .commands.finish import CHANGES, FULL, html_failure, report_failure
 from .commands.run import run_command
 from .commands.verify import verify_command
 from .errors import INTERNAL, INTERRUPTED, BulkdlError, ManifestError, UnsafeOutput, UsageError
@@ -103,6 +103,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--limit-rate", type=_rate, metavar="RATE", help="bytes a second for the whole run, e.g. 50M")
     run.add_argument("--segments", type=_count(1, 64), help="maximum segment threads per file")
     run.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
+    run.add_argument("--html-report", type=Path, metavar="FILE.html", help=_HTML_REPORT)
     run.add_argument(
         "--checksums-file",
         type=Path,
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify_.add_argument("--dest", type=Path, help="destination directory (overrides the manifest's dest)")
     verify_.add_argument("--workers", type=_count(1, 256), help="hashing threads (default: one per core)")
     verify_.add_argument("--report", type=Path, metavar="FILE.json", help="also write a JSON report here")
+    verify_.add_argument("--html-report", type=Path, metavar="FILE.html", help=_HTML_REPORT)
     verify_.add_argument(
         "--repair", action="store_true", help="then download the corrupt and missing files again (uses the network)"
     )
@@ -165,6 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 _MANIFEST = "the manifest: a YAML file listing the files (see the README)"
+_HTML_REPORT = "also write the report as one self-contained web page here, tables sortable by column"
 
 
 def _help(command: str) -> dict[str, Any]:
@@ -304,11 +307,12 @@ def _run(args: argparse.Namespace, began: datetime) -> int:
 
 
 def _failed_early(args: argparse.Namespace, began: datetime, code: int, error: tuple[str, str]) -> int:
-    """A command that stopped before it could report on its files still replaces the --report an earlier
-    one left: with no files, its exit code and why (jsonreport.py)."""
-    report: Path | None = getattr(args, "report", None)
-    if report is not None:
-        report_failure(report, Header(args.command, args.manifest.absolute(), began, code, error))
+    """A command that stopped before it could report on its files still replaces the --report (and the
+    --html-report) an earlier one left: with no files, its exit code and why (jsonreport.py)."""
+    written = ((getattr(args, "report", None), report_failure), (getattr(args, "html_report", None), html_failure))
+    for path, write in written:
+        if path is not None:
+            write(path, Header(args.command, args.manifest.absolute(), began, code, error))
     return code
 
 

@@ -57,6 +57,7 @@ def run_command(args: argparse.Namespace) -> int:
         return EXIT_OK
     # What the run writes besides the mirror: each checked before anything is fetched, never onto the mirror.
     written = [(args.report, "the report"), (args.changes, "the changes file"), (loaded.trace, "the trace")]
+    written.append((args.html_report, "the HTML report"))
     for target, what in [*written, (loaded.checksums_file, "the checksums file")]:
         outputs.check(loaded, target, what)
     log.start(args.verbose, args.log_file, loaded, "run")
@@ -84,7 +85,10 @@ def run_command(args: argparse.Namespace) -> int:
                 unwritten.append(f"{what} {path}")
         about = replace(about, stopped=stopped, left=_left(loaded, results), refused=pruned.refused)
         elapsed = time.monotonic() - started
-        outcome.code = finish(results, elapsed, args.report, about, outcome.earlier, " and ".join(unwritten) or None)
+        unsaid = " and ".join(unwritten) or None
+        outcome.code = finish(
+            results, elapsed, args.report, about, outcome.earlier, unsaid, html_report=args.html_report
+        )
     return outcome.code
 
 

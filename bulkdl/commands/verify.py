@@ -24,6 +24,7 @@ def verify_command(args: argparse.Namespace) -> int:
     overrides = Overrides(dest=args.dest, workers=args.workers, ca_bundle=args.ca_bundle)
     loaded = manifest.load(args.manifest, overrides)
     outputs.check(loaded, args.report, "the report")
+    outputs.check(loaded, args.html_report, "the HTML report")
     log.start(args.verbose, args.log_file, loaded, "verify")
     about = make_about("bulkdl verify --repair" if args.repair else "bulkdl verify", loaded, args, began, args.repair)
     rows = read_recorded(loaded.dest)
@@ -34,7 +35,8 @@ def verify_command(args: argparse.Namespace) -> int:
         results, stopped = _act_on(loaded, results, found, rows, args.repair, args.quiet)
     about = replace(about, stopped=stopped)
     # It downloads only to repair: no earlier rows to compare with.
-    return finish(results, time.monotonic() - started, args.report, about, {}, command="verify")
+    elapsed = time.monotonic() - started
+    return finish(results, elapsed, args.report, about, {}, command="verify", html_report=args.html_report)
 
 
 def _act_on(

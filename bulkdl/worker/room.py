@@ -39,11 +39,34 @@ def check(directory: Path, size: int | None, have: int, parts: int, max_size: in
     needed = size - have + (size if parts > 1 else 0)
     free = _admit(directory, needed)
     if free is not None:
-        raise LocalError(
-            f"not enough space: needs {format_size(needed)}, {format_size(free)} free"
-            + (" (its parts and the assembled copy coexist until the rename)" if parts > 1 else ""),
-            DISK_FULL,
-        )
+        raise LocalError(_refusal(directory, size, have, parts, needed, free), DISK_FULL)
+
+
+def _refusal(directory: Path, size: int, have: int, parts: int, needed: int, free: int) -> str:
+    """Why a file does not fit, with the figures, and what to do about it.
+
+    A file in several parts (segments, or a big file's chunks) is on disk twice at its peak: the assembly
+    copies every part into the file it renames into place, and only then removes the parts. One part is
+    renamed into place itself. ``segments: 1`` alone is not one part: a file larger than chunk_size still
+    comes in chunks of it.
+    """
+    on_disk = f", {format_size(have)} of it on disk already" if have else ""
+    head = f"not enough space: needs {format_size(needed)}, {format_size(free)} free in {directory}"
+    todo = f"free {format_size(needed - free)} more there"
+    if parts == 1:
+        return f"{head}: the file is {format_size(size)}{on_disk}; {todo}"
+    why = (
+        f"in {parts} parts the file is on disk twice until it is renamed into place, as its parts "
+        f"({format_size(size)}{on_disk}) and as the assembled copy ({format_size(size)})"
+    )
+    if have:  # a resume goes on with the parts it has, whatever the manifest now says
+        return f"{head}: {why}; {todo}"
+    unit, name = (2**30, "GiB") if size >= 2**30 else (2**20, "MiB")
+    whole = f"chunk_size: {-(-size // unit)}{name}"  # rounded up: not below the file's size
+    return (
+        f"{head}: {why}; {todo}, or give this file segments: 1 and {whole}: in one part it is renamed into "
+        f"place without a copy and needs {format_size(size)}"
+    )
 
 
 def _admit(directory: Path, needed: int) -> int | None:
