@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 
 from ..values import FileResult, Job, Status
 from ..worker import limits, parts
-from . import upstream
+from . import executor, upstream
 from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
-from .pool import Batch
 from .report.progress import ProgressView
 from .state import Row, State
 
@@ -132,7 +131,8 @@ def download(
         view.finished(result)
         record(state, result)
 
-    batch = Batch(min(loaded.workers, len(tasks)), replace(loaded.budget, hosts=_origins(job for job, _ in tasks)))
+    budget = replace(loaded.budget, hosts=_origins(job for job, _ in tasks))
+    batch = executor.start(min(loaded.workers, len(tasks)), budget, loaded.scheduler, loaded.dest)
     try:
         with view:
             stopped = batch.run(tasks, view.tick, finished, state.commit_if_due)
