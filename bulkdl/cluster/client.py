@@ -21,6 +21,7 @@ the local pool's grace period is cancelled and reported interrupted, as the loca
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import secrets
 import signal
@@ -33,6 +34,8 @@ from types import FrameType
 from typing import Any
 from urllib.parse import urlsplit
 
+import dask.config
+from dask.utils import parse_timedelta
 from distributed import Client, Event, Future, KilledWorker, as_completed
 
 from ..errors import INTERNAL, WORKER_DIED, ClusterError, DestNotShared, SchedulerLost, SchedulerUnreachable
@@ -45,7 +48,6 @@ from .task import Config
 
 GRACE_SECONDS = 1.5  # as the local pool's: how long stopping files get to hand their results back
 MAX_BATCH = 32  # files per task, at most: the scheduler's per-task cost is milliseconds, a file's far more
-_CONNECT = 10.0  # seconds to reach the scheduler, and for a first worker to be there
 _POLL_SECONDS = 0.05
 OUT_OF_TIME = "the run's time budget (--max-duration) ran out; the next run fetches it, from its parts if any"
 
@@ -69,8 +71,14 @@ class DaskExecutor:
     def __init__(self, address: str, budget: Budget, dest: Path) -> None:
         self._address, self._budget, self._dest = address, budget, dest
         self._run = secrets.token_hex(8)
+        # bulkdl says itself what went wrong, in one line: Dask's own log (a lost scheduler is an ERROR with a
+        # traceback, and another as the client closes) would bury it.
+        for name in ["distributed", *logging.root.manager.loggerDict]:
+            if name.split(".")[0] == "distributed":  # Dask's logging config sets some of them one by one
+                logging.getLogger(name).setLevel(logging.CRITICAL)
         try:
-            self._client = Client(address, timeout=_CONNECT, set_as_default=False)
+            # How long to try: Dask's own distributed.comm.timeouts.connect (30 s unless configured).
+            self._client = Client(address, set_as_default=False)
         except (OSError, TimeoutError, ValueError) as exc:
             raise SchedulerUnreachable(
                 f"no Dask scheduler answers at {address} ({exc}); start one with `dask scheduler` "
@@ -99,12 +107,13 @@ class DaskExecutor:
         for batch in batches(listed, sum(threads.values())):
             key = f"bulkdl-{self._run}-{batch[0][0].index}"
             self._futures[self._client.submit(task.run_batch, config, batch, key=key, pure=False)] = batch
-        done = as_completed(list(self._futures), loop=self._client.loop)
+        # Results are fetched in the background: a result on its way when the scheduler goes cannot block the loop.
+        done = as_completed(list(self._futures), with_results=True, raise_errors=False, loop=self._client.loop)
         with self._signals_deferred():
             while open_:
                 self._mind_the_stop(open_, on_result)
-                for future in done.next_batch(block=False) if done.has_ready() else ():
-                    self._collect(future, open_, on_result)
+                for future, outcome in done.next_batch(block=False) if done.has_ready() else ():
+                    self._collect(future, outcome, open_, on_result)
                 if open_ and self._client.status != "running":
                     raise self._lost(len(open_))
                 on_poll()
@@ -114,7 +123,7 @@ class DaskExecutor:
     def _workers(self) -> dict[str, int]:
         """Each worker's address and threads; waits a little for a first one."""
         try:
-            self._client.wait_for_workers(1, timeout=_CONNECT)
+            self._client.wait_for_workers(1, timeout=_connect_timeout())
         except TimeoutError:
             raise ClusterError(
                 f"the Dask scheduler at {self._address} has no workers; start them with `dask worker {self._address}`"
@@ -157,23 +166,31 @@ class DaskExecutor:
             for path in paths:
                 path.unlink(missing_ok=True)
 
-    def _collect(self, future: Future[Any], open_: dict[int, Job], on_result: Callable[[FileResult], None]) -> None:
-        batch = self._futures.pop(future)
+    def _collect(
+        self, future: Future[Any], outcome: Any, open_: dict[int, Job], on_result: Callable[[FileResult], None]
+    ) -> None:
+        """Hand on the results of one task: its own, or what its end means for each of its files."""
+        batch = self._futures.pop(future, None)
+        if batch is None:  # cancelled after the grace period, and collected then
+            return
         jobs = [job for job, _ in batch if job.index in open_]
         if future.status == "finished":
-            results = future.result()
-        elif future.status == "error":
+            results = outcome
+        elif future.status == "error":  # its exception is here already (outcome holds it as an exc_info)
             results = [_failed(job, future.exception()) for job in jobs]
-        elif self._stopping:  # cancelled after the grace period
+        elif self._stopping:  # cancelled by a stop
             results = [not_started(job, "stopped") for job in jobs]
         else:
             raise self._lost(len(open_))
         for result in results:
             if result.index in open_:
                 del open_[result.index]
-                if self._out_of_time and result.status == Status.INTERRUPTED:
-                    result = replace(result, notes=(*result.notes, OUT_OF_TIME))
-                on_result(result)
+                on_result(self._noted(result))
+
+    def _noted(self, result: FileResult) -> FileResult:
+        if self._out_of_time and result.status == Status.INTERRUPTED:
+            return replace(result, notes=(*result.notes, OUT_OF_TIME))
+        return result
 
     def _lost(self, left: int) -> SchedulerLost:
         return SchedulerLost(
@@ -191,8 +208,11 @@ class DaskExecutor:
             self._stop(at_once=self._stopping)
         if self._grace_ends is not None and time.monotonic() >= self._grace_ends:
             self._client.cancel(list(self._futures), force=True)
-            for future in list(self._futures):
-                self._collect(future, open_, on_result)
+            for batch in self._futures.values():  # what they had done is lost with them, parts kept
+                for job in (job for job, _ in batch if job.index in open_):
+                    del open_[job.index]
+                    on_result(self._noted(not_started(job, "stopped")))
+            self._futures.clear()
 
     def _stop(self, at_once: bool = False) -> None:
         if not self._stopping:
@@ -228,6 +248,10 @@ class DaskExecutor:
                 self._event.set()
                 self._client.cancel(list(self._futures), force=True)
             self._client.close(timeout=2)
+
+
+def _connect_timeout() -> float:
+    return float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s"))
 
 
 def _read(path: Path) -> str | None:
