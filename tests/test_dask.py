@@ -164,8 +164,9 @@ def test_a_worker_killed_mid_run_leaves_every_file_correct(
     assert {f["path"]: f["status"] for f in report["files"]} == dict.fromkeys(data, "new")
     for name, blob in data.items():
         assert _sha256(tmp_path / "mirror" / name) == hashlib.sha256(blob).hexdigest()
-    resumed = [r.range for r in builtin.requests("s0") if r.range and not r.range.startswith("bytes=0-")]
-    assert resumed, [(r.range, r.status, r.sent) for r in builtin.requests("s0")]
+    # The rescheduled task resumed s0 from its part: it received less than the whole file.
+    s0 = next(f for f in report["files"] if f["path"] == "s0")
+    assert 0 < s0["transferred"] < size, s0
 
 
 def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
@@ -351,7 +352,7 @@ def test_batches_group_files_by_origin_host_and_stay_small() -> None:
         return Job(i, url, url, (), f"f{i}", (), REPO / f"f{i}", None, (), Settings())
 
     urls = [f"http://{'a' if i % 3 else 'b'}.example:80{i % 2}/f{i}" for i in range(300)]
-    cut = batches([(job(i, u), None) for i, u in enumerate(urls)], slots=2)
+    cut = batches([(job(i, u), None) for i, u in enumerate(urls)], slots=1)
     assert all(len({urlsplit(t[0].url).netloc for t in batch}) == 1 for batch in cut)
     assert max(len(batch) for batch in cut) <= MAX_BATCH
     assert sorted(t[0].index for batch in cut for t in batch) == list(range(300))
