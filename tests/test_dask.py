@@ -113,9 +113,23 @@ def test_a_hundred_files_report_as_a_local_run_does(builtin: FaultServer, client
     assert {f["status"] for f in again.report["files"] if f["path"] not in ("missing", "bad")} == {"not modified"}
 
 
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """A test that fails half-way leaves no bulkdl running on into the next one."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
 def _start(manifest: Path, scheduler: str, cwd: Path) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--scheduler", scheduler]
-    return subprocess.Popen(
+    process = subprocess.Popen(
         [*argv, "--report", str(cwd / "report.json")],
         cwd=cwd,
         stdout=subprocess.PIPE,
@@ -124,6 +138,8 @@ def _start(manifest: Path, scheduler: str, cwd: Path) -> subprocess.Popen[str]:
         env=cli_env(),
         stdin=subprocess.DEVNULL,
     )
+    _started.append(process)
+    return process
 
 
 def _finish(process: subprocess.Popen[str], cwd: Path) -> tuple[int, str, dict[str, Any]]:
@@ -179,7 +195,8 @@ def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, cl
         _kill_the_worker_running(client, 0)
     code, stderr, report = _finish(process, tmp_path)
     statuses = {f["path"]: (f["outcome"], f["code"]) for f in report["files"]}
-    assert statuses == {"doomed": ("failed", "worker_died"), **{f"fine{i}": ("downloaded", None) for i in range(3)}}
+    expected = {"doomed": ("failed", "worker_died"), **{f"fine{i}": ("downloaded", None) for i in range(3)}}
+    assert statuses == expected, (report["error"], stderr)
     assert code == 1 and "Traceback" not in stderr
     assert "died" in next(f["error"] for f in report["files"] if f["path"] == "doomed")
     assert list((tmp_path / "mirror").glob("doomed.part*")), "the parts of a failed file are kept for the next run"

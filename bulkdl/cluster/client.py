@@ -149,8 +149,8 @@ class DaskExecutor:
             )
             for i, (address, path) in enumerate(zip(workers, paths, strict=True))
         ]
-        try:
-            problems = self._client.gather(futures, errors="raise")
+        try:  # with a timeout: a task pinned to a worker that left would wait for it for ever
+            problems = [future.result(timeout=_connect_timeout()) for future in futures]
         except Exception as exc:  # a worker gone meanwhile, or the scheduler: say it plainly
             raise ClusterError(f"the Dask workers could not check dest: {type(exc).__name__}: {exc}") from None
         try:
@@ -186,6 +186,9 @@ class DaskExecutor:
             if result.index in open_:
                 del open_[result.index]
                 on_result(self._noted(result))
+        for job in (job for job in jobs if job.index in open_):  # a task that forgot one must not hang the run
+            del open_[job.index]
+            on_result(_failed(job, RuntimeError("its task returned no result for it")))
 
     def _noted(self, result: FileResult) -> FileResult:
         if self._out_of_time and result.status == Status.INTERRUPTED:

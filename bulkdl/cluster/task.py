@@ -70,6 +70,10 @@ def stop_event_name(run: str) -> str:
     return f"bulkdl-{run}-stop"
 
 
+def probe_path(dest: Path, token: str) -> Path:
+    return dest / ".bulkdl" / f"shared-probe-{token}"
+
+
 def probe(path: str, token: str) -> str | None:
     """Write ``token`` at ``path`` (in dest/.bulkdl/, which the client made); None, or why it could not."""
     try:
@@ -161,11 +165,11 @@ class _Permits(limits.Shared):
             raise
 
     def release(self, key: str) -> None:
-        try:
-            self._total.release()
-            self._semaphore(key, self.budget.per_host).release()
-        finally:
-            super().release(key)
+        # A lease the scheduler cannot be told of (it is gone) lapses there by itself after its lease timeout.
+        for semaphore in (self._total, self._semaphore(key, self.budget.per_host)):
+            with contextlib.suppress(Exception):
+                semaphore.release()
+        super().release(key)
 
     def surplus(self, key: str) -> bool:
         return True  # who waits for a lease is on other machines: every connection idle past the grace goes
@@ -176,10 +180,15 @@ class _Permits(limits.Shared):
 
 
 def _lease(semaphore: Semaphore, stop: StopFlag, meanwhile: Callable[[], None]) -> None:
-    while not semaphore.acquire(timeout=_LEASE_WAIT):
-        meanwhile()
-        if stop.is_set():
-            raise Cancelled
+    try:
+        while not semaphore.acquire(timeout=_LEASE_WAIT):
+            meanwhile()
+            if stop.is_set():
+                raise Cancelled
+    except Cancelled:
+        raise
+    except Exception:  # the scheduler that counts the leases is gone, and with it the run: stop, parts kept
+        raise Cancelled from None
 
 
 class _Run:
@@ -256,7 +265,3 @@ def _joined(config: Config) -> Iterator[_Run]:
                 _current = None
                 run.end()
                 _lock.notify_all()
-
-
-def probe_path(dest: Path, token: str) -> Path:
-    return dest / ".bulkdl" / f"shared-probe-{token}"
