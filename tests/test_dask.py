@@ -147,17 +147,19 @@ def _finish(process: subprocess.Popen[str], cwd: Path) -> tuple[int, str, dict[s
     return process.returncode, stderr, json.loads((cwd / "report.json").read_text())
 
 
-def _kill_the_worker_running(client: Client, first: int) -> None:
-    """SIGKILL the worker process whose only task is the batch that starts with the file ``first``."""
+def _kill_the_worker_running(client: Client, first: int, alone: bool = False) -> None:
+    """SIGKILL the worker process running the batch that starts with the file ``first`` (``alone``: and no
+    other task, which would die with it too)."""
     key = re.compile(rf"bulkdl-[0-9a-f]+-{first}")
 
-    def alone() -> str | None:
+    def running() -> str | None:
         for address, keys in client.processing().items():
-            if keys and all(key.fullmatch(str(k)) for k in keys):
+            mine = [k for k in keys if key.fullmatch(str(k))]
+            if mine and (not alone or len(mine) == len(keys)):
                 return str(address)
         return None
 
-    address = _until(alone, f"a worker running only the task of file {first}")
+    address = _until(running, f"a worker running the task of file {first}")
     pid = client.run(os.getpid, workers=[address])[address]
     os.kill(pid, signal.SIGKILL)
     _until(lambda: address not in client.scheduler_info()["workers"], "the scheduler to notice the death")
@@ -166,9 +168,9 @@ def _kill_the_worker_running(client: Client, first: int) -> None:
 def test_a_worker_killed_mid_run_leaves_every_file_correct(
     builtin: FaultServer, client: Client, tmp_path: Path
 ) -> None:
-    size = 1024 * 1024
+    size = 2 * 1024 * 1024
     data = {f"s{i}": content(f"s{i}", size) for i in range(4)}
-    urls = [builtin.add(name, blob, rate=512 * 1024) for name, blob in data.items()]  # 2 s a file
+    urls = [builtin.add(name, blob, rate=512 * 1024) for name, blob in data.items()]  # 4 s a file
     # Above one minimal segment, a file has a sidecar and is resumed rather than fetched again (fetch.py).
     manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
     process = _start(manifest, client.scheduler.address, tmp_path)
@@ -192,7 +194,7 @@ def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, cl
     process = _start(manifest, client.scheduler.address, tmp_path)
     _until(lambda: builtin.peak("doomed"), "doomed to start")
     for _ in range(2):  # allowed-failures is 1: the second death is KilledWorker
-        _kill_the_worker_running(client, 0)
+        _kill_the_worker_running(client, 0, alone=True)
     code, stderr, report = _finish(process, tmp_path)
     statuses = {f["path"]: (f["outcome"], f["code"]) for f in report["files"]}
     expected = {"doomed": ("failed", "worker_died"), **{f"fine{i}": ("downloaded", None) for i in range(3)}}

@@ -91,6 +91,7 @@ class DaskExecutor:
         self._stopping = False
         self._out_of_time = False
         self._grace_ends: float | None = None
+        self._done: Any = None  # the as_completed of the run's tasks
 
     def run(
         self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None], on_poll: Callable[[], None]
@@ -109,6 +110,7 @@ class DaskExecutor:
             self._futures[self._client.submit(task.run_batch, config, batch, key=key, pure=False)] = batch
         # Results are fetched in the background: a result on its way when the scheduler goes cannot block the loop.
         done = as_completed(list(self._futures), with_results=True, raise_errors=False, loop=self._client.loop)
+        self._done = done
         with self._signals_deferred():
             while open_:
                 self._mind_the_stop(open_, on_result)
@@ -174,7 +176,13 @@ class DaskExecutor:
         if batch is None:  # cancelled after the grace period, and collected then
             return
         jobs = [job for job, _ in batch if job.index in open_]
-        if future.status == "finished":
+        again = future.status != "cancelled" and not _over(future, outcome)
+        if again and not self._stopping and self._client.status == "running":
+            # Its result was lost with the worker that held it (or is being fetched again): Dask computes it again.
+            self._futures[future] = batch
+            self._done.add(future)
+            return
+        if future.status == "finished" and isinstance(outcome, list):
             results = outcome
         elif future.status == "error":  # its exception is here already (outcome holds it as an exc_info)
             results = [_failed(job, future.exception()) for job in jobs]
@@ -251,6 +259,11 @@ class DaskExecutor:
                 self._event.set()
                 self._client.cancel(list(self._futures), force=True)
             self._client.close(timeout=2)
+
+
+def _over(future: Future[Any], outcome: Any) -> bool:
+    """Whether the task has ended for good: with its results in hand, or with an error."""
+    return (future.status == "finished" and isinstance(outcome, list)) or future.status == "error"
 
 
 def _connect_timeout() -> float:
