@@ -21,7 +21,7 @@ from .commands.check import check_command
 from .commands.finish import CHANGES, FULL, html_failure, report_failure
 from .commands.run import run_command
 from .commands.verify import verify_command
-from .errors import INTERNAL, INTERRUPTED, BulkdlError, ManifestError, UnsafeOutput, UsageError
+from .errors import INTERNAL, INTERRUPTED, BulkdlError, ClusterError, ManifestError, UnsafeOutput, UsageError
 from .exitcodes import EXIT_CODES as EXIT_CODES
 from .exitcodes import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_LOCKED, EXIT_OK, EXIT_USAGE
 from .exitcodes import EXIT_OUT_OF_TIME as EXIT_OUT_OF_TIME
@@ -66,6 +66,13 @@ def _max_delete(text: str) -> prune.Cap:
 def _duration(text: str) -> float:
     try:
         return duration(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _scheduler(text: str) -> str:
+    try:
+        return schema.scheduler(text)
     except ValueError as exc:
         raise argparse.ArgumentTypeError(str(exc)) from None
 
@@ -115,6 +122,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=_duration,
         metavar="DURATION",
         help="from the start, start no file after this long and stop the running ones, resumable (90s, 30m, 2h)",
+    )
+    run.add_argument(
+        "--scheduler",
+        type=_scheduler,
+        metavar="tcp://HOST:8786",
+        help="run the files on this Dask cluster (pip install 'bulkdl[dask]'); dest must be a mount all workers share",
     )
     run.add_argument("--trace", type=Path, metavar="FILE", help="after a run without failure, write a trace here")
     run.add_argument(
@@ -297,7 +310,8 @@ def _run(args: argparse.Namespace, began: datetime) -> int:
         return _failed_early(args, began, EXIT_LOCKED, (LOCKED, str(exc)))
     except BulkdlError as exc:
         print(f"bulkdl: {exc}", file=sys.stderr)
-        return _failed_early(args, began, EXIT_FAILED, (DESTINATION, str(exc)))
+        what = exc.code if isinstance(exc, ClusterError) else DESTINATION
+        return _failed_early(args, began, EXIT_FAILED, (what, str(exc)))
     except KeyboardInterrupt:
         return _failed_early(args, began, EXIT_INTERRUPTED, (INTERRUPTED, "interrupted"))
     except Exception as exc:

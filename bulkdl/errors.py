@@ -6,6 +6,10 @@ the process pool unchanged::
     BulkdlError                 anything foreseeable; str() is what the user reads
     ├── UsageError              bad command line                                   exit 2
     ├── ManifestError           invalid manifest; one line per problem             exit 2
+    ├── ClusterError            the Dask cluster cannot run this (bulkdl/cluster/) exit 1
+    │   ├── SchedulerUnreachable  no scheduler answers at --scheduler
+    │   ├── DestNotShared       the workers do not see the client's dest
+    │   └── SchedulerLost       the scheduler went away mid-run; all is resumable
     └── FetchError              one file failed; the batch goes on                 exit 1
         ├── TransientError      worth another attempt: 5xx, 408, 429, reset, timeout, short body
         ├── PermanentError      another attempt cannot help: 404, 410, 401, 403, other 4xx
@@ -29,6 +33,7 @@ TIMEOUT, TOO_SLOW, CONNECTION, HOST_UNREACHABLE, TLS = "timeout", "too_slow", "c
 PROTOCOL, CHANGED, CHECKSUM, SIZE, TOO_LARGE = "protocol", "changed", "checksum", "size", "too_large"
 DISK_FULL, LOCAL_IO, WORKER_DIED, INTERNAL = "disk_full", "local_io", "worker_died", "internal"
 INTERRUPTED, OUT_OF_TIME, MISSING = "interrupted", "out_of_time", "missing"
+SCHEDULER_UNREACHABLE, DEST_NOT_SHARED, SCHEDULER_LOST = "scheduler_unreachable", "dest_not_shared", "scheduler_lost"
 # Every code a file of a report can carry, with what it means: the report's schema and the README list these.
 CODES = (
     (HTTP_4XX, "the server answered 4xx (404, 403, 429...): for good, or on every attempt"),
@@ -51,6 +56,13 @@ CODES = (
     (OUT_OF_TIME, "left by --max-duration for the next run"),
     (MISSING, "verify: not on disk"),
 )
+# What a run that its Dask cluster (--scheduler) cannot run or finish reports as its error, not a file's:
+# the report's run-level codes (jsonreport.RUN_CODES), with the exit code 1 of a destination it cannot use.
+CLUSTER_CODES = (
+    (SCHEDULER_UNREACHABLE, "--scheduler: no Dask scheduler answered at that address"),
+    (DEST_NOT_SHARED, "--scheduler: the Dask workers do not see the destination (it must be a shared mount)"),
+    (SCHEDULER_LOST, "--scheduler: the Dask scheduler went away during the run; every file is resumable"),
+)
 
 
 class BulkdlError(Exception):
@@ -71,6 +83,24 @@ class ManifestError(BulkdlError):
     @property
     def problems(self) -> list[str]:
         return str(self).splitlines()
+
+
+class ClusterError(BulkdlError):
+    """The Dask cluster of --scheduler cannot run (or finish) this run; ``code``: one of CLUSTER_CODES."""
+
+    code = SCHEDULER_LOST
+
+
+class SchedulerUnreachable(ClusterError):
+    code = SCHEDULER_UNREACHABLE
+
+
+class DestNotShared(ClusterError):
+    code = DEST_NOT_SHARED
+
+
+class SchedulerLost(ClusterError):
+    code = SCHEDULER_LOST
 
 
 class FetchError(BulkdlError):

@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ..errors import BulkdlError
 from ..exitcodes import EXIT_FAILED, EXIT_INTERNAL, EXIT_INTERRUPTED, EXIT_OK
-from ..parent import checksums, lastrun, log, manifest, outputs, prune, records
+from ..parent import checksums, executor, lastrun, log, manifest, outputs, prune, records
 from ..parent.manifest import Manifest, Overrides
 from ..parent.pool import OUT_OF_TIME
 from ..parent.report.page import print_page
@@ -45,6 +45,7 @@ def run_command(args: argparse.Namespace) -> int:
         checksums_file=args.checksums_file,
         max_duration=args.max_duration,
         trace=args.trace,
+        scheduler=args.scheduler,
     )
     loaded = _with_deadline(manifest.load(args.manifest, overrides), started)
     if args.dry_run:
@@ -55,6 +56,7 @@ def run_command(args: argparse.Namespace) -> int:
         sizes = [job.size for job in loaded.jobs]
         print_page(plan_page(plan, title("bulkdl --dry-run", loaded), args.summary == FULL, pruning, sizes))
         return EXIT_OK
+    executor.check(loaded.scheduler)
     # What the run writes besides the mirror: each checked before anything is fetched, never onto the mirror.
     written = [(args.report, "the report"), (args.changes, "the changes file"), (loaded.trace, "the trace")]
     written.append((args.html_report, "the HTML report"))

@@ -42,6 +42,7 @@ class Overrides:
     checksums_file: Path | None = None
     max_duration: float | None = None
     trace: Path | None = None
+    scheduler: str | None = None  # --scheduler: a Dask scheduler's address
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,6 +57,7 @@ class Manifest:
     checksums_file: Path | None = None  # where to write the mirror's SHA256SUMS after each run (absolute)
     max_duration: float | None = None  # seconds from the start of the command (--max-duration)
     trace: Path | None = None  # where a run without failure writes its trace (parent/trace.py)
+    scheduler: str | None = None  # a Dask scheduler's address (bulkdl/cluster/); None: the local pool
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -149,6 +151,9 @@ class _Builder:
         if max_duration is None and "max_duration" in top:
             max_duration = self.reader.scalar(top["max_duration"], ("max_duration",), schema.duration)
         trace = self._trace(top, dest, jobs)
+        scheduler = self.overrides.scheduler
+        if scheduler is None and "scheduler" in top:
+            scheduler = self.reader.scalar(top["scheduler"], ("scheduler",), schema.scheduler)
         if self.problems.found:
             return None
         return Manifest(
@@ -162,6 +167,7 @@ class _Builder:
             checksums_file=checksums_file,
             max_duration=max_duration,
             trace=trace,
+            scheduler=scheduler,
         )
 
     def _revalidate(self, top: dict[str, Any]) -> bool:

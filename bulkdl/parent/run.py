@@ -18,10 +18,9 @@ from urllib.parse import urlsplit
 
 from ..values import FileResult, Job, Status
 from ..worker import limits, parts
-from . import log, upstream
+from . import executor, log, upstream
 from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
-from .pool import Batch
 from .report.jsonreport import status
 from .report.progress import ProgressView
 from .state import Row, State
@@ -150,7 +149,8 @@ def download(
         log.flush()
 
     budget = replace(loaded.budget, hosts=_origins(job for job, _ in tasks))
-    batch = Batch(min(loaded.workers, len(tasks)), budget, log.received if logging else None)
+    on_events = log.received if logging else None
+    batch = executor.start(min(loaded.workers, len(tasks)), budget, loaded.scheduler, loaded.dest, on_events)
     try:
         with view:
             stopped = batch.run(tasks, view.tick, finished, poll)

@@ -192,6 +192,18 @@ def non_empty_text(value: Any) -> str:
     return value
 
 
+_SCHEDULER = r"^[A-Za-z][A-Za-z0-9+.-]*://[^\s/]+$"
+
+
+@described({"type": "string", "pattern": _SCHEDULER})
+def scheduler(value: Any) -> str:
+    """A Dask scheduler's address, as ``dask scheduler`` prints it: ``tcp://HOST:8786`` (tls://, ws://...)."""
+    text = non_empty_text(value).strip()
+    if not re.fullmatch(_SCHEDULER, text):
+        raise ValueError(f"expected a Dask scheduler address such as tcp://HOST:8786, got {value!r}")
+    return text
+
+
 # What a URL may hold as JSON Schema says it: no whitespace, no "#", no "%" that starts no escape.
 _URL_TEXT = r"^(?:[^\s#%]|%[0-9A-Fa-f]{2})+$"
 
@@ -351,6 +363,7 @@ PRUNE_KEYS: dict[str, Convert] = {"prune": flag, "max_delete": max_delete, "back
 TOP_KEYS |= PRUNE_KEYS.keys()
 TOP_KEYS |= {"base_url", "checksums_file"}
 TOP_KEYS |= {"max_duration", "trace"}  # the run's time budget; the trace file downstream mirrors read
+TOP_KEYS |= {"scheduler"}  # a Dask scheduler to run the files on (bulkdl/cluster/)
 # The other top-level values: what parent/manifest.py checks each with, for the JSON Schema.
 TOP_VALUES: dict[str, Convert] = {
     "version": version,
@@ -362,6 +375,7 @@ TOP_VALUES: dict[str, Convert] = {
     "checksums_file": non_empty_text,
     "max_duration": duration,
     "trace": non_empty_text,
+    "scheduler": scheduler,
 }
 MISSING_VERSION = "missing; write version: 1 as the manifest's first line (the format this bulkdl reads)"
 

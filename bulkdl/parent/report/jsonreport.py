@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from ... import __version__, durable
-from ...errors import INTERNAL, INTERRUPTED, OUT_OF_TIME
+from ...errors import CLUSTER_CODES, INTERNAL, INTERRUPTED, OUT_OF_TIME
 from ...values import NOT_MODIFIED, FileResult, Status
 from ..pool import OUT_OF_TIME as OUT_OF_TIME_NOTE
 from .summary import Earlier, Totals, label
@@ -54,6 +54,7 @@ RUN_CODES = (
     (DESTINATION, "the destination or its state cannot be used"),
     (INTERRUPTED, "interrupted before the files were looked at"),
     (INTERNAL, "a bug in bulkdl: the traceback is on stderr"),
+    *CLUSTER_CODES,
 )
 
 

@@ -1,0 +1,286 @@
+"""The Dask executor, in the bulkdl process: the only client-side module that imports ``distributed``.
+
+It does what parent/pool.py does for a local run, over a Dask cluster: the files go out as tasks
+(task.run_batch), each a batch of files of one origin host, and their results come back as lists of
+FileResults, handed to the parent one file at a time as tasks complete, so the state, summary, JSON report and
+exit code are the same code as a local run's. Only this process holds the destination lock and writes the
+state; workers only write the files into dest, which must therefore be a mount every worker shares at the same
+path, checked at the start (``_check_shared``).
+
+Keys are ``bulkdl-<run>-<first index of the batch>``, ``pure=False``: downloading has side effects, and a
+task's key must say which files it is. A worker that dies mid-task has it rescheduled by Dask; the parts its
+files had written let them resume. A task that killed its workers ``allowed-failures`` times (KilledWorker)
+fails its own files, not the run. A scheduler lost mid-run ends the run with one error (SchedulerLost) after
+every result already in was recorded: the parts are kept, and the next run resumes.
+
+Stopping (Ctrl-C, SIGTERM, --max-duration) sets the run's ``distributed.Event``, which the workers' files see
+at their next chunk; the batches finish with their interrupted results, and whatever has not come back after
+the local pool's grace period is cancelled and reported interrupted, as the local pool does.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import math
+import secrets
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from types import FrameType
+from typing import Any
+from urllib.parse import urlsplit
+
+import dask.config
+from dask.utils import parse_timedelta
+from distributed import Client, Event, Future, KilledWorker, as_completed
+
+from ..errors import INTERNAL, WORKER_DIED, ClusterError, DestNotShared, SchedulerLost, SchedulerUnreachable
+from ..values import Budget, FileResult, Job, Status
+from ..worker import limits
+from ..worker.meter import Send
+from ..worker.serve import Task, not_started
+from . import task
+from .task import Config
+
+GRACE_SECONDS = 1.5  # as the local pool's: how long stopping files get to hand their results back
+MAX_BATCH = 32  # files per task, at most: the scheduler's per-task cost is milliseconds, a file's far more
+_POLL_SECONDS = 0.05
+OUT_OF_TIME = "the run's time budget (--max-duration) ran out; the next run fetches it, from its parts if any"
+
+
+def batches(tasks: Iterable[Task], slots: int) -> list[list[Task]]:
+    """The tasks grouped by origin host, in their order, cut so that ``slots`` threads all get work, twice."""
+    by_host: dict[str, list[Task]] = {}
+    for item in tasks:
+        parts = urlsplit(item[0].url)
+        by_host.setdefault(limits.host_key(parts.hostname or "", parts.port, parts.scheme), []).append(item)
+    cut: list[list[Task]] = []
+    for group in by_host.values():
+        size = max(1, min(MAX_BATCH, math.ceil(len(group) / (2 * max(1, slots)))))
+        cut += [group[i : i + size] for i in range(0, len(group), size)]
+    return cut
+
+
+class DaskExecutor:
+    """Runs tasks on the Dask cluster at ``address``; the same contract as pool.Batch."""
+
+    def __init__(self, address: str, budget: Budget, dest: Path) -> None:
+        self._address, self._budget, self._dest = address, budget, dest
+        self._run = secrets.token_hex(8)
+        # bulkdl says itself what went wrong, in one line: Dask's own log (a lost scheduler is an ERROR with a
+        # traceback, and another as the client closes) would bury it.
+        for name in ["distributed", *logging.root.manager.loggerDict]:
+            if name.split(".")[0] == "distributed":  # Dask's logging config sets some of them one by one
+                logging.getLogger(name).setLevel(logging.CRITICAL)
+        try:
+            # How long to try: Dask's own distributed.comm.timeouts.connect (30 s unless configured).
+            self._client = Client(address, set_as_default=False)
+        except (OSError, TimeoutError, ValueError) as exc:
+            raise SchedulerUnreachable(
+                f"no Dask scheduler answers at {address} ({exc}); start one with `dask scheduler` "
+                "and its workers with `dask worker ADDRESS`, or correct --scheduler"
+            ) from None
+        self._event = Event(task.stop_event_name(self._run), client=self._client)
+        self._futures: dict[Future[Any], list[Task]] = {}
+        self._asked = 0  # stop requests (SIGINT, SIGTERM) received while running
+        self._handled = 0
+        self._stopping = False
+        self._out_of_time = False
+        self._grace_ends: float | None = None
+        self._done: Any = None  # the as_completed of the run's tasks
+
+    def run(
+        self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None], on_poll: Callable[[], None]
+    ) -> bool:
+        """Send every task; hand each file's result to ``on_result`` as its batch completes.
+
+        ``on_tick`` is not called: byte progress would take events from every worker; progress moves by file.
+        """
+        listed = list(tasks)
+        open_ = {item[0].index: item[0] for item in listed}
+        threads = self._workers()
+        self._check_shared(list(threads))
+        config = self._config(threads)
+        for batch in batches(listed, sum(threads.values())):
+            key = f"bulkdl-{self._run}-{batch[0][0].index}"
+            self._futures[self._client.submit(task.run_batch, config, batch, key=key, pure=False)] = batch
+        # Results are fetched in the background: a result on its way when the scheduler goes cannot block the loop.
+        done = as_completed(list(self._futures), with_results=True, raise_errors=False, loop=self._client.loop)
+        self._done = done
+        with self._signals_deferred():
+            while open_:
+                self._mind_the_stop(open_, on_result)
+                for future, outcome in done.next_batch(block=False) if done.has_ready() else ():
+                    self._collect(future, outcome, open_, on_result)
+                if open_ and self._client.status != "running":
+                    raise self._lost(len(open_))
+                on_poll()
+                time.sleep(_POLL_SECONDS)
+        return bool(self._asked) or (self._stopping and not self._out_of_time)
+
+    def _workers(self) -> dict[str, int]:
+        """Each worker's address and threads; waits a little for a first one."""
+        try:
+            self._client.wait_for_workers(1, timeout=_connect_timeout())
+        except TimeoutError:
+            raise ClusterError(
+                f"the Dask scheduler at {self._address} has no workers; start them with `dask worker {self._address}`"
+            ) from None
+        info: dict[str, Any] = self._client.scheduler_info(n_workers=-1)["workers"]
+        return {address: int(worker.get("nthreads", 1)) for address, worker in info.items()}
+
+    def _config(self, threads: dict[str, int]) -> Config:
+        budget, slots = self._budget, max(1, sum(threads.values()))
+        useful = min(budget.connections, budget.per_host * len(budget.hosts) or budget.connections)
+        rate = budget.limit_rate
+        share = replace(budget, limit_rate=None if rate is None else max(1, rate // len(threads)), deadline=None)
+        files = max(1, math.ceil(useful / slots))
+        return Config(self._run, share, files, min(budget.per_host, files * 2))
+
+    def _check_shared(self, workers: list[str]) -> None:
+        """Every worker writes a random token into dest/.bulkdl/; this process must read each one back."""
+        token = secrets.token_hex(16)
+        paths = [task.probe_path(self._dest, f"{token}-{i}") for i in range(len(workers))]
+        futures = [
+            self._client.submit(
+                task.probe, str(path), path.name, key=f"bulkdl-{self._run}-probe-{i}", workers=[address], pure=False
+            )
+            for i, (address, path) in enumerate(zip(workers, paths, strict=True))
+        ]
+        try:  # with a timeout: a task pinned to a worker that left would wait for it for ever
+            problems = [future.result(timeout=_connect_timeout()) for future in futures]
+        except Exception as exc:  # a worker gone meanwhile, or the scheduler: say it plainly
+            raise ClusterError(f"the Dask workers could not check dest: {type(exc).__name__}: {exc}") from None
+        try:
+            for address, path, problem in zip(workers, paths, problems, strict=True):
+                seen = _read(path)
+                if problem is not None or seen != path.name:
+                    why = problem or f"what it wrote at {path} is {'missing' if seen is None else 'another file'} here"
+                    raise DestNotShared(
+                        f"the Dask worker {address} does not see the destination {self._dest} ({why}); with "
+                        "--scheduler, dest must be a directory all workers mount at the same path (NFS, a shared mount)"
+                    )
+        finally:
+            for path in paths:
+                path.unlink(missing_ok=True)
+
+    def _collect(
+        self, future: Future[Any], outcome: Any, open_: dict[int, Job], on_result: Callable[[FileResult], None]
+    ) -> None:
+        """Hand on the results of one task: its own, or what its end means for each of its files."""
+        batch = self._futures.pop(future, None)
+        if batch is None:  # cancelled after the grace period, and collected then
+            return
+        jobs = [job for job, _ in batch if job.index in open_]
+        again = future.status != "cancelled" and not _over(future, outcome)
+        if again and not self._stopping and self._client.status == "running":
+            # Its result was lost with the worker that held it (or is being fetched again): Dask computes it again.
+            self._futures[future] = batch
+            self._done.add(future)
+            return
+        if future.status == "finished" and isinstance(outcome, list):
+            results = outcome
+        elif future.status == "error":  # its exception is here already (outcome holds it as an exc_info)
+            results = [_failed(job, future.exception()) for job in jobs]
+        elif self._stopping:  # cancelled by a stop
+            results = [not_started(job, "stopped") for job in jobs]
+        else:
+            raise self._lost(len(open_))
+        for result in results:
+            if result.index in open_:
+                del open_[result.index]
+                on_result(self._noted(result))
+        for job in (job for job in jobs if job.index in open_):  # a task that forgot one must not hang the run
+            del open_[job.index]
+            on_result(_failed(job, RuntimeError("its task returned no result for it")))
+
+    def _noted(self, result: FileResult) -> FileResult:
+        if self._out_of_time and result.status == Status.INTERRUPTED:
+            return replace(result, notes=(*result.notes, OUT_OF_TIME))
+        return result
+
+    def _lost(self, left: int) -> SchedulerLost:
+        return SchedulerLost(
+            f"lost the Dask scheduler at {self._address} during the run; {left} files not finished keep their "
+            "parts: start the scheduler and its workers again and run bulkdl again to resume them"
+        )
+
+    def _mind_the_stop(self, open_: dict[int, Job], on_result: Callable[[FileResult], None]) -> None:
+        deadline = self._budget.deadline
+        if deadline is not None and not self._stopping and time.monotonic() >= deadline:
+            self._out_of_time = True
+            self._stop()
+        while self._handled < self._asked:
+            self._handled += 1
+            self._stop(at_once=self._stopping)
+        if self._grace_ends is not None and time.monotonic() >= self._grace_ends:
+            self._client.cancel(list(self._futures), force=True)
+            for batch in self._futures.values():  # what they had done is lost with them, parts kept
+                for job in (job for job, _ in batch if job.index in open_):
+                    del open_[job.index]
+                    on_result(self._noted(not_started(job, "stopped")))
+            self._futures.clear()
+
+    def _stop(self, at_once: bool = False) -> None:
+        if not self._stopping:
+            self._stopping = True
+            with contextlib.suppress(Exception):  # a scheduler gone: its workers stop by themselves (task.py)
+                self._event.set()
+            self._grace_ends = time.monotonic() + GRACE_SECONDS
+        if at_once:
+            self._grace_ends = time.monotonic()
+
+    @contextlib.contextmanager
+    def _signals_deferred(self) -> Iterator[None]:
+        """Ctrl-C and SIGTERM only count a request to stop, which the loop acts on between steps."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def ask(signum: int, frame: FrameType | None) -> None:
+            self._asked += 1
+
+        previous: dict[signal.Signals, Any] = {}
+        try:
+            for number in (signal.SIGINT, signal.SIGTERM):
+                previous[number] = signal.signal(number, ask)
+            yield
+        finally:
+            for number, handler in previous.items():
+                signal.signal(number, signal.SIG_DFL if handler is None else handler)
+
+    def close(self) -> None:
+        with contextlib.suppress(Exception):  # a lost scheduler has nothing left to cancel or close
+            if self._futures:
+                self._event.set()
+                self._client.cancel(list(self._futures), force=True)
+            self._client.close(timeout=2)
+
+
+def _over(future: Future[Any], outcome: Any) -> bool:
+    """Whether the task has ended for good: with its results in hand, or with an error."""
+    return (future.status == "finished" and isinstance(outcome, list)) or future.status == "error"
+
+
+def _connect_timeout() -> float:
+    return float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s"))
+
+
+def _read(path: Path) -> str | None:
+    try:
+        return path.read_text()
+    except (OSError, UnicodeDecodeError):
+        return None
+
+
+def _failed(job: Job, exc: BaseException | None) -> FileResult:
+    if isinstance(exc, KilledWorker):
+        reason = "the Dask workers running it died as often as the scheduler's allowed-failures; its parts are kept"
+        code = WORKER_DIED
+    else:  # a bug in the task, or something Dask said about it
+        reason, code = f"the Dask task running it failed: {type(exc).__name__}: {exc}", INTERNAL
+    return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=code)

@@ -1,0 +1,267 @@
+"""Runs inside each Dask worker process: the only worker-side module that imports ``distributed``.
+
+A task is a batch of files of one origin host (client.py makes them). Its files run on threads with the same
+per-file code as the local pool's workers (worker/fetch.py: decide, segments, resume, assembly, verification),
+over one urllib3 PoolManager per worker process (net.start), and it returns their FileResults: a worker writes
+the files into the shared destination and nothing else (the client alone holds the lock and writes the state).
+
+The run's connection budget holds across the cluster, per connection, with ``distributed.Semaphore``: a socket
+takes a lease of its host's semaphore (``max_leases=per_host``) and one of the run's (``connections``) as it
+connects and gives both back as it closes, exactly where limits.Shared counts in a local run (net.py calls
+``acquire``/``release``). Per connection rather than per task or per thread: a file's segments are
+connections too, and a kept-alive connection between two files holds its host's lease, which is what the cap
+is about. The cost, a scheduler round trip per connect, is small beside the TCP (and TLS) handshake it goes
+with, as connections are kept alive across the files of a batch. Worker resources could only cap tasks, not
+the connections a task opens. A worker that dies holding leases loses them for the scheduler's lease timeout
+(``distributed.scheduler.locks.lease-timeout``, 30 s by default), after which the scheduler takes them back.
+
+Nobody here sees who waits for a lease elsewhere, so a connection idle for longer than net.py's grace is
+closed, giving its lease back (``surplus`` is always true). Host health and the rate are kept per worker
+process, as the local table does (a rate the client divided among the workers it saw).
+
+The stop flag is a ``distributed.Event`` that a watcher thread per process polls and copies into a local
+event the file threads check between chunks; one that cannot be asked (the scheduler is gone) stops too, as a
+local worker whose parent died does: nobody holds the destination lock any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import multiprocessing
+import os
+import sys
+import threading
+import traceback
+from collections import deque
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from distributed import Event, Semaphore, get_client, get_worker
+
+from ..errors import INTERNAL, local_code
+from ..values import Budget, FileResult, Job, Status
+from ..worker import limits, net
+from ..worker.fetch import fetch_file
+from ..worker.retry import Cancelled, StopFlag
+from ..worker.serve import Task, not_started
+
+_LEASE_WAIT = 0.2  # seconds one ask for a lease waits before the stop flag is looked at again
+_WATCH = 0.5  # seconds one ask whether the run is stopping waits at the scheduler
+_JANITOR = 0.05  # seconds between two looks for idle connections to give back
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """What every task of a run carries: plain values (the semaphores and the event are named after ``run``)."""
+
+    run: str  # the run's id, random per run
+    budget: Budget  # limit_rate: this worker process's share of the run's
+    files: int  # threads per task, at most
+    max_idle_per_host: int
+
+
+def semaphore_name(run: str, key: str) -> str:
+    return f"bulkdl-{run}-{key}"
+
+
+def stop_event_name(run: str) -> str:
+    return f"bulkdl-{run}-stop"
+
+
+def probe_path(dest: Path, token: str) -> Path:
+    return dest / ".bulkdl" / f"shared-probe-{token}"
+
+
+def probe(path: str, token: str) -> str | None:
+    """Write ``token`` at ``path`` (in dest/.bulkdl/, which the client made); None, or why it could not."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    except OSError as exc:
+        return f"cannot write {path} there: {exc.strerror or exc}"
+    try:
+        os.write(fd, token.encode())
+        os.fsync(fd)  # a shared mount shows another machine what is written and closed (close-to-open)
+    finally:
+        os.close(fd)
+    return None
+
+
+def run_batch(config: Config, tasks: list[Task]) -> list[FileResult]:
+    """The task: every file of the batch on up to ``config.files`` threads; each one's result, in any order."""
+    with _joined(config) as run:
+        pending = deque(tasks)
+        results: list[FileResult] = []
+        cap = min(config.budget.per_host, config.budget.connections)
+
+        def serve() -> None:
+            while True:
+                try:
+                    job, condition = pending.popleft()
+                except IndexError:
+                    return
+                results.append(_one(job, condition, run.stop, cap))
+
+        threads = [threading.Thread(target=serve, name=f"file-{i}") for i in range(min(config.files, len(tasks)))]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        return results
+
+
+def _one(job: Job, condition: Any, stop: StopFlag, cap: int) -> FileResult:
+    """One file, as worker/serve.py runs one in a local worker (the same caps, the same failures)."""
+    if job.settings.segments > cap:
+        job = replace(job, settings=replace(job.settings, segments=cap))
+    if stop.is_set():
+        return not_started(job)
+    try:
+        return fetch_file(job, condition, stop)
+    except OSError as exc:  # fetch_file's own cleanup failed: a disk failing under it
+        return _failed(job, f"{exc.strerror or exc}: {exc.filename or job.path}", local_code(exc))
+    except BaseException as exc:  # a bug: the batch goes on, the traceback goes to the worker's log
+        traceback.print_exc(file=sys.stderr)
+        return _failed(job, f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
+
+
+def _failed(job: Job, reason: str, code: str) -> FileResult:
+    return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=code)
+
+
+class _Permits(limits.Shared):
+    """limits.Shared for one worker process, whose connection caps are leases of the cluster's semaphores."""
+
+    def __init__(self, config: Config, scheduler: Any, loop: Any) -> None:
+        # This process's own table still says which hosts are down and paces the rate's share.
+        super().__init__(config.budget, multiprocessing.get_context("spawn"))
+        self._run, self._scheduler, self._loop = config.run, scheduler, loop
+        self._semaphores: dict[str, Semaphore] = {}
+        self._made = threading.Lock()
+        self._total = self._semaphore("connections", config.budget.connections)
+
+    def _semaphore(self, key: str, leases: int) -> Semaphore:
+        with self._made:
+            found = self._semaphores.get(key)
+            if found is None:
+                name = semaphore_name(self._run, key)
+                found = Semaphore(leases, name, scheduler_rpc=self._scheduler, loop=self._loop)
+                self._semaphores[key] = found
+            return found
+
+    def acquire(self, key: str, stop: StopFlag, meanwhile: Callable[[], None] = lambda: None) -> None:
+        super().acquire(key, stop, meanwhile)
+        host = self._semaphore(key, self.budget.per_host)
+        try:
+            _lease(host, stop, meanwhile)  # the host's first: a wait for it must not hold one of the run's
+            try:
+                _lease(self._total, stop, meanwhile)
+            except BaseException:
+                host.release()
+                raise
+        except BaseException:
+            super().release(key)
+            raise
+
+    def release(self, key: str) -> None:
+        # A lease the scheduler cannot be told of (it is gone) lapses there by itself after its lease timeout.
+        for semaphore in (self._total, self._semaphore(key, self.budget.per_host)):
+            with contextlib.suppress(Exception):
+                semaphore.release()
+        super().release(key)
+
+    def surplus(self, key: str) -> bool:
+        return True  # who waits for a lease is on other machines: every connection idle past the grace goes
+
+    def close(self) -> None:
+        for semaphore in self._semaphores.values():
+            semaphore.refresh_callback.stop()
+
+
+def _lease(semaphore: Semaphore, stop: StopFlag, meanwhile: Callable[[], None]) -> None:
+    try:
+        while not semaphore.acquire(timeout=_LEASE_WAIT):
+            meanwhile()
+            if stop.is_set():
+                raise Cancelled
+    except Cancelled:
+        raise
+    except Exception:  # the scheduler that counts the leases is gone, and with it the run: stop, parts kept
+        raise Cancelled from None
+
+
+class _Run:
+    """A run's presence in this worker process, for as long as one of its tasks runs here."""
+
+    def __init__(self, config: Config) -> None:
+        worker = get_worker()  # only in the task's own thread
+        self.config = config
+        self.users = 0
+        self.stop = threading.Event()
+        self._done = threading.Event()
+        self._event = Event(stop_event_name(config.run), client=get_client())
+        self.permits = _Permits(config, worker.scheduler, worker.loop)
+        net.start(config.max_idle_per_host)
+        limits.install(self.permits, self.stop)
+        self._threads = [
+            threading.Thread(target=self._watch, name="bulkdl-stop-watch", daemon=True),
+            threading.Thread(target=self._janitor, name="bulkdl-janitor", daemon=True),
+        ]
+        self._ask()
+        for thread in self._threads:
+            thread.start()
+
+    def _ask(self, timeout: float = 0.0) -> None:
+        try:
+            stopping = self._event.wait(timeout) if timeout else self._event.is_set()
+        except Exception:  # the scheduler is gone: so is the client's lock, and nothing more may be written
+            stopping = True
+        if stopping:
+            self.stop.set()
+
+    def _watch(self) -> None:
+        while not self._done.is_set() and not self.stop.is_set():
+            self._ask(_WATCH)
+
+    def _janitor(self) -> None:
+        while not self._done.wait(_JANITOR):
+            net.close_idle(self.permits.surplus)
+
+    def end(self) -> None:
+        self._done.set()
+        for thread in self._threads:
+            thread.join()
+        net.stop()  # every socket closes, giving its leases back
+        limits.install(None, threading.Event())
+        self.permits.close()
+
+
+_lock = threading.Condition()
+_current: _Run | None = None
+
+
+@contextlib.contextmanager
+def _joined(config: Config) -> Iterator[_Run]:
+    """The run this process serves, started by its first task here and ended by its last.
+
+    limits and net are per process, so one worker process serves one run at a time: a task of another run
+    (two bulkdl runs sharing a cluster) waits here until this one's tasks are done.
+    """
+    global _current
+    with _lock:
+        while _current is not None and _current.config.run != config.run:
+            _lock.wait()
+        if _current is None:
+            _current = _Run(config)
+        run = _current
+        run.users += 1
+    try:
+        yield run
+    finally:
+        with _lock:
+            run.users -= 1
+            if run.users == 0:
+                _current = None
+                run.end()
+                _lock.notify_all()

@@ -1,0 +1,378 @@
+"""The Dask backend (--scheduler) on a real LocalCluster of 2 worker processes on 127.0.0.1, dashboards off.
+
+One cluster serves the module (starting one costs seconds). Its scheduler lets a task fail once (a killed
+worker reschedules it) and marks it KilledWorker at the second death; each worker runs one task at a time, so
+that a worker killed on purpose had exactly one task.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import dask
+import pytest
+from distributed import Client, LocalCluster
+
+from . import httpserver
+from .conftest import REPO, cli_env, run_cli, write_manifest
+from .httpserver import FaultServer, content
+
+pytestmark = pytest.mark.timeout(180)
+
+_CONFIG = {
+    "distributed.scheduler.allowed-failures": 1,
+    "distributed.scheduler.worker-saturation": 1.0,
+}
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Iterator[LocalCluster]:
+    with dask.config.set(_CONFIG):
+        made = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1")
+    try:
+        yield made
+    finally:
+        made.close()
+
+
+@pytest.fixture
+def client(cluster: LocalCluster) -> Iterator[Client]:
+    """A client of the test's own, with both workers up (a test may have killed one: its nanny restarts it)."""
+    with Client(cluster.scheduler_address, set_as_default=False) as made:
+        made.wait_for_workers(2, timeout=60)
+        yield made
+
+
+def _until(condition: Callable[[], Any], what: str, seconds: float = 60) -> Any:
+    deadline = time.monotonic() + seconds
+    while not (found := condition()):
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)
+    return found
+
+
+def _files(report: dict[str, Any]) -> list[tuple[Any, ...]]:
+    """What must match between runs: each file's path, status, size, digest and code, not its timings."""
+    keys = ("path", "status", "outcome", "bytes", "transferred", "sha256", "error", "code")
+    return sorted(tuple(f[k] for k in keys) for f in report["files"])
+
+
+def _sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def test_a_local_run_imports_nothing_of_dask(builtin: FaultServer, tmp_path: Path) -> None:
+    url = builtin.add("one", b"x" * 1000)
+    manifest = write_manifest(tmp_path, [url])
+    check = (
+        "import sys; from bulkdl import cli; code = cli.main(['run', sys.argv[1]]); "
+        "print('loaded:', sorted(m for m in sys.modules if m.split('.')[0] in ('dask', 'distributed'))); "
+        "sys.exit(code)"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", check, str(manifest)], cwd=tmp_path, capture_output=True, text=True, env=cli_env()
+    )
+    assert done.returncode == 0, done.stderr
+    assert "loaded: []" in done.stdout
+    assert (tmp_path / "mirror" / "one").read_bytes() == b"x" * 1000
+
+
+def test_a_hundred_files_report_as_a_local_run_does(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
+    urls = [builtin.add(f"d/{i}", content(f"d/{i}", 1000 + 37 * i)) for i in range(98)]
+    urls.append(builtin.add_error("missing", 404))
+    urls.append(builtin.add("bad", b"not what the digest says"))
+    entries: list[Any] = [*urls[:-1], {"url": urls[-1], "sha256": "0" * 64}]
+    runs = {}
+    for where, extra in (("local", []), ("dask", ["--scheduler", client.scheduler.address])):
+        directory = tmp_path / where
+        directory.mkdir()
+        manifest = write_manifest(directory, entries)
+        runs[where] = run_cli("run", manifest, *extra, cwd=directory)
+    local, dask_run = runs["local"], runs["dask"]
+    assert local.report is not None and dask_run.report is not None
+    assert (dask_run.code, local.code) == (1, 1), dask_run.stderr
+    assert _files(dask_run.report) == _files(local.report)
+    untimed = {"elapsed_s": 0}
+    assert dask_run.report["totals"] | untimed == local.report["totals"] | untimed
+    assert dask_run.report["summary"] | untimed == local.report["summary"] | untimed
+    assert dask_run.file("7")["status"] == "new" and dask_run.file("missing")["code"] == "http_4xx"
+    # The second run over the cluster asks about every file with the validators the client alone recorded.
+    again = run_cli("run", tmp_path / "dask" / "manifest.yaml", "--scheduler", client.scheduler.address, cwd=tmp_path)
+    assert again.report is not None
+    assert {f["status"] for f in again.report["files"] if f["path"] not in ("missing", "bad")} == {"not modified"}
+
+
+_started: list[subprocess.Popen[str]] = []
+
+
+@pytest.fixture(autouse=True)
+def _no_process_left() -> Iterator[None]:
+    """A test that fails half-way leaves no bulkdl running on into the next one."""
+    yield
+    while _started:
+        process = _started.pop()
+        if process.poll() is None:
+            process.kill()
+        process.communicate()
+
+
+def _start(manifest: Path, scheduler: str, cwd: Path) -> subprocess.Popen[str]:
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--scheduler", scheduler]
+    process = subprocess.Popen(
+        [*argv, "--report", str(cwd / "report.json")],
+        cwd=cwd,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=cli_env(),
+        stdin=subprocess.DEVNULL,
+    )
+    _started.append(process)
+    return process
+
+
+def _finish(process: subprocess.Popen[str], cwd: Path) -> tuple[int, str, dict[str, Any]]:
+    _, stderr = process.communicate(timeout=120)
+    return process.returncode, stderr, json.loads((cwd / "report.json").read_text())
+
+
+def _kill_the_worker_running(client: Client, first: int, alone: bool = False) -> None:
+    """SIGKILL the worker process running the batch that starts with the file ``first`` (``alone``: and no
+    other task, which would die with it too)."""
+    key = re.compile(rf"bulkdl-[0-9a-f]+-{first}")
+
+    def running() -> str | None:
+        for address, keys in client.processing().items():
+            mine = [k for k in keys if key.fullmatch(str(k))]
+            if mine and (not alone or len(mine) == len(keys)):
+                return str(address)
+        return None
+
+    address = _until(running, f"a worker running the task of file {first}")
+    pid = client.run(os.getpid, workers=[address])[address]
+    os.kill(pid, signal.SIGKILL)
+    _until(lambda: address not in client.scheduler_info()["workers"], "the scheduler to notice the death")
+
+
+def test_a_worker_killed_mid_run_leaves_every_file_correct(
+    builtin: FaultServer, client: Client, tmp_path: Path
+) -> None:
+    size = 2 * 1024 * 1024
+    data = {f"s{i}": content(f"s{i}", size) for i in range(4)}
+    urls = [builtin.add(name, blob, rate=512 * 1024) for name, blob in data.items()]  # 4 s a file
+    # Above one minimal segment, a file has a sidecar and is resumed rather than fetched again (fetch.py).
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
+    process = _start(manifest, client.scheduler.address, tmp_path)
+    part = tmp_path / "mirror" / "s0.part0"
+    _until(lambda: part.exists() and part.stat().st_size > 64 * 1024, "s0 to have part of its bytes")
+    _kill_the_worker_running(client, 0)  # each file is a task of its own: 4 files, 2 slots
+    code, stderr, report = _finish(process, tmp_path)
+    assert code == 0, stderr
+    assert {f["path"]: f["status"] for f in report["files"]} == dict.fromkeys(data, "new")
+    for name, blob in data.items():
+        assert _sha256(tmp_path / "mirror" / name) == hashlib.sha256(blob).hexdigest()
+    # The rescheduled task resumed s0 from its part: it received less than the whole file.
+    s0 = next(f for f in report["files"] if f["path"] == "s0")
+    assert 0 < s0["transferred"] < size, s0
+
+
+def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
+    urls = [builtin.add("doomed", content("doomed", 4 * 1024 * 1024), rate=256 * 1024)]
+    urls += [builtin.add(f"fine{i}", content(f"fine{i}", 2000)) for i in range(3)]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1})
+    process = _start(manifest, client.scheduler.address, tmp_path)
+    _until(lambda: builtin.peak("doomed"), "doomed to start")
+    for _ in range(2):  # allowed-failures is 1: the second death is KilledWorker
+        _kill_the_worker_running(client, 0, alone=True)
+    code, stderr, report = _finish(process, tmp_path)
+    statuses = {f["path"]: (f["outcome"], f["code"]) for f in report["files"]}
+    expected = {"doomed": ("failed", "worker_died"), **{f"fine{i}": ("downloaded", None) for i in range(3)}}
+    assert statuses == expected, (report["error"], stderr)
+    assert code == 1 and "Traceback" not in stderr
+    assert "died" in next(f["error"] for f in report["files"] if f["path"] == "doomed")
+    assert list((tmp_path / "mirror").glob("doomed.part*")), "the parts of a failed file are kept for the next run"
+
+
+class _Counting(httpserver._Handler):
+    """Counts the GETs its server answers at once, over all paths. Each holds a connection of its own, from
+    before its request to after its answer, so they are never more than the connections open to the host."""
+
+    def do_GET(self) -> None:
+        counts: dict[str, int] = self.server.counts  # type: ignore[attr-defined]
+        with self.server.lock:
+            counts["now"] += 1
+            counts["peak"] = max(counts["peak"], counts["now"])
+        try:
+            super().do_GET()
+        finally:
+            with self.server.lock:
+                counts["now"] -= 1
+
+
+@pytest.fixture
+def two_hosts() -> Iterator[list[FaultServer]]:
+    servers = [FaultServer(), FaultServer()]
+    for server in servers:
+        server._server.RequestHandlerClass = _Counting
+        server._server.counts = {"now": 0, "peak": 0}  # type: ignore[attr-defined]
+    yield servers
+    for server in servers:
+        assert not server.errors
+        server.close()
+
+
+def test_the_per_host_cap_holds_across_the_cluster(
+    two_hosts: list[FaultServer], client: Client, tmp_path: Path
+) -> None:
+    urls = [
+        s.add(f"h{k}-{i}", content(f"h{i}", 100_000), rate=500_000) for k, s in enumerate(two_hosts) for i in range(12)
+    ]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1})
+    done = run_cli(
+        "run", manifest, "--scheduler", client.scheduler.address, "--max-connections-per-host", "2", cwd=tmp_path
+    )
+    assert done.code == 0, done.stderr
+    peaks = [s._server.counts["peak"] for s in two_hosts]  # type: ignore[attr-defined]
+    assert all(1 <= peak <= 2 for peak in peaks), peaks
+
+
+def test_a_dest_the_workers_do_not_share_is_refused(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
+    """/proc/self/cwd names each process's own working directory: the workers are moved to another one, so
+    the same dest path is another directory for them than for bulkdl, as a local disk of another machine is."""
+    url = builtin.add("one", b"x" * 1000)
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    manifest = write_manifest(tmp_path, [url], dest="/proc/self/cwd/mirror")
+    before = client.run(os.getcwd)
+    client.run(os.chdir, str(elsewhere))
+    try:
+        done = run_cli("run", manifest, "--scheduler", client.scheduler.address, cwd=tmp_path)
+    finally:
+        for address, cwd in before.items():
+            client.run(os.chdir, cwd, workers=[address])
+    assert done.code == 1
+    assert done.report is not None and done.report["error"]["code"] == "dest_not_shared"
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "shared mount" in lines[0] and "does not see the destination" in lines[0], lines
+    assert not builtin.requests("one") and not (tmp_path / "mirror" / "one").exists()
+    assert not list((tmp_path / "mirror" / ".bulkdl").glob("shared-probe-*")) and not list(elsewhere.rglob("*probe*"))
+
+
+def test_no_scheduler_and_a_missing_extra_are_one_line_each(
+    builtin: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    manifest = write_manifest(tmp_path, [builtin.add("one", b"x")], scheduler="tcp://127.0.0.1:9")
+    # The manifest's scheduler:, where nothing listens; Dask's own setting says how long to try.
+    monkeypatch.setenv("DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT", "1s")
+    done = run_cli("run", manifest, cwd=tmp_path)
+    assert done.code == 1 and done.report is not None
+    assert done.report["error"]["code"] == "scheduler_unreachable"
+    assert done.stderr.count("\n") == 1 and "dask scheduler" in done.stderr, done.stderr
+    # An interpreter without the extra: find_spec finds no distributed there.
+    without = (
+        "import sys, importlib.util as u; found = u.find_spec; "
+        "u.find_spec = lambda name, *a: None if name == 'distributed' else found(name, *a); "
+    )
+    check = without + "from bulkdl import cli; sys.exit(cli.main(['run', sys.argv[1], '--scheduler', 'tcp://h:1']))"
+    done2 = subprocess.run(
+        [sys.executable, "-c", check, str(manifest)], cwd=tmp_path, capture_output=True, text=True, env=cli_env()
+    )
+    assert done2.returncode == 2
+    assert done2.stderr.strip() == "bulkdl: --scheduler needs Dask: pip install 'bulkdl[dask]'"
+
+
+def test_ctrl_c_reports_the_files_not_done_as_interrupted(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
+    urls = [builtin.add(f"c{i}", content(f"c{i}", 2 * 1024 * 1024), rate=256 * 1024) for i in range(4)]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1})
+    process = _start(manifest, client.scheduler.address, tmp_path)
+    _until(lambda: builtin.peak("c0") and builtin.peak("c1"), "two files to start")
+    process.send_signal(signal.SIGINT)
+    code, stderr, report = _finish(process, tmp_path)
+    assert code == 130, stderr
+    assert {f["outcome"] for f in report["files"]} == {"interrupted"} and len(report["files"]) == 4
+    # The running files stopped themselves (the run's Event) and said how far they got, as a local worker does.
+    by_path = {f["path"]: f for f in report["files"]}
+    assert by_path["c0"]["transferred"] > 0 and by_path["c1"]["transferred"] > 0, report["files"]
+    assert "Traceback" not in stderr
+    assert _until(lambda: not client.processing() or not any(client.processing().values()), "the tasks to end")
+
+
+def _scheduler_process(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
+    log = (tmp_path / "scheduler.log").open("w")
+    dask_cli = Path(sys.executable).with_name("dask")
+    process = subprocess.Popen(
+        [str(dask_cli), "scheduler", "--host", "127.0.0.1", "--port", "0", "--no-dashboard"],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=tmp_path,
+    )
+    log.close()
+
+    def address() -> str | None:
+        for line in (tmp_path / "scheduler.log").read_text().splitlines():
+            if "Scheduler at:" in line:
+                return line.split("Scheduler at:")[1].strip()
+        return None
+
+    return process, _until(address, "the scheduler to listen")
+
+
+def test_a_lost_scheduler_ends_the_run_with_one_error_and_all_resumable(builtin: FaultServer, tmp_path: Path) -> None:
+    scheduler, address = _scheduler_process(tmp_path)
+    worker = subprocess.Popen(
+        [str(Path(sys.executable).with_name("dask")), "worker", address, "--nthreads", "1", "--no-dashboard"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        cwd=tmp_path,
+        env=cli_env(),
+    )
+    try:
+        data = {"quick": b"q" * 1000, "slow": content("slow", 4 * 1024 * 1024)}
+        urls = [builtin.add("quick", data["quick"]), builtin.add("slow", data["slow"], rate=256 * 1024)]
+        manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
+        process = _start(manifest, address, tmp_path)
+        part = tmp_path / "mirror" / "slow.part0"
+        _until(lambda: part.exists() and part.stat().st_size > 64 * 1024, "slow to have part of its bytes")
+        scheduler.kill()
+        code, stderr, report = _finish(process, tmp_path)
+        assert code == 1 and "Traceback" not in stderr
+        assert [line for line in stderr.splitlines() if line.startswith("bulkdl:")] == stderr.strip().splitlines()
+        assert "lost the Dask scheduler" in stderr and stderr.count("\n") == 1, stderr
+        assert report["error"]["code"] == "scheduler_lost"
+    finally:
+        scheduler.kill()
+        worker.kill()
+        scheduler.wait()
+        worker.wait()
+    builtin.change("slow", rate=None)
+    again = run_cli("run", manifest, cwd=tmp_path)  # locally: the part resumes
+    assert again.code == 0, again.stderr
+    assert again.file("slow")["transferred"] < len(data["slow"])
+    assert _sha256(tmp_path / "mirror" / "slow") == hashlib.sha256(data["slow"]).hexdigest()
+
+
+def test_batches_group_files_by_origin_host_and_stay_small() -> None:
+    from bulkdl.cluster.client import MAX_BATCH, batches
+    from bulkdl.values import Job, Settings
+
+    def job(i: int, url: str) -> Job:
+        return Job(i, url, url, (), f"f{i}", (), REPO / f"f{i}", None, (), Settings())
+
+    urls = [f"http://{'a' if i % 3 else 'b'}.example:80{i % 2}/f{i}" for i in range(300)]
+    cut = batches([(job(i, u), None) for i, u in enumerate(urls)], slots=1)
+    assert all(len({urlsplit(t[0].url).netloc for t in batch}) == 1 for batch in cut)
+    assert max(len(batch) for batch in cut) <= MAX_BATCH
+    assert sorted(t[0].index for batch in cut for t in batch) == list(range(300))
+    assert len(batches([(job(i, "http://a/x"), None) for i in range(8)], slots=4)) == 8  # every slot busy, twice
