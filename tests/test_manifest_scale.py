@@ -75,7 +75,7 @@ SETTINGS = "segments, min_segment_size, chunk_size, retries, timeout, min_speed,
 ENTRY = "url, path, size, md5, sha1, sha256, sha512, blake2b, insecure, mirrors"
 TOP = (
     "backup_dir, base_url, ca_bundle, checksums_file, connections, defaults, dest, files, limit_rate, "
-    "max_connections_per_host, max_delete, max_duration, prune, revalidate, trace, version, workers"
+    "max_connections_per_host, max_delete, max_duration, prune, revalidate, scheduler, trace, version, workers"
 )
 FLOW = f"(while parsing a flow sequence on line {line_of(BAD, 3)})"
 NOT_HTTP = "only http and https URLs are supported, got ftp scheme"

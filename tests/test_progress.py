@@ -15,7 +15,7 @@ import pytest
 from rich.console import Console
 
 from bulkdl import cli
-from bulkdl.parent import manifest, pool, run
+from bulkdl.parent import executor, manifest, pool
 from bulkdl.parent.pool import Batch
 from bulkdl.parent.report.progress import RATE_WINDOW_SECONDS, ProgressView
 from bulkdl.values import FileResult, Status
@@ -236,7 +236,7 @@ def test_a_stop_after_the_last_result_still_prints_the_summary_and_writes_the_re
     # the finished files was never shown.
     urls = [builtin.add("ok.bin", content("ok", 4096)), builtin.add_error("bad.bin", 404)]
     manifest_path = write_manifest(tmp_path, urls, workers=1)
-    monkeypatch.setattr(run, "Batch", lambda workers, segments: _LateInterrupt("signal"))
+    monkeypatch.setattr(executor, "Batch", lambda *_: _LateInterrupt("signal"))
     code = cli.main(["run", str(manifest_path), "--report", str(tmp_path / "r.json")])
     lines = capsys.readouterr().out.splitlines()
     assert code == 130
