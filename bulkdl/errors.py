@@ -34,6 +34,7 @@ PROTOCOL, CHANGED, CHECKSUM, SIZE, TOO_LARGE = "protocol", "changed", "checksum"
 DISK_FULL, LOCAL_IO, WORKER_DIED, INTERNAL = "disk_full", "local_io", "worker_died", "internal"
 INTERRUPTED, OUT_OF_TIME, MISSING = "interrupted", "out_of_time", "missing"
 SCHEDULER_UNREACHABLE, DEST_NOT_SHARED, SCHEDULER_LOST = "scheduler_unreachable", "dest_not_shared", "scheduler_lost"
+WORKER_BUSY = "worker_busy"
 # Every code a file of a report can carry, with what it means: the report's schema and the README list these.
 CODES = (
     (HTTP_4XX, "the server answered 4xx (404, 403, 429...): for good, or on every attempt"),
@@ -51,6 +52,7 @@ CODES = (
     (DISK_FULL, "not enough space on the destination's file system"),
     (LOCAL_IO, "reading or writing the local file failed (permissions, a symlink out of dest, I/O)"),
     (WORKER_DIED, "the worker process fetching it died (the OOM killer?)"),
+    (WORKER_BUSY, "--scheduler: the Dask worker given it stayed busy with another bulkdl run (bulkdl.busy-wait)"),
     (INTERNAL, "a bug in bulkdl: the traceback is on stderr"),
     (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
     (OUT_OF_TIME, "left by --max-duration for the next run"),

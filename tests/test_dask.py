@@ -36,10 +36,22 @@ _CONFIG = {
 }
 
 
+def _local_cluster(workers: int, threads: int) -> LocalCluster:
+    """Dashboards off; the scheduler's HTTP routes (it always serves /health) on a port of their own, not
+    8787: another cluster (of this module, of another xdist worker's) may have that one."""
+    with dask.config.set(_CONFIG):
+        return LocalCluster(
+            n_workers=workers,
+            threads_per_worker=threads,
+            dashboard_address=None,
+            scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+            host="127.0.0.1",
+        )
+
+
 @pytest.fixture(scope="module")
 def cluster() -> Iterator[LocalCluster]:
-    with dask.config.set(_CONFIG):
-        made = LocalCluster(n_workers=2, processes=True, threads_per_worker=1, dashboard_address=None, host="127.0.0.1")
+    made = _local_cluster(2, 1)
     try:
         yield made
     finally:
@@ -127,7 +139,7 @@ def _no_process_left() -> Iterator[None]:
         process.communicate()
 
 
-def _start(manifest: Path, scheduler: str, cwd: Path) -> subprocess.Popen[str]:
+def _start(manifest: Path, scheduler: str, cwd: Path, **env: str) -> subprocess.Popen[str]:
     argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--scheduler", scheduler]
     process = subprocess.Popen(
         [*argv, "--report", str(cwd / "report.json")],
@@ -135,7 +147,7 @@ def _start(manifest: Path, scheduler: str, cwd: Path) -> subprocess.Popen[str]:
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
-        env=cli_env(),
+        env=cli_env(**env),
         stdin=subprocess.DEVNULL,
     )
     _started.append(process)
@@ -190,10 +202,16 @@ def test_a_worker_killed_mid_run_leaves_every_file_correct(
 def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
     urls = [builtin.add("doomed", content("doomed", 4 * 1024 * 1024), rate=256 * 1024)]
     urls += [builtin.add(f"fine{i}", content(f"fine{i}", 2000)) for i in range(3)]
-    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1})
+    # Resumable (above one minimal segment), so each attempt goes on from the part the last one left rather
+    # than starting it anew; each is killed only once it has written bytes of its own, never between its start
+    # and its first write (the test was red 1 run in ~10 when a kill came before any part existed).
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
     process = _start(manifest, client.scheduler.address, tmp_path)
-    _until(lambda: builtin.peak("doomed"), "doomed to start")
+    part = tmp_path / "mirror" / "doomed.part0"
+    written = 0
     for _ in range(2):  # allowed-failures is 1: the second death is KilledWorker
+        _until(lambda before=written: part.exists() and part.stat().st_size > before, "doomed to write more")
+        written = part.stat().st_size
         _kill_the_worker_running(client, 0, alone=True)
     code, stderr, report = _finish(process, tmp_path)
     statuses = {f["path"]: (f["outcome"], f["code"]) for f in report["files"]}
@@ -201,7 +219,61 @@ def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, cl
     assert statuses == expected, (report["error"], stderr)
     assert code == 1 and "Traceback" not in stderr
     assert "died" in next(f["error"] for f in report["files"] if f["path"] == "doomed")
-    assert list((tmp_path / "mirror").glob("doomed.part*")), "the parts of a failed file are kept for the next run"
+    assert part.stat().st_size >= written, "the parts of a failed file are kept for the next run"
+
+
+def _stops_growing(path: Path, seconds: float) -> int:
+    """The size ``path`` settles at: the same over a whole second, within ``seconds``."""
+    deadline = time.monotonic() + seconds
+    size = path.stat().st_size
+    while True:
+        time.sleep(1.0)
+        now = path.stat().st_size
+        if now == size:
+            return size
+        assert time.monotonic() < deadline, f"{path.name} still grows ({now} bytes)"
+        size = now
+
+
+def test_a_client_killed_mid_run_stops_its_files_on_the_workers(
+    builtin: FaultServer, client: Client, tmp_path: Path
+) -> None:
+    """SIGKILL of bulkdl while the scheduler stays up: Dask lets the task run on, but the destination's lock
+    went with the client, so the workers stop writing into dest (heartbeat, task.py) and install nothing."""
+    size = 8 * 1024 * 1024
+    url = builtin.add("orphan", content("orphan", size), rate=256 * 1024)  # 32 s
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 1, "min_segment_size": "256KiB"})
+    process = _start(manifest, client.scheduler.address, tmp_path, DASK_BULKDL__CLIENT_LOST_AFTER="2s")
+    part = tmp_path / "mirror" / "orphan.part0"
+    _until(lambda: part.exists() and part.stat().st_size > 64 * 1024, "orphan to have part of its bytes")
+    process.kill()
+    process.communicate()
+    kept = _stops_growing(part, seconds=15)
+    assert kept < size and not (tmp_path / "mirror" / "orphan").exists()
+    # The worker is free again for the next run, which resumes the part the orphaned task left.
+    again = run_cli("run", manifest, "--scheduler", client.scheduler.address, cwd=tmp_path)
+    assert again.code == 0, again.stderr
+    assert _sha256(tmp_path / "mirror" / "orphan") == hashlib.sha256(content("orphan", size)).hexdigest()
+    assert again.file("orphan")["transferred"] <= size - kept
+
+
+def test_a_worker_busy_with_another_run_fails_its_files_after_busy_wait(builtin: FaultServer, tmp_path: Path) -> None:
+    """A worker process serves one run at a time; another run's task waits for it, but not for ever."""
+    with _local_cluster(1, 2) as one:
+        slow = builtin.add("slow", content("slow", 1024 * 1024), rate=128 * 1024)  # 8 s
+        first, second = tmp_path / "first", tmp_path / "second"
+        for directory in (first, second):
+            directory.mkdir()
+        running = _start(write_manifest(first, [slow], defaults={"segments": 1}), one.scheduler_address, first)
+        _until(lambda: builtin.peak("slow"), "the first run's file to start")
+        quick = write_manifest(second, [builtin.add("quick", b"q" * 1000)])
+        busy = _start(quick, one.scheduler_address, second, DASK_BULKDL__BUSY_WAIT="1s")
+        code, stderr, report = _finish(busy, second)
+        assert code == 1, stderr
+        (only,) = report["files"]
+        assert (only["status"], only["code"]) == ("failed", "worker_busy"), only
+        assert "still serving bulkdl run" in only["error"] and "after 1 s" in only["error"]
+        assert _finish(running, first)[0] == 0  # the run it waited for is not disturbed
 
 
 class _Counting(httpserver._Handler):

@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import dask.config
 from dask.utils import parse_timedelta
-from distributed import Client, Event, Future, KilledWorker, as_completed
+from distributed import Client, Event, Future, KilledWorker, Variable, as_completed
 
 from ..errors import INTERNAL, WORKER_DIED, ClusterError, DestNotShared, SchedulerLost, SchedulerUnreachable
 from ..values import Budget, FileResult, Job, Status
@@ -49,6 +49,10 @@ from .task import Config
 GRACE_SECONDS = 1.5  # as the local pool's: how long stopping files get to hand their results back
 MAX_BATCH = 32  # files per task, at most: the scheduler's per-task cost is milliseconds, a file's far more
 _POLL_SECONDS = 0.05
+# Dask config keys of bulkdl's own (``DASK_BULKDL__BUSY_WAIT=10m`` in the client's environment, or a Dask
+# config file): how long a worker may miss the client's heartbeat before it stops the run's files, and how long
+# a task waits for a worker process busy with another run before it fails its files (worker_busy).
+CLIENT_LOST_AFTER, BUSY_WAIT = ("bulkdl.client-lost-after", "20s"), ("bulkdl.busy-wait", "5 minutes")
 OUT_OF_TIME = "the run's time budget (--max-duration) ran out; the next run fetches it, from its parts if any"
 
 
@@ -92,6 +96,10 @@ class DaskExecutor:
         self._out_of_time = False
         self._grace_ends: float | None = None
         self._done: Any = None  # the as_completed of the run's tasks
+        self._lost_after = _seconds(*CLIENT_LOST_AFTER)
+        self._heartbeat = Variable(task.heartbeat_name(self._run), client=self._client)
+        self._closing = threading.Event()
+        self._beating = threading.Thread(target=self._beat, name="bulkdl-heartbeat", daemon=True)
 
     def run(
         self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None], on_poll: Callable[[], None]
@@ -105,6 +113,8 @@ class DaskExecutor:
         threads = self._workers()
         self._check_shared(list(threads))
         config = self._config(threads)
+        self._heartbeat.set(0)
+        self._beating.start()
         for batch in batches(listed, sum(threads.values())):
             key = f"bulkdl-{self._run}-{batch[0][0].index}"
             self._futures[self._client.submit(task.run_batch, config, batch, key=key, pure=False)] = batch
@@ -139,7 +149,16 @@ class DaskExecutor:
         rate = budget.limit_rate
         share = replace(budget, limit_rate=None if rate is None else max(1, rate // len(threads)), deadline=None)
         files = max(1, math.ceil(useful / slots))
-        return Config(self._run, share, files, min(budget.per_host, files * 2))
+        idle = min(budget.per_host, files * 2)
+        return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT))
+
+    def _beat(self) -> None:
+        """Count the heartbeat up, in a thread of its own so that no slow step of the run can miss a beat."""
+        beat = 0
+        while not self._closing.wait(min(2.0, self._lost_after / 4)):
+            beat += 1
+            with contextlib.suppress(Exception):  # a scheduler gone: the run loop says so
+                self._heartbeat.set(beat)
 
     def _check_shared(self, workers: list[str]) -> None:
         """Every worker writes a random token into dest/.bulkdl/; this process must read each one back."""
@@ -254,10 +273,14 @@ class DaskExecutor:
                 signal.signal(number, signal.SIG_DFL if handler is None else handler)
 
     def close(self) -> None:
+        self._closing.set()
+        if self._beating.is_alive():
+            self._beating.join()
         with contextlib.suppress(Exception):  # a lost scheduler has nothing left to cancel or close
             if self._futures:
                 self._event.set()
                 self._client.cancel(list(self._futures), force=True)
+            self._heartbeat.delete()
             self._client.close(timeout=2)
 
 
@@ -267,7 +290,11 @@ def _over(future: Future[Any], outcome: Any) -> bool:
 
 
 def _connect_timeout() -> float:
-    return float(parse_timedelta(dask.config.get("distributed.comm.timeouts.connect"), default="s"))
+    return _seconds("distributed.comm.timeouts.connect", "30s")
+
+
+def _seconds(key: str, default: str) -> float:
+    return float(parse_timedelta(dask.config.get(key, default), default="s"))
 
 
 def _read(path: Path) -> str | None:

@@ -21,7 +21,10 @@ process, as the local table does (a rate the client divided among the workers it
 
 The stop flag is a ``distributed.Event`` that a watcher thread per process polls and copies into a local
 event the file threads check between chunks; one that cannot be asked (the scheduler is gone) stops too, as a
-local worker whose parent died does: nobody holds the destination lock any more.
+local worker whose parent died does: nobody holds the destination lock any more. The same holds for a client
+that died (SIGKILL, the OOM killer, its machine) while the scheduler stays up: Dask lets a running task run on,
+so the client counts a ``distributed.Variable`` up every few seconds, and a worker that sees it stand still for
+``client_lost_after`` stops the run's files, parts kept, rather than write on into a dest whose lock is gone.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ import multiprocessing
 import os
 import sys
 import threading
+import time
 import traceback
 from collections import deque
 from collections.abc import Callable, Iterator
@@ -38,9 +42,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from distributed import Event, Semaphore, get_client, get_worker
+from distributed import Event, Semaphore, Variable, get_client, get_worker
 
-from ..errors import INTERNAL, local_code
+from ..errors import INTERNAL, WORKER_BUSY, local_code
 from ..values import Budget, FileResult, Job, Status
 from ..worker import limits, net
 from ..worker.fetch import fetch_file
@@ -60,6 +64,8 @@ class Config:
     budget: Budget  # limit_rate: this worker process's share of the run's
     files: int  # threads per task, at most
     max_idle_per_host: int
+    client_lost_after: float  # seconds the client's heartbeat may stand still before its files stop here
+    busy_wait: float  # seconds a task waits for a worker process serving another run before failing its files
 
 
 def semaphore_name(run: str, key: str) -> str:
@@ -68,6 +74,10 @@ def semaphore_name(run: str, key: str) -> str:
 
 def stop_event_name(run: str) -> str:
     return f"bulkdl-{run}-stop"
+
+
+def heartbeat_name(run: str) -> str:
+    return f"bulkdl-{run}-alive"
 
 
 def probe_path(dest: Path, token: str) -> Path:
@@ -90,25 +100,32 @@ def probe(path: str, token: str) -> str | None:
 
 def run_batch(config: Config, tasks: list[Task]) -> list[FileResult]:
     """The task: every file of the batch on up to ``config.files`` threads; each one's result, in any order."""
-    with _joined(config) as run:
-        pending = deque(tasks)
-        results: list[FileResult] = []
-        cap = min(config.budget.per_host, config.budget.connections)
+    try:
+        with _joined(config) as run:
+            return _serve(run, config, tasks)
+    except _Busy as busy:
+        return [_busy(job, config, busy.args[0]) for job, _ in tasks]
 
-        def serve() -> None:
-            while True:
-                try:
-                    job, condition = pending.popleft()
-                except IndexError:
-                    return
-                results.append(_one(job, condition, run.stop, cap))
 
-        threads = [threading.Thread(target=serve, name=f"file-{i}") for i in range(min(config.files, len(tasks)))]
-        for thread in threads:
-            thread.start()
-        for thread in threads:
-            thread.join()
-        return results
+def _serve(run: _Run, config: Config, tasks: list[Task]) -> list[FileResult]:
+    pending = deque(tasks)
+    results: list[FileResult] = []
+    cap = min(config.budget.per_host, config.budget.connections)
+
+    def serve() -> None:
+        while True:
+            try:
+                job, condition = pending.popleft()
+            except IndexError:
+                return
+            results.append(_one(job, condition, run.stop, cap))
+
+    threads = [threading.Thread(target=serve, name=f"file-{i}") for i in range(min(config.files, len(tasks)))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return results
 
 
 def _one(job: Job, condition: Any, stop: StopFlag, cap: int) -> FileResult:
@@ -128,6 +145,15 @@ def _one(job: Job, condition: Any, stop: StopFlag, cap: int) -> FileResult:
 
 def _failed(job: Job, reason: str, code: str) -> FileResult:
     return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=code)
+
+
+def _busy(job: Job, config: Config, other: str) -> FileResult:
+    reason = (
+        f"not started: the Dask worker {get_worker().address} was still serving bulkdl run {other} after "
+        f"{config.busy_wait:g} s (one worker process serves one run at a time: give each run its own workers, "
+        "or run them one after the other); the next run fetches it"
+    )
+    return _failed(job, reason, WORKER_BUSY)
 
 
 class _Permits(limits.Shared):
@@ -201,6 +227,9 @@ class _Run:
         self.stop = threading.Event()
         self._done = threading.Event()
         self._event = Event(stop_event_name(config.run), client=get_client())
+        self._heartbeat = Variable(heartbeat_name(config.run), client=get_client())
+        self._beat: Any = None
+        self._beat_seen = time.monotonic()
         self.permits = _Permits(config, worker.scheduler, worker.loop)
         net.start(config.max_idle_per_host)
         limits.install(self.permits, self.stop)
@@ -223,6 +252,23 @@ class _Run:
     def _watch(self) -> None:
         while not self._done.is_set() and not self.stop.is_set():
             self._ask(_WATCH)
+            self._mind_the_client()
+
+    def _mind_the_client(self) -> None:
+        try:
+            beat = self._heartbeat.get(timeout=_WATCH)
+        except Exception:  # not set (yet, or any more), or the scheduler is gone, which _ask sees
+            beat = None
+        now = time.monotonic()
+        if beat != self._beat:
+            self._beat, self._beat_seen = beat, now
+        elif now - self._beat_seen > self.config.client_lost_after:
+            print(
+                f"bulkdl: the client of run {self.config.run} has not been heard from for "
+                f"{self.config.client_lost_after:g} s; its files stop here, parts kept",
+                file=sys.stderr,
+            )
+            self.stop.set()
 
     def _janitor(self) -> None:
         while not self._done.wait(_JANITOR):
@@ -237,21 +283,28 @@ class _Run:
         self.permits.close()
 
 
+class _Busy(Exception):
+    """This worker process still serves the run ``args[0]``."""
+
+
 _lock = threading.Condition()
 _current: _Run | None = None
 
 
 @contextlib.contextmanager
 def _joined(config: Config) -> Iterator[_Run]:
-    """The run this process serves, started by its first task here and ended by its last.
+    """The run this process serves, started by its first task here and ended by its last; _Busy after
+    ``config.busy_wait`` seconds of waiting for another run's to end.
 
     limits and net are per process, so one worker process serves one run at a time: a task of another run
-    (two bulkdl runs sharing a cluster) waits here until this one's tasks are done.
+    (two bulkdl runs sharing a cluster) waits here until this one's tasks are done. For a bounded time: a run
+    whose files never end here (a hung server read) must not hold every later run's tasks for ever.
     """
     global _current
     with _lock:
-        while _current is not None and _current.config.run != config.run:
-            _lock.wait()
+        if not _lock.wait_for(lambda: _current is None or _current.config.run == config.run, config.busy_wait):
+            assert _current is not None
+            raise _Busy(_current.config.run)
         if _current is None:
             _current = _Run(config)
         run = _current
