@@ -222,6 +222,50 @@ def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, cl
     assert part.stat().st_size >= written, "the parts of a failed file are kept for the next run"
 
 
+def test_the_workers_events_reach_the_log_as_in_a_local_run(
+    builtin: FaultServer, client: Client, tmp_path: Path
+) -> None:
+    urls = [
+        builtin.add("retry.bin", content("retry", 5000), fail_first=1, retry_after="0"),  # a 503 first
+        builtin.add("resume.bin", content("resume", 200_000), drop_after=100_000, drops=1),  # broken mid-body
+        builtin.add("plain.bin", content("plain", 1000)),
+    ]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
+    written = tmp_path / "run.log"
+    done = run_cli("run", manifest, "--scheduler", client.scheduler.address, "--log-file", written, cwd=tmp_path)
+    assert done.code == 0, done.stderr
+    events = [json.loads(line) for line in written.read_text().splitlines()]
+    kinds = {name: [e["event"] for e in events if e.get("path") == name] for name in ("retry.bin", "resume.bin")}
+    assert kinds == {
+        "retry.bin": ["file_start", "retry", "file_end"],
+        "resume.bin": ["file_start", "retry", "resume", "file_end"],
+    }, events
+    assert next(e for e in events if e["event"] == "resume")["offset"] == 100_000
+    assert [e["event"] for e in events if e.get("path") == "plain.bin"] == ["file_start", "file_end"]
+
+
+def test_max_duration_stops_the_cluster_run_and_the_next_run_resumes(
+    builtin: FaultServer, client: Client, tmp_path: Path
+) -> None:
+    size = 4 * 1024 * 1024
+    urls = [builtin.add("slow.bin", content("slow", size), rate=512 * 1024)]  # 8 s
+    urls += [builtin.add(f"quick{i}.bin", content(f"quick{i}", 1000)) for i in range(3)]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
+    scheduler = client.scheduler.address
+    first = run_cli("run", manifest, "--scheduler", scheduler, "--max-duration", "3s", cwd=tmp_path)
+    assert first.code == 5, first.stdout + first.stderr
+    slow = first.file("slow.bin")
+    assert (slow["outcome"], slow["code"]) == ("interrupted", "out_of_time"), slow
+    assert 0 < slow["transferred"] < size, "stopped while it ran, not before or after"
+    assert {first.file(f"quick{i}.bin")["status"] for i in range(3)} == {"new"}
+    assert first.stdout.splitlines()[-1].startswith("FAILED: out of time, 1 of 4 files left for the next run")
+    builtin.change("slow.bin", rate=None)
+    second = run_cli("run", manifest, "--scheduler", scheduler, cwd=tmp_path)
+    assert second.code == 0, second.stderr
+    assert _sha256(tmp_path / "mirror" / "slow.bin") == hashlib.sha256(content("slow", size)).hexdigest()
+    assert second.file("slow.bin")["transferred"] <= size - slow["transferred"], "resumed from its part"
+
+
 def _stops_growing(path: Path, seconds: float) -> int:
     """The size ``path`` settles at: the same over a whole second, within ``seconds``."""
     deadline = time.monotonic() + seconds

@@ -41,6 +41,7 @@ from distributed import Client, Event, Future, KilledWorker, Variable, as_comple
 from ..errors import INTERNAL, WORKER_DIED, ClusterError, DestNotShared, SchedulerLost, SchedulerUnreachable
 from ..values import Budget, FileResult, Job, Status
 from ..worker import limits
+from ..worker.events import Event as Told
 from ..worker.meter import Send
 from ..worker.serve import Task, not_started
 from . import task
@@ -72,8 +73,11 @@ def batches(tasks: Iterable[Task], slots: int) -> list[list[Task]]:
 class DaskExecutor:
     """Runs tasks on the Dask cluster at ``address``; the same contract as pool.Batch."""
 
-    def __init__(self, address: str, budget: Budget, dest: Path) -> None:
-        self._address, self._budget, self._dest = address, budget, dest
+    def __init__(
+        self, address: str, budget: Budget, dest: Path, on_events: Callable[[list[Told]], None] | None = None
+    ) -> None:
+        """``on_events`` receives the files' events for the run's log; None: the workers gather none."""
+        self._address, self._budget, self._dest, self._on_events = address, budget, dest, on_events
         self._run = secrets.token_hex(8)
         # bulkdl says itself what went wrong, in one line: Dask's own log (a lost scheduler is an ERROR with a
         # traceback, and another as the client closes) would bury it.
@@ -150,7 +154,8 @@ class DaskExecutor:
         share = replace(budget, limit_rate=None if rate is None else max(1, rate // len(threads)), deadline=None)
         files = max(1, math.ceil(useful / slots))
         idle = min(budget.per_host, files * 2)
-        return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT))
+        told = self._on_events is not None
+        return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT), told)
 
     def _beat(self) -> None:
         """Count the heartbeat up, in a thread of its own so that no slow step of the run can miss a beat."""
@@ -201,8 +206,10 @@ class DaskExecutor:
             self._futures[future] = batch
             self._done.add(future)
             return
-        if future.status == "finished" and isinstance(outcome, list):
-            results = outcome
+        if future.status == "finished" and isinstance(outcome, tuple):
+            results, told = outcome
+            if told and self._on_events is not None:  # before the results: a file's events precede its end
+                self._on_events(told)
         elif future.status == "error":  # its exception is here already (outcome holds it as an exc_info)
             results = [_failed(job, future.exception()) for job in jobs]
         elif self._stopping:  # cancelled by a stop
@@ -286,7 +293,7 @@ class DaskExecutor:
 
 def _over(future: Future[Any], outcome: Any) -> bool:
     """Whether the task has ended for good: with its results in hand, or with an error."""
-    return (future.status == "finished" and isinstance(outcome, list)) or future.status == "error"
+    return (future.status == "finished" and isinstance(outcome, tuple)) or future.status == "error"
 
 
 def _connect_timeout() -> float:

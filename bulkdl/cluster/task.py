@@ -46,7 +46,7 @@ from distributed import Event, Semaphore, Variable, get_client, get_worker
 
 from ..errors import INTERNAL, WORKER_BUSY, local_code
 from ..values import Budget, FileResult, Job, Status
-from ..worker import limits, net
+from ..worker import events, limits, net
 from ..worker.fetch import fetch_file
 from ..worker.retry import Cancelled, StopFlag
 from ..worker.serve import Task, not_started
@@ -66,6 +66,11 @@ class Config:
     max_idle_per_host: int
     client_lost_after: float  # seconds the client's heartbeat may stand still before its files stop here
     busy_wait: float  # seconds a task waits for a worker process serving another run before failing its files
+    events: bool = False  # gather the files' events for the run's log (-v, --log-file), as serve.Config's
+
+
+# What a task returns: its files' results, and their events for the run's log (empty when it keeps none).
+Outcome = tuple[list[FileResult], list[events.Event]]
 
 
 def semaphore_name(run: str, key: str) -> str:
@@ -98,13 +103,15 @@ def probe(path: str, token: str) -> str | None:
     return None
 
 
-def run_batch(config: Config, tasks: list[Task]) -> list[FileResult]:
-    """The task: every file of the batch on up to ``config.files`` threads; each one's result, in any order."""
+def run_batch(config: Config, tasks: list[Task]) -> Outcome:
+    """The task: every file of the batch on up to ``config.files`` threads; each one's result, in any order,
+    and the events its files told."""
     try:
         with _joined(config) as run:
-            return _serve(run, config, tasks)
+            results = _serve(run, config, tasks)
+            return results, run.events_of({job.name for job, _ in tasks})
     except _Busy as busy:
-        return [_busy(job, config, busy.args[0]) for job, _ in tasks]
+        return [_busy(job, config, busy.args[0]) for job, _ in tasks], []
 
 
 def _serve(run: _Run, config: Config, tasks: list[Task]) -> list[FileResult]:
@@ -134,6 +141,7 @@ def _one(job: Job, condition: Any, stop: StopFlag, cap: int) -> FileResult:
         job = replace(job, settings=replace(job.settings, segments=cap))
     if stop.is_set():
         return not_started(job)
+    events.emit("file_start", path=job.name, url=job.shown_url)
     try:
         return fetch_file(job, condition, stop)
     except OSError as exc:  # fetch_file's own cleanup failed: a disk failing under it
@@ -230,6 +238,12 @@ class _Run:
         self._heartbeat = Variable(heartbeat_name(config.run), client=get_client())
         self._beat: Any = None
         self._beat_seen = time.monotonic()
+        # events.py's sink is the process's, and so is this run: the tasks of the run running here share it,
+        # and each takes back the events of its own files (every file event names its path).
+        self._told: list[events.Event] = []
+        self._told_lock = threading.Lock()
+        if config.events:
+            events.install(self._tell)
         self.permits = _Permits(config, worker.scheduler, worker.loop)
         net.start(config.max_idle_per_host)
         limits.install(self.permits, self.stop)
@@ -270,6 +284,17 @@ class _Run:
             )
             self.stop.set()
 
+    def _tell(self, event: events.Event) -> None:
+        with self._told_lock:
+            self._told.append(event)
+
+    def events_of(self, paths: set[str]) -> list[events.Event]:
+        """The events told so far of the files at ``paths``, taken out of the process's list."""
+        with self._told_lock:
+            mine = [e for e in self._told if e[2].get("path") in paths]
+            self._told = [e for e in self._told if e[2].get("path") not in paths]
+        return mine
+
     def _janitor(self) -> None:
         while not self._done.wait(_JANITOR):
             net.close_idle(self.permits.surplus)
@@ -280,6 +305,7 @@ class _Run:
             thread.join()
         net.stop()  # every socket closes, giving its leases back
         limits.install(None, threading.Event())
+        events.install(None)
         self.permits.close()
 
 

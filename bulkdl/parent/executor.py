@@ -43,11 +43,10 @@ def start(
 ) -> Executor:
     """The local pool of ``workers`` processes, or a connection to the Dask scheduler at ``scheduler``.
 
-    ``on_events`` takes the local workers' events for the run's log. Dask workers send none yet: a cluster
-    run's log has the parent's events only (run_start, skip, file_end, failure, run_end)."""
+    ``on_events`` takes the workers' events for the run's log (local or Dask: the same events)."""
     if scheduler is None:
         return Batch(workers, budget, on_events)
     check(scheduler)
     from ..cluster.client import DaskExecutor  # only here: a local run imports nothing of Dask
 
-    return DaskExecutor(scheduler, budget, dest)
+    return DaskExecutor(scheduler, budget, dest, on_events)
