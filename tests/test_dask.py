@@ -248,11 +248,12 @@ def test_max_duration_stops_the_cluster_run_and_the_next_run_resumes(
     builtin: FaultServer, client: Client, tmp_path: Path
 ) -> None:
     size = 4 * 1024 * 1024
-    urls = [builtin.add("slow.bin", content("slow", size), rate=512 * 1024)]  # 8 s
+    urls = [builtin.add("slow.bin", content("slow", size), rate=256 * 1024)]  # 16 s
     urls += [builtin.add(f"quick{i}.bin", content(f"quick{i}", 1000)) for i in range(3)]
     manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
     scheduler = client.scheduler.address
-    first = run_cli("run", manifest, "--scheduler", scheduler, "--max-duration", "3s", cwd=tmp_path)
+    # The budget leaves the quick files time for a worker that a test before restarted to import bulkdl.
+    first = run_cli("run", manifest, "--scheduler", scheduler, "--max-duration", "6s", cwd=tmp_path)
     assert first.code == 5, first.stdout + first.stderr
     slow = first.file("slow.bin")
     assert (slow["outcome"], slow["code"]) == ("interrupted", "out_of_time"), slow
@@ -355,12 +356,24 @@ def test_the_per_host_cap_holds_across_the_cluster(
         s.add(f"h{k}-{i}", content(f"h{i}", 100_000), rate=500_000) for k, s in enumerate(two_hosts) for i in range(12)
     ]
     manifest = write_manifest(tmp_path, urls, defaults={"segments": 1})
+    before = _left_on_scheduler(client)  # a client killed by an earlier test could not clean up
     done = run_cli(
         "run", manifest, "--scheduler", client.scheduler.address, "--max-connections-per-host", "2", cwd=tmp_path
     )
     assert done.code == 0, done.stderr
     peaks = [s._server.counts["peak"] for s in two_hosts]  # type: ignore[attr-defined]
     assert all(1 <= peak <= 2 for peak in peaks), peaks
+    left = set(_left_on_scheduler(client)) - set(before)
+    assert not left, "a run leaves no semaphore, event or variable on the scheduler"
+
+
+def _left_on_scheduler(client: Client) -> list[str]:
+    def names(dask_scheduler: Any) -> list[str]:
+        ext = dask_scheduler.extensions
+        held = [*ext["semaphores"].max_leases, *ext["events"]._events, *ext["variables"].variables]
+        return sorted(str(name) for name in held if str(name).startswith("bulkdl-"))
+
+    return client.run_on_scheduler(names)  # type: ignore[no-any-return]
 
 
 def test_a_dest_the_workers_do_not_share_is_refused(builtin: FaultServer, client: Client, tmp_path: Path) -> None:

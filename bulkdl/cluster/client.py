@@ -36,7 +36,7 @@ from urllib.parse import urlsplit
 
 import dask.config
 from dask.utils import parse_timedelta
-from distributed import Client, Event, Future, KilledWorker, Variable, as_completed
+from distributed import Client, Event, Future, KilledWorker, Semaphore, Variable, as_completed
 
 from ..errors import INTERNAL, WORKER_DIED, ClusterError, DestNotShared, SchedulerLost, SchedulerUnreachable
 from ..values import Budget, FileResult, Job, Status
@@ -61,8 +61,7 @@ def batches(tasks: Iterable[Task], slots: int) -> list[list[Task]]:
     """The tasks grouped by origin host, in their order, cut so that ``slots`` threads all get work, twice."""
     by_host: dict[str, list[Task]] = {}
     for item in tasks:
-        parts = urlsplit(item[0].url)
-        by_host.setdefault(limits.host_key(parts.hostname or "", parts.port, parts.scheme), []).append(item)
+        by_host.setdefault(_host(item[0]), []).append(item)
     cut: list[list[Task]] = []
     for group in by_host.values():
         size = max(1, min(MAX_BATCH, math.ceil(len(group) / (2 * max(1, slots)))))
@@ -103,6 +102,7 @@ class DaskExecutor:
         self._lost_after = _seconds(*CLIENT_LOST_AFTER)
         self._heartbeat = Variable(task.heartbeat_name(self._run), client=self._client)
         self._closing = threading.Event()
+        self._caps: set[str] = set()  # the names of the run's semaphores (task.py), each made by a first lease
         self._beating = threading.Thread(target=self._beat, name="bulkdl-heartbeat", daemon=True)
 
     def run(
@@ -114,6 +114,7 @@ class DaskExecutor:
         """
         listed = list(tasks)
         open_ = {item[0].index: item[0] for item in listed}
+        self._caps = {"connections", *(_host(job) for job in open_.values())}
         threads = self._workers()
         self._check_shared(list(threads))
         config = self._config(threads)
@@ -288,7 +289,17 @@ class DaskExecutor:
                 self._event.set()
                 self._client.cancel(list(self._futures), force=True)
             self._heartbeat.delete()
+            self._event.clear()  # an Event cleared with nobody waiting is forgotten by the scheduler
+            for key in self._caps:  # so is a semaphore closed; a worker's later ask for a lease then stops it
+                name = task.semaphore_name(self._run, key)
+                Semaphore(name=name, scheduler_rpc=self._client.scheduler, loop=self._client.loop).close()
             self._client.close(timeout=2)
+
+
+def _host(job: Job) -> str:
+    """The key of the job's origin host, as limits.py and task.py name its connection cap."""
+    parts = urlsplit(job.url)
+    return limits.host_key(parts.hostname or "", parts.port, parts.scheme)
 
 
 def _over(future: Future[Any], outcome: Any) -> bool:
