@@ -27,6 +27,7 @@ from distributed import Client, LocalCluster
 from . import httpserver
 from .conftest import REPO, cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
+from .test_terminal import _STYLE, _run_in_pty
 
 pytestmark = pytest.mark.timeout(180)
 
@@ -265,6 +266,21 @@ def test_max_duration_stops_the_cluster_run_and_the_next_run_resumes(
     assert second.code == 0, second.stderr
     assert _sha256(tmp_path / "mirror" / "slow.bin") == hashlib.sha256(content("slow", size)).hexdigest()
     assert second.file("slow.bin")["transferred"] <= size - slow["transferred"], "resumed from its part"
+
+
+def test_the_progress_display_moves_with_the_bytes_the_workers_receive(
+    builtin: FaultServer, client: Client, tmp_path: Path
+) -> None:
+    size = 2 * 1024 * 1024
+    url = builtin.add("slow.bin", content("slow", size), rate=256 * 1024)  # 8 s
+    manifest = write_manifest(tmp_path, [{"url": url, "size": size}], defaults={"segments": 1})
+    part_of_it = re.compile(r"(?<![\d.])(?!2\.00 MiB)[1-9][\d.]* (KiB|MiB)/2\.00 MiB")
+    code, output = _run_in_pty(
+        ["run", str(manifest), "--scheduler", client.scheduler.address],
+        tmp_path,
+        interrupt_when=lambda shown: part_of_it.search(_STYLE.sub("", shown)) is not None,
+    )
+    assert code == 130, f"to be interrupted once the screen showed part of the file, before its end: {output}"
 
 
 def _stops_growing(path: Path, seconds: float) -> int:

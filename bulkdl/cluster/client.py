@@ -21,8 +21,10 @@ the local pool's grace period is cancelled and reported interrupted, as the loca
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
+import queue
 import secrets
 import signal
 import threading
@@ -103,15 +105,14 @@ class DaskExecutor:
         self._heartbeat = Variable(task.heartbeat_name(self._run), client=self._client)
         self._closing = threading.Event()
         self._caps: set[str] = set()  # the names of the run's semaphores (task.py), each made by a first lease
+        self._heard: queue.SimpleQueue[list[list[Any]]] = queue.SimpleQueue()  # progress, from the client's loop
         self._beating = threading.Thread(target=self._beat, name="bulkdl-heartbeat", daemon=True)
 
     def run(
         self, tasks: Iterable[Task], on_tick: Send, on_result: Callable[[FileResult], None], on_poll: Callable[[], None]
     ) -> bool:
-        """Send every task; hand each file's result to ``on_result`` as its batch completes.
-
-        ``on_tick`` is not called: byte progress would take events from every worker; progress moves by file.
-        """
+        """Send every task; hand each file's result to ``on_result`` as its batch completes, and the bytes
+        the workers tell of (task.PROGRESS_TOPIC, every half second) to ``on_tick``."""
         listed = list(tasks)
         open_ = {item[0].index: item[0] for item in listed}
         self._caps = {"connections", *(_host(job) for job in open_.values())}
@@ -120,6 +121,7 @@ class DaskExecutor:
         config = self._config(threads)
         self._heartbeat.set(0)
         self._beating.start()
+        self._client.subscribe_topic(task.PROGRESS_TOPIC, self._hear)
         for batch in batches(listed, sum(threads.values())):
             key = f"bulkdl-{self._run}-{batch[0][0].index}"
             self._futures[self._client.submit(task.run_batch, config, batch, key=key, pure=False)] = batch
@@ -133,6 +135,9 @@ class DaskExecutor:
                     self._collect(future, outcome, open_, on_result)
                 if open_ and self._client.status != "running":
                     raise self._lost(len(open_))
+                while not self._heard.empty():
+                    for index, n, size in self._heard.get():
+                        on_tick(index, n, size)
                 on_poll()
                 time.sleep(_POLL_SECONDS)
         return bool(self._asked) or (self._stopping and not self._out_of_time)
@@ -157,6 +162,12 @@ class DaskExecutor:
         idle = min(budget.per_host, files * 2)
         told = self._on_events is not None
         return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT), told)
+
+    def _hear(self, event: tuple[float, Any]) -> None:
+        """Progress from a worker (in the client's event loop: only queued here)."""
+        message = event[1]
+        if isinstance(message, dict) and message.get("run") == self._run:
+            self._heard.put(message["ticks"])
 
     def _beat(self) -> None:
         """Count the heartbeat up, in a thread of its own so that no slow step of the run can miss a beat."""
@@ -284,16 +295,26 @@ class DaskExecutor:
         self._closing.set()
         if self._beating.is_alive():
             self._beating.join()
-        with contextlib.suppress(Exception):  # a lost scheduler has nothing left to cancel or close
-            if self._futures:
-                self._event.set()
-                self._client.cancel(list(self._futures), force=True)
-            self._heartbeat.delete()
-            self._event.clear()  # an Event cleared with nobody waiting is forgotten by the scheduler
-            for key in self._caps:  # so is a semaphore closed; a worker's later ask for a lease then stops it
-                name = task.semaphore_name(self._run, key)
-                Semaphore(name=name, scheduler_rpc=self._client.scheduler, loop=self._client.loop).close()
-            self._client.close(timeout=2)
+        running = bool(self._futures)
+        # Each step alone: one that fails (a lost scheduler has nothing left to cancel or close) skips no other.
+        steps: list[Callable[[], object]] = [
+            lambda: self._client.unsubscribe_topic(task.PROGRESS_TOPIC),
+            self._heartbeat.delete,
+        ]
+        if running:  # tasks still out: the Event stays set, for them to see (a cleared one they could miss)
+            steps += [self._event.set, lambda: self._client.cancel(list(self._futures), force=True)]
+        else:  # an Event cleared with nobody waiting is forgotten by the scheduler
+            steps.append(self._event.clear)
+        # So is a closed semaphore; a task still out that asks it for a lease then stops.
+        steps += [functools.partial(self._close_semaphore, key) for key in self._caps]
+        steps.append(lambda: self._client.close(timeout=2))
+        for step in steps:
+            with contextlib.suppress(Exception):
+                step()
+
+    def _close_semaphore(self, key: str) -> None:
+        name = task.semaphore_name(self._run, key)
+        Semaphore(name=name, scheduler_rpc=self._client.scheduler, loop=self._client.loop).close()
 
 
 def _host(job: Job) -> str:

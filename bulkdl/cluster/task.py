@@ -48,12 +48,17 @@ from ..errors import INTERNAL, WORKER_BUSY, local_code
 from ..values import Budget, FileResult, Job, Status
 from ..worker import events, limits, net
 from ..worker.fetch import fetch_file
+from ..worker.meter import Send
 from ..worker.retry import Cancelled, StopFlag
 from ..worker.serve import Task, not_started
 
 _LEASE_WAIT = 0.2  # seconds one ask for a lease waits before the stop flag is looked at again
 _WATCH = 0.5  # seconds one ask whether the run is stopping waits at the scheduler
 _JANITOR = 0.05  # seconds between two looks for idle connections to give back
+_TICKS = 0.5  # seconds between two messages of a worker process's byte progress
+# One topic for every run's progress, each message naming its run: the scheduler keeps a bounded log per
+# topic for ever, so a topic per run would grow a long-lived scheduler by one each night.
+PROGRESS_TOPIC = "bulkdl-progress"
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,7 +130,7 @@ def _serve(run: _Run, config: Config, tasks: list[Task]) -> list[FileResult]:
                 job, condition = pending.popleft()
             except IndexError:
                 return
-            results.append(_one(job, condition, run.stop, cap))
+            results.append(_one(job, condition, run.stop, cap, run.tick))
 
     threads = [threading.Thread(target=serve, name=f"file-{i}") for i in range(min(config.files, len(tasks)))]
     for thread in threads:
@@ -135,7 +140,7 @@ def _serve(run: _Run, config: Config, tasks: list[Task]) -> list[FileResult]:
     return results
 
 
-def _one(job: Job, condition: Any, stop: StopFlag, cap: int) -> FileResult:
+def _one(job: Job, condition: Any, stop: StopFlag, cap: int, send: Send) -> FileResult:
     """One file, as worker/serve.py runs one in a local worker (the same caps, the same failures)."""
     if job.settings.segments > cap:
         job = replace(job, settings=replace(job.settings, segments=cap))
@@ -143,7 +148,7 @@ def _one(job: Job, condition: Any, stop: StopFlag, cap: int) -> FileResult:
         return not_started(job)
     events.emit("file_start", path=job.name, url=job.shown_url)
     try:
-        return fetch_file(job, condition, stop)
+        return fetch_file(job, condition, stop, send)
     except OSError as exc:  # fetch_file's own cleanup failed: a disk failing under it
         return _failed(job, f"{exc.strerror or exc}: {exc.filename or job.path}", local_code(exc))
     except BaseException as exc:  # a bug: the batch goes on, the traceback goes to the worker's log
@@ -230,6 +235,7 @@ class _Run:
 
     def __init__(self, config: Config) -> None:
         worker = get_worker()  # only in the task's own thread
+        self._worker = worker
         self.config = config
         self.users = 0
         self.stop = threading.Event()
@@ -244,12 +250,15 @@ class _Run:
         self._told_lock = threading.Lock()
         if config.events:
             events.install(self._tell)
+        self._ticks: dict[int, list[Any]] = {}  # index: [bytes since the last message, size if known]
+        self._ticks_lock = threading.Lock()
         self.permits = _Permits(config, worker.scheduler, worker.loop)
         net.start(config.max_idle_per_host)
         limits.install(self.permits, self.stop)
         self._threads = [
             threading.Thread(target=self._watch, name="bulkdl-stop-watch", daemon=True),
             threading.Thread(target=self._janitor, name="bulkdl-janitor", daemon=True),
+            threading.Thread(target=self._ticker, name="bulkdl-progress", daemon=True),
         ]
         self._ask()
         for thread in self._threads:
@@ -294,6 +303,22 @@ class _Run:
             mine = [e for e in self._told if e[2].get("path") in paths]
             self._told = [e for e in self._told if e[2].get("path") not in paths]
         return mine
+
+    def tick(self, index: int, n: int, size: int | None) -> None:
+        """A file's progress (meter.Send), gathered over the process's files until the next message."""
+        with self._ticks_lock:
+            found = self._ticks.setdefault(index, [0, size])
+            found[0] += n
+            found[1] = size if size is not None else found[1]
+
+    def _ticker(self) -> None:
+        while not self._done.wait(_TICKS):
+            with self._ticks_lock:
+                ticks, self._ticks = self._ticks, {}
+            if ticks:  # a batched message to the scheduler, which hands it to the client (client.py)
+                message = {"run": self.config.run, "ticks": [[index, n, size] for index, (n, size) in ticks.items()]}
+                with contextlib.suppress(Exception):  # progress only: a scheduler gone is seen elsewhere
+                    self._worker.log_event(PROGRESS_TOPIC, message)
 
     def _janitor(self) -> None:
         while not self._done.wait(_JANITOR):
