@@ -24,6 +24,9 @@ import dask
 import pytest
 from distributed import Client, LocalCluster
 
+from bulkdl.cluster.done import Done
+from bulkdl.values import FileResult, Status
+
 from . import httpserver
 from .conftest import REPO, cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
@@ -198,6 +201,31 @@ def test_a_worker_killed_mid_run_leaves_every_file_correct(
     # The rescheduled task resumed s0 from its part: it received less than the whole file.
     s0 = next(f for f in report["files"] if f["path"] == "s0")
     assert 0 < s0["transferred"] < size, s0
+
+
+def test_a_rerun_task_does_not_fetch_again_what_its_dead_attempt_finished(
+    builtin: FaultServer, client: Client, tmp_path: Path
+) -> None:
+    size = 2 * 1024 * 1024
+    slow = content("slow", size)
+    # Six files of one host on 2 slots: tasks of 2 files, the first one [first, slow.bin], both at once.
+    urls = [builtin.add("first", content("first", 5000)), builtin.add("slow.bin", slow, rate=256 * 1024)]
+    urls += [builtin.add(f"other{i}", content(f"other{i}", 5000)) for i in range(4)]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
+    process = _start(manifest, client.scheduler.address, tmp_path)
+    mirror = tmp_path / "mirror"
+    _until(lambda: (mirror / "first").exists(), "the task's first file in place")
+    part = mirror / "slow.bin.part0"
+    _until(lambda: part.exists() and part.stat().st_size > 64 * 1024, "slow.bin to have bytes")
+    _kill_the_worker_running(client, 0, alone=True)
+    code, stderr, report = _finish(process, tmp_path)
+    assert code == 0, stderr
+    assert _sha256(mirror / "slow.bin") == hashlib.sha256(slow).hexdigest()
+    assert _sha256(mirror / "first") == hashlib.sha256(content("first", 5000)).hexdigest()
+    gets = [r for r in builtin.requests("first") if r.method == "GET"]
+    assert len(gets) == 1, "the rerun took the first attempt's result for it instead of fetching it again"
+    assert {f["path"]: f["status"] for f in report["files"]}["first"] == "new"
+    assert not (mirror / ".bulkdl" / "cluster").exists() or not any((mirror / ".bulkdl" / "cluster").iterdir())
 
 
 def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
@@ -521,3 +549,21 @@ def test_batches_group_files_by_origin_host_and_stay_small() -> None:
     assert max(len(batch) for batch in cut) <= MAX_BATCH
     assert sorted(t[0].index for batch in cut for t in batch) == list(range(300))
     assert len(batches([(job(i, "http://a/x"), None) for i in range(8)], slots=4)) == 8  # every slot busy, twice
+
+
+def test_what_a_dead_attempt_finished_is_read_back_and_a_torn_line_skipped(tmp_path: Path) -> None:
+    def result(index: int, status: Status = Status.DOWNLOADED) -> FileResult:
+        return FileResult(
+            index, f"f{index}", f"http://127.0.0.1/f{index}", status, 10, 10, "a" * 64, 0.5,
+            notes=("n",), digests=(("sha256", "a" * 64),), etag='"e"', mtime_ns=123,
+        )  # fmt: skip
+
+    path = tmp_path / "0"
+    with Done(path) as done:
+        for index in range(3):
+            done.add(result(index))
+        done.add(result(9, Status.FAILED))  # a failure is tried again, not handed back
+    whole = path.read_bytes()
+    path.write_bytes(whole[: whole.rindex(b"\n", 0, len(whole) - 1) + 5])  # the last line torn
+    assert Done(path).found == {0: result(0), 1: result(1)}
+    assert Done(tmp_path / "none").found == {}

@@ -26,6 +26,7 @@ import logging
 import math
 import queue
 import secrets
+import shutil
 import signal
 import threading
 import time
@@ -47,6 +48,7 @@ from ..worker.events import Event as Told
 from ..worker.meter import Send
 from ..worker.serve import Task, not_started
 from . import task
+from .done import run_dir
 from .task import Config
 
 GRACE_SECONDS = 1.5  # as the local pool's: how long stopping files get to hand their results back
@@ -118,6 +120,9 @@ class DaskExecutor:
         self._caps = {"connections", *(_host(job) for job in open_.values())}
         threads = self._workers()
         self._check_shared(list(threads))
+        # What a client killed before left (this one holds the lock now), then this run's own (done.py).
+        shutil.rmtree(run_dir(self._dest, self._run).parent, ignore_errors=True)
+        run_dir(self._dest, self._run).mkdir(parents=True)
         config = self._config(threads)
         self._heartbeat.set(0)
         self._beating.start()
@@ -161,7 +166,8 @@ class DaskExecutor:
         files = max(1, math.ceil(useful / slots))
         idle = min(budget.per_host, files * 2)
         told = self._on_events is not None
-        return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT), told)
+        marks = str(run_dir(self._dest, self._run))
+        return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT), told, marks)
 
     def _hear(self, event: tuple[float, Any]) -> None:
         """Progress from a worker (in the client's event loop: only queued here)."""
@@ -308,6 +314,7 @@ class DaskExecutor:
         # So is a closed semaphore; a task still out that asks it for a lease then stops.
         steps += [functools.partial(self._close_semaphore, key) for key in self._caps]
         steps.append(lambda: self._client.close(timeout=2))
+        steps.append(lambda: shutil.rmtree(run_dir(self._dest, self._run), ignore_errors=True))
         for step in steps:
             with contextlib.suppress(Exception):
                 step()

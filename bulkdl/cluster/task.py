@@ -51,6 +51,7 @@ from ..worker.fetch import fetch_file
 from ..worker.meter import Send
 from ..worker.retry import Cancelled, StopFlag
 from ..worker.serve import Task, not_started
+from .done import Done
 
 _LEASE_WAIT = 0.2  # seconds one ask for a lease waits before the stop flag is looked at again
 _WATCH = 0.5  # seconds one ask whether the run is stopping waits at the scheduler
@@ -71,7 +72,8 @@ class Config:
     max_idle_per_host: int
     client_lost_after: float  # seconds the client's heartbeat may stand still before its files stop here
     busy_wait: float  # seconds a task waits for a worker process serving another run before failing its files
-    events: bool = False  # gather the files' events for the run's log (-v, --log-file), as serve.Config's
+    events: bool  # gather the files' events for the run's log (-v, --log-file), as serve.Config's
+    done: str  # the run's directory of what its tasks finished (done.py)
 
 
 # What a task returns: its files' results, and their events for the run's log (empty when it keeps none).
@@ -112,14 +114,17 @@ def run_batch(config: Config, tasks: list[Task]) -> Outcome:
     """The task: every file of the batch on up to ``config.files`` threads; each one's result, in any order,
     and the events its files told."""
     try:
-        with _joined(config) as run:
-            results = _serve(run, config, tasks)
+        with _joined(config) as run, Done(Path(config.done) / str(tasks[0][0].index)) as done:
+            # A rerun (the worker of an earlier attempt died) hands back what that attempt finished.
+            left = [item for item in tasks if item[0].index not in done.found]
+            results = [done.found[item[0].index] for item in tasks if item[0].index in done.found]
+            results += _serve(run, config, left, done.add)
             return results, run.events_of({job.name for job, _ in tasks})
     except _Busy as busy:
         return [_busy(job, config, busy.args[0]) for job, _ in tasks], []
 
 
-def _serve(run: _Run, config: Config, tasks: list[Task]) -> list[FileResult]:
+def _serve(run: _Run, config: Config, tasks: list[Task], finished: Callable[[FileResult], None]) -> list[FileResult]:
     pending = deque(tasks)
     results: list[FileResult] = []
     cap = min(config.budget.per_host, config.budget.connections)
@@ -130,7 +135,9 @@ def _serve(run: _Run, config: Config, tasks: list[Task]) -> list[FileResult]:
                 job, condition = pending.popleft()
             except IndexError:
                 return
-            results.append(_one(job, condition, run.stop, cap, run.tick))
+            result = _one(job, condition, run.stop, cap, run.tick)
+            finished(result)
+            results.append(result)
 
     threads = [threading.Thread(target=serve, name=f"file-{i}") for i in range(min(config.files, len(tasks)))]
     for thread in threads:
