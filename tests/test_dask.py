@@ -7,6 +7,7 @@ that a worker killed on purpose had exactly one task.
 
 from __future__ import annotations
 
+import fcntl
 import hashlib
 import json
 import os
@@ -344,6 +345,39 @@ def test_a_client_killed_mid_run_stops_its_files_on_the_workers(
     assert again.code == 0, again.stderr
     assert _sha256(tmp_path / "mirror" / "orphan") == hashlib.sha256(content("orphan", size)).hexdigest()
     assert again.file("orphan")["transferred"] <= size - kept
+
+
+def test_the_workers_hold_the_writers_lock_while_they_write_into_dest(
+    builtin: FaultServer, client: Client, tmp_path: Path
+) -> None:
+    """What a later run waits for (parent/lock.py) is held by each worker process writing into dest, and only
+    while it may: a killed client's task holds it until it stops."""
+    url = builtin.add("slow.bin", content("slow", 2 * 1024 * 1024), rate=512 * 1024)  # 4 s
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 1, "min_segment_size": "256KiB"})
+    process = _start(manifest, client.scheduler.address, tmp_path, DASK_BULKDL__CLIENT_LOST_AFTER="3s")
+    part = tmp_path / "mirror" / "slow.bin.part0"
+    _until(lambda: part.exists() and part.stat().st_size > 64 * 1024, "slow.bin to have part of its bytes")
+    writers = os.open(tmp_path / "mirror" / ".bulkdl" / "writers", os.O_RDWR)
+    try:
+        with pytest.raises(BlockingIOError):
+            fcntl.flock(writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        process.kill()
+        process.communicate()
+        with pytest.raises(BlockingIOError):  # the orphaned task writes on, for now
+            fcntl.flock(writers, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        _until(lambda: _can_lock(writers), "the orphaned task to stop and let go", seconds=20)
+    finally:
+        os.close(writers)
+    assert not (tmp_path / "mirror" / "slow.bin").exists()
+
+
+def _can_lock(fd: int) -> bool:
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        return False
+    fcntl.flock(fd, fcntl.LOCK_UN)
+    return True
 
 
 def test_a_worker_busy_with_another_run_fails_its_files_after_busy_wait(builtin: FaultServer, tmp_path: Path) -> None:

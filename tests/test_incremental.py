@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import email.utils
+import fcntl
 import hashlib
 import json
 import os
@@ -159,6 +160,31 @@ def test_force_downloads_everything_again(builtin: FaultServer, tmp_path: Path) 
     assert run_cli("run", manifest, cwd=tmp_path).file("forced.bin")["outcome"] == "skipped"
     forced = run_cli("run", manifest, "--force", cwd=tmp_path)
     assert forced.file("forced.bin")["outcome"] == "downloaded" and forced.file("forced.bin")["transferred"] == 4000
+
+
+def test_a_run_waits_for_the_writers_an_earlier_dask_run_left(builtin: FaultServer, tmp_path: Path) -> None:
+    """A Dask worker of a killed bulkdl holds dest's writers lock shared until it stops (cluster/task.py):
+    a run that takes the destination sends no request until it could take that one alone."""
+    url = builtin.add("late.bin", content("late", 1000))
+    manifest = write_manifest(tmp_path, [url])
+    (tmp_path / "mirror" / ".bulkdl").mkdir(parents=True)
+    writers = os.open(tmp_path / "mirror" / ".bulkdl" / "writers", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(writers, fcntl.LOCK_SH)
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest)]
+    waiting = subprocess.Popen(argv, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=cli_env())
+    try:
+        lock = tmp_path / "mirror/.bulkdl/lock"
+        deadline = time.monotonic() + 30
+        while not (lock.exists() and lock.read_text().strip() == str(waiting.pid)):
+            assert time.monotonic() < deadline and waiting.poll() is None
+            time.sleep(0.02)
+        time.sleep(1.0)
+        assert waiting.poll() is None and not builtin.requests(), "it went on while a writer was still there"
+    finally:
+        os.close(writers)
+    _, stderr = waiting.communicate(timeout=60)
+    assert waiting.returncode == 0, stderr
+    assert (tmp_path / "mirror" / "late.bin").read_bytes() == content("late", 1000)
 
 
 def test_a_second_run_on_the_same_destination_exits_3(builtin: FaultServer, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from dask.utils import parse_timedelta
 from distributed import Client, Event, Future, KilledWorker, Semaphore, Variable, as_completed
 
 from ..errors import INTERNAL, WORKER_DIED, ClusterError, DestNotShared, SchedulerLost, SchedulerUnreachable
+from ..parent import lock
 from ..values import Budget, FileResult, Job, Status
 from ..worker import limits
 from ..worker.events import Event as Told
@@ -167,7 +168,8 @@ class DaskExecutor:
         idle = min(budget.per_host, files * 2)
         told = self._on_events is not None
         marks = str(run_dir(self._dest, self._run))
-        return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT), told, marks)
+        writers = str(lock.writers_path(self._dest))
+        return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT), told, marks, writers)
 
     def _hear(self, event: tuple[float, Any]) -> None:
         """Progress from a worker (in the client's event loop: only queued here)."""

@@ -30,6 +30,7 @@ so the client counts a ``distributed.Variable`` up every few seconds, and a work
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import multiprocessing
 import os
 import sys
@@ -74,6 +75,7 @@ class Config:
     busy_wait: float  # seconds a task waits for a worker process serving another run before failing its files
     events: bool  # gather the files' events for the run's log (-v, --log-file), as serve.Config's
     done: str  # the run's directory of what its tasks finished (done.py)
+    writers: str  # dest's writers lock (parent/lock.py), held shared while this process may write into dest
 
 
 # What a task returns: its files' results, and their events for the run's log (empty when it keeps none).
@@ -268,6 +270,9 @@ class _Run:
             threading.Thread(target=self._ticker, name="bulkdl-progress", daemon=True),
         ]
         self._ask()
+        # Shared, for as long as this process may write into dest: a later run waits for it (parent/lock.py).
+        self._writing = os.open(config.writers, os.O_RDWR | os.O_CREAT, 0o644)
+        fcntl.flock(self._writing, fcntl.LOCK_SH)
         for thread in self._threads:
             thread.start()
 
@@ -336,6 +341,7 @@ class _Run:
         for thread in self._threads:
             thread.join()
         net.stop()  # every socket closes, giving its leases back
+        os.close(self._writing)  # the last write into dest is done
         limits.install(None, threading.Event())
         events.install(None)
         self.permits.close()

@@ -2,19 +2,32 @@
 
 The kernel drops a flock when its holder dies, however it dies, so a killed run never leaves a stale lock.
 The holder writes its pid into the file so that the run it turns away can say who holds the destination.
+
+The lock dies with the run's process, but a Dask run's writers are elsewhere: a task of a bulkdl killed a
+moment ago writes on until its worker notices (bulkdl.client-lost-after, cluster/task.py). So every Dask
+worker process serving a run holds a shared flock on ``<dest>/.bulkdl/writers`` while it may write into dest,
+and a run that takes the lock then waits (``WRITERS_WAIT`` at most) to take that one exclusively, and lets it
+go at once: from then on no earlier run's worker writes into dest, and two writers never share a part.
 """
 
 from __future__ import annotations
 
 import fcntl
 import os
+import time
 from pathlib import Path
 
 from ..errors import BulkdlError
 
+WRITERS_WAIT = 90.0  # seconds: the workers' client-lost-after (20 s), then their files' next read
+
 
 class Locked(BulkdlError):
     """Another run holds the destination."""
+
+
+def writers_path(dest: Path) -> Path:
+    return dest / ".bulkdl" / "writers"
 
 
 class DestinationLock:
@@ -34,9 +47,38 @@ class DestinationLock:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._fd = fd
+        try:
+            _no_writers_left(self.path.parent.parent)
+        except BaseException:
+            self.__exit__()
+            raise
         return self
 
     def __exit__(self, *exc_info: object) -> None:
         if self._fd is not None:
             os.close(self._fd)  # closing releases the lock; the file stays for the next run
             self._fd = None
+
+
+def _no_writers_left(dest: Path, wait: float = WRITERS_WAIT) -> None:
+    """Return once no worker of an earlier run may write into ``dest`` any more; Locked after ``wait`` s."""
+    try:
+        fd = os.open(writers_path(dest), os.O_RDWR)
+    except FileNotFoundError:  # no Dask run ever wrote here (it makes the file)
+        return
+    deadline = time.monotonic() + wait
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return  # closing lets it go: this run's own workers take it shared
+            except BlockingIOError:
+                if time.monotonic() >= deadline:
+                    raise Locked(
+                        f"the Dask workers of an earlier bulkdl run still write into {dest} after {wait:g} s "
+                        "(that bulkdl was killed; its workers stop once they miss it for "
+                        "bulkdl.client-lost-after): run again later, or restart those workers"
+                    ) from None
+                time.sleep(0.2)
+    finally:
+        os.close(fd)
