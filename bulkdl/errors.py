@@ -9,6 +9,7 @@ the process pool unchanged::
     ├── ClusterError            the Dask cluster cannot run this (bulkdl/cluster/) exit 1
     │   ├── SchedulerUnreachable  no scheduler answers at --scheduler
     │   ├── DestNotShared       the workers do not see the client's dest
+    │   ├── NoWorkers           every worker left mid-run
     │   └── SchedulerLost       the scheduler went away mid-run; all is resumable
     └── FetchError              one file failed; the batch goes on                 exit 1
         ├── TransientError      worth another attempt: 5xx, 408, 429, reset, timeout, short body
@@ -34,7 +35,7 @@ PROTOCOL, CHANGED, CHECKSUM, SIZE, TOO_LARGE = "protocol", "changed", "checksum"
 DISK_FULL, LOCAL_IO, WORKER_DIED, INTERNAL = "disk_full", "local_io", "worker_died", "internal"
 INTERRUPTED, OUT_OF_TIME, MISSING = "interrupted", "out_of_time", "missing"
 SCHEDULER_UNREACHABLE, DEST_NOT_SHARED, SCHEDULER_LOST = "scheduler_unreachable", "dest_not_shared", "scheduler_lost"
-WORKER_BUSY = "worker_busy"
+WORKER_BUSY, NO_WORKERS = "worker_busy", "no_workers"
 # Every code a file of a report can carry, with what it means: the report's schema and the README list these.
 CODES = (
     (HTTP_4XX, "the server answered 4xx (404, 403, 429...): for good, or on every attempt"),
@@ -63,7 +64,8 @@ CODES = (
 CLUSTER_CODES = (
     (SCHEDULER_UNREACHABLE, "--scheduler: no Dask scheduler answered at that address"),
     (DEST_NOT_SHARED, "--scheduler: the Dask workers do not see the destination (it must be a shared mount)"),
-    (SCHEDULER_LOST, "--scheduler: the Dask scheduler went away during the run; every file is resumable"),
+    (SCHEDULER_LOST, "--scheduler: the Dask scheduler went away (or stopped answering); every file is resumable"),
+    (NO_WORKERS, "--scheduler: the Dask cluster had no worker left for a while; every file is resumable"),
 )
 
 
@@ -99,6 +101,10 @@ class SchedulerUnreachable(ClusterError):
 
 class DestNotShared(ClusterError):
     code = DEST_NOT_SHARED
+
+
+class NoWorkers(ClusterError):
+    code = NO_WORKERS
 
 
 class SchedulerLost(ClusterError):

@@ -41,7 +41,15 @@ import dask.config
 from dask.utils import parse_timedelta
 from distributed import Client, Event, Future, KilledWorker, Semaphore, Variable, as_completed
 
-from ..errors import INTERNAL, WORKER_DIED, ClusterError, DestNotShared, SchedulerLost, SchedulerUnreachable
+from ..errors import (
+    INTERNAL,
+    WORKER_DIED,
+    ClusterError,
+    DestNotShared,
+    NoWorkers,
+    SchedulerLost,
+    SchedulerUnreachable,
+)
 from ..parent import lock
 from ..values import Budget, FileResult, Job, Status
 from ..worker import limits
@@ -53,6 +61,7 @@ from .done import run_dir
 from .task import Config
 
 GRACE_SECONDS = 1.5  # as the local pool's: how long stopping files get to hand their results back
+_CALL_SECONDS = 5.0  # the longest a stop or the end waits for the scheduler to answer one of its calls
 MAX_BATCH = 32  # files per task, at most: the scheduler's per-task cost is milliseconds, a file's far more
 _POLL_SECONDS = 0.05
 # Dask config keys of bulkdl's own (``DASK_BULKDL__BUSY_WAIT=10m`` in the client's environment, or a Dask
@@ -105,6 +114,7 @@ class DaskExecutor:
         self._grace_ends: float | None = None
         self._done: Any = None  # the as_completed of the run's tasks
         self._lost_after = _seconds(*CLIENT_LOST_AFTER)
+        self._answered = self._staffed = time.monotonic()  # by the heartbeat thread: the scheduler's last answer
         self._heartbeat = Variable(task.heartbeat_name(self._run), client=self._client)
         self._closing = threading.Event()
         self._caps: set[str] = set()  # the names of the run's semaphores (task.py), each made by a first lease
@@ -126,6 +136,7 @@ class DaskExecutor:
         run_dir(self._dest, self._run).mkdir(parents=True)
         config = self._config(threads)
         self._heartbeat.set(0)
+        self._answered = self._staffed = time.monotonic()
         self._beating.start()
         self._client.subscribe_topic(task.PROGRESS_TOPIC, self._hear)
         for batch in batches(listed, sum(threads.values())):
@@ -141,6 +152,7 @@ class DaskExecutor:
                     self._collect(future, outcome, open_, on_result)
                 if open_ and self._client.status != "running":
                     raise self._lost(len(open_))
+                self._mind_the_cluster(len(open_))
                 while not self._heard.empty():
                     for index, n, size in self._heard.get():
                         on_tick(index, n, size)
@@ -178,12 +190,32 @@ class DaskExecutor:
             self._heard.put(message["ticks"])
 
     def _beat(self) -> None:
-        """Count the heartbeat up, in a thread of its own so that no slow step of the run can miss a beat."""
+        """Count the heartbeat up, in a thread of its own so that no slow step of the run can miss a beat,
+        and note when the scheduler last answered and last had a worker (``_mind_the_cluster``)."""
         beat = 0
         while not self._closing.wait(min(2.0, self._lost_after / 4)):
             beat += 1
             with contextlib.suppress(Exception):  # a scheduler gone: the run loop says so
                 self._heartbeat.set(beat)
+                staffed = bool(self._client.nthreads())
+                self._answered = time.monotonic()
+                if staffed:
+                    self._staffed = self._answered
+
+    def _mind_the_cluster(self, left: int) -> None:
+        """End the run when the scheduler has stopped answering (hung, not gone: its connection stays up), or
+        has had no worker, for Dask's connect timeout: the tasks would wait there for ever, and so would cron."""
+        now, limit = time.monotonic(), _connect_timeout()
+        if now - self._answered > limit:
+            raise SchedulerLost(
+                f"the Dask scheduler at {self._address} has not answered for {limit:g} s; {left} files not "
+                "finished keep their parts: restart the scheduler and its workers, and run bulkdl again"
+            )
+        if now - self._staffed > limit:
+            raise NoWorkers(
+                f"the Dask scheduler at {self._address} has had no worker for {limit:g} s; {left} files not "
+                f"finished keep their parts: start workers (`dask worker {self._address}`) and run bulkdl again"
+            )
 
     def _check_shared(self, workers: list[str]) -> None:
         """Every worker writes a random token into dest/.bulkdl/; this process must read each one back."""
@@ -264,7 +296,8 @@ class DaskExecutor:
             self._handled += 1
             self._stop(at_once=self._stopping)
         if self._grace_ends is not None and time.monotonic() >= self._grace_ends:
-            self._client.cancel(list(self._futures), force=True)
+            futures = list(self._futures)
+            _bounded(lambda: self._client.cancel(futures, force=True), _CALL_SECONDS)
             for batch in self._futures.values():  # what they had done is lost with them, parts kept
                 for job in (job for job, _ in batch if job.index in open_):
                     del open_[job.index]
@@ -274,8 +307,8 @@ class DaskExecutor:
     def _stop(self, at_once: bool = False) -> None:
         if not self._stopping:
             self._stopping = True
-            with contextlib.suppress(Exception):  # a scheduler gone: its workers stop by themselves (task.py)
-                self._event.set()
+            # A scheduler gone, or hung: its workers stop by themselves (task.py), and this run goes on to end.
+            _bounded(self._event.set, _CALL_SECONDS)
             self._grace_ends = time.monotonic() + GRACE_SECONDS
         if at_once:
             self._grace_ends = time.monotonic()
@@ -302,21 +335,26 @@ class DaskExecutor:
     def close(self) -> None:
         self._closing.set()
         if self._beating.is_alive():
-            self._beating.join()
-        running = bool(self._futures)
+            self._beating.join(timeout=_CALL_SECONDS)  # in a call a hung scheduler never answers, it is left
+        _bounded(self._forget, _CALL_SECONDS)
+        shutil.rmtree(run_dir(self._dest, self._run), ignore_errors=True)
+
+    def _forget(self) -> None:
+        """What the run leaves on the scheduler goes, and the connection to it."""
+        futures = list(self._futures)
+        running = bool(futures)
         # Each step alone: one that fails (a lost scheduler has nothing left to cancel or close) skips no other.
         steps: list[Callable[[], object]] = [
             lambda: self._client.unsubscribe_topic(task.PROGRESS_TOPIC),
             self._heartbeat.delete,
         ]
         if running:  # tasks still out: the Event stays set, for them to see (a cleared one they could miss)
-            steps += [self._event.set, lambda: self._client.cancel(list(self._futures), force=True)]
+            steps += [self._event.set, lambda: self._client.cancel(futures, force=True)]
         else:  # an Event cleared with nobody waiting is forgotten by the scheduler
             steps.append(self._event.clear)
         # So is a closed semaphore; a task still out that asks it for a lease then stops.
         steps += [functools.partial(self._close_semaphore, key) for key in self._caps]
         steps.append(lambda: self._client.close(timeout=2))
-        steps.append(lambda: shutil.rmtree(run_dir(self._dest, self._run), ignore_errors=True))
         for step in steps:
             with contextlib.suppress(Exception):
                 step()
@@ -324,6 +362,21 @@ class DaskExecutor:
     def _close_semaphore(self, key: str) -> None:
         name = task.semaphore_name(self._run, key)
         Semaphore(name=name, scheduler_rpc=self._client.scheduler, loop=self._client.loop).close()
+
+
+def _bounded(call: Callable[[], object], seconds: float) -> bool:
+    """Whether ``call``, run in a thread of its own, returned within ``seconds``. Dask's Event, Variable and
+    cancel calls have no timeout of their own: a scheduler that hangs (SIGSTOP, wedged) never answers them,
+    and Ctrl-C must still end the run. A call left waiting is in a daemon thread, gone with the process."""
+    returned = threading.Event()
+
+    def run() -> None:
+        with contextlib.suppress(Exception):
+            call()
+            returned.set()
+
+    threading.Thread(target=run, name="bulkdl-scheduler-call", daemon=True).start()
+    return returned.wait(seconds)
 
 
 def _host(job: Job) -> str:

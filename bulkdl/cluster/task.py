@@ -293,17 +293,21 @@ class _Run:
         try:
             beat = self._heartbeat.get(timeout=_WATCH)
         except Exception:  # not set (yet, or any more), or the scheduler is gone, which _ask sees
-            beat = None
-        now = time.monotonic()
+            return
         if beat != self._beat:
-            self._beat, self._beat_seen = beat, now
-        elif now - self._beat_seen > self.config.client_lost_after:
-            print(
-                f"bulkdl: the client of run {self.config.run} has not been heard from for "
-                f"{self.config.client_lost_after:g} s; its files stop here, parts kept",
-                file=sys.stderr,
-            )
-            self.stop.set()
+            self._beat, self._beat_seen = beat, time.monotonic()
+
+    def _client_lost(self) -> bool:
+        """Whether no new beat came for client_lost_after: judged apart from the watcher, which a scheduler
+        that hangs (stopped, wedged) would hold in its call for ever, and with it any judgement it made."""
+        if time.monotonic() - self._beat_seen <= self.config.client_lost_after or self.stop.is_set():
+            return False
+        print(
+            f"bulkdl: the client of run {self.config.run} has not been heard from for "
+            f"{self.config.client_lost_after:g} s; its files stop here, parts kept",
+            file=sys.stderr,
+        )
+        return True
 
     def _tell(self, event: events.Event) -> None:
         with self._told_lock:
@@ -335,11 +339,13 @@ class _Run:
     def _janitor(self) -> None:
         while not self._done.wait(_JANITOR):
             net.close_idle(self.permits.surplus)
+            if self._client_lost():
+                self.stop.set()
 
     def end(self) -> None:
         self._done.set()
-        for thread in self._threads:
-            thread.join()
+        for thread in self._threads:  # the watcher may be in a call a hung scheduler never answers
+            thread.join(timeout=3 * _WATCH)
         net.stop()  # every socket closes, giving its leases back
         os.close(self._writing)  # the last write into dest is done
         limits.install(None, threading.Event())
