@@ -35,7 +35,7 @@ PROTOCOL, CHANGED, CHECKSUM, SIZE, TOO_LARGE = "protocol", "changed", "checksum"
 DISK_FULL, LOCAL_IO, WORKER_DIED, INTERNAL = "disk_full", "local_io", "worker_died", "internal"
 INTERRUPTED, OUT_OF_TIME, MISSING = "interrupted", "out_of_time", "missing"
 SCHEDULER_UNREACHABLE, DEST_NOT_SHARED, SCHEDULER_LOST = "scheduler_unreachable", "dest_not_shared", "scheduler_lost"
-WORKER_BUSY, NO_WORKERS = "worker_busy", "no_workers"
+WORKER_BUSY, NO_WORKERS, CLIENT_LOST = "worker_busy", "no_workers", "client_lost"
 # Every code a file of a report can carry, with what it means: the report's schema and the README list these.
 CODES = (
     (HTTP_4XX, "the server answered 4xx (404, 403, 429...): for good, or on every attempt"),
@@ -54,6 +54,9 @@ CODES = (
     (LOCAL_IO, "reading or writing the local file failed (permissions, a symlink out of dest, I/O)"),
     (WORKER_DIED, "the worker process fetching it died (the OOM killer?)"),
     (WORKER_BUSY, "--scheduler: the Dask worker given it stayed busy with another bulkdl run (bulkdl.busy-wait)"),
+    (CLIENT_LOST, "--scheduler: the Dask worker stopped it, not having heard from bulkdl (paused? asleep?)"),
+    (SCHEDULER_LOST, "--scheduler: not finished: the Dask scheduler went away or stopped answering mid-run"),
+    (NO_WORKERS, "--scheduler: not finished: the Dask cluster had no worker left"),
     (INTERNAL, "a bug in bulkdl: the traceback is on stderr"),
     (INTERRUPTED, "interrupted by Ctrl-C or SIGTERM"),
     (OUT_OF_TIME, "left by --max-duration for the next run"),

@@ -7,6 +7,7 @@ that a worker killed on purpose had exactly one task.
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import hashlib
 import json
@@ -536,7 +537,9 @@ def _scheduler_process(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
     return process, _until(address, "the scheduler to listen")
 
 
-def test_a_lost_scheduler_ends_the_run_with_one_error_and_all_resumable(builtin: FaultServer, tmp_path: Path) -> None:
+@contextlib.contextmanager
+def _own_cluster(tmp_path: Path) -> Iterator[tuple[subprocess.Popen[str], subprocess.Popen[str], str]]:
+    """A scheduler and one worker in processes of their own, for a test to kill, stop or pause."""
     scheduler, address = _scheduler_process(tmp_path)
     worker = subprocess.Popen(
         [str(Path(sys.executable).with_name("dask")), "worker", address, "--nthreads", "1", "--no-dashboard"],
@@ -546,28 +549,89 @@ def test_a_lost_scheduler_ends_the_run_with_one_error_and_all_resumable(builtin:
         env=cli_env(),
     )
     try:
-        data = {"quick": b"q" * 1000, "slow": content("slow", 4 * 1024 * 1024)}
-        urls = [builtin.add("quick", data["quick"]), builtin.add("slow", data["slow"], rate=256 * 1024)]
-        manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
-        process = _start(manifest, address, tmp_path)
+        yield scheduler, worker, address
+    finally:
+        for process in (scheduler, worker):
+            with contextlib.suppress(ProcessLookupError):
+                process.send_signal(signal.SIGCONT)
+                process.kill()
+            process.wait()
+
+
+# What goes wrong with the cluster mid-run, and what the run must say of the file it had not finished.
+_MID_RUN = {
+    "scheduler killed": ("scheduler_lost", "lost the Dask scheduler"),
+    "scheduler hung": ("scheduler_lost", "has not answered for 3 s"),
+    "every worker gone": ("no_workers", "has had no worker for 3 s"),
+}
+
+
+@pytest.mark.parametrize("fault", list(_MID_RUN))
+def test_a_cluster_lost_mid_run_keeps_what_was_done_and_all_is_resumable(
+    builtin: FaultServer, tmp_path: Path, fault: str
+) -> None:
+    """The run's results so far are recorded and reported (the report, last-run.json and --changes said
+    nothing was done while the state held what was); the file not finished fails with the cluster's code."""
+    code_of, said = _MID_RUN[fault]
+    data = {"quick": b"q" * 1000, "slow": content("slow", 4 * 1024 * 1024)}
+    urls = [builtin.add("quick", data["quick"]), builtin.add("slow", data["slow"], rate=256 * 1024)]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
+    with _own_cluster(tmp_path) as (scheduler, worker, address):
+        process = _start(manifest, address, tmp_path, DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT="3s")
         part = tmp_path / "mirror" / "slow.part0"
         _until(lambda: part.exists() and part.stat().st_size > 64 * 1024, "slow to have part of its bytes")
-        scheduler.kill()
+        {"scheduler killed": scheduler.kill, "scheduler hung": lambda: scheduler.send_signal(signal.SIGSTOP)}.get(
+            fault, worker.kill
+        )()
         code, stderr, report = _finish(process, tmp_path)
-        assert code == 1 and "Traceback" not in stderr
-        assert [line for line in stderr.splitlines() if line.startswith("bulkdl:")] == stderr.strip().splitlines()
-        assert "lost the Dask scheduler" in stderr and stderr.count("\n") == 1, stderr
-        assert report["error"]["code"] == "scheduler_lost"
-    finally:
-        scheduler.kill()
-        worker.kill()
-        scheduler.wait()
-        worker.wait()
+    assert code == 1 and "Traceback" not in stderr
+    assert stderr.count("\n") == 1 and stderr.startswith("bulkdl: ") and said in stderr, stderr
+    files = {f["path"]: f for f in report["files"]}
+    assert (files["quick"]["status"], files["slow"]["status"], files["slow"]["code"]) == ("new", "failed", code_of)
+    assert "its parts are kept" in files["slow"]["error"]
+    assert json.loads((tmp_path / "mirror" / ".bulkdl" / "last-run.json").read_text())["files"]["downloaded"] == 1
     builtin.change("slow", rate=None)
     again = run_cli("run", manifest, cwd=tmp_path)  # locally: the part resumes
     assert again.code == 0, again.stderr
+    assert again.file("quick")["status"] == "unchanged" or again.file("quick")["transferred"] == 0
     assert again.file("slow")["transferred"] < len(data["slow"])
     assert _sha256(tmp_path / "mirror" / "slow") == hashlib.sha256(data["slow"]).hexdigest()
+
+
+def test_ctrl_c_ends_a_run_whose_scheduler_hangs(builtin: FaultServer, tmp_path: Path) -> None:
+    urls = [builtin.add("slow", content("slow", 4 * 1024 * 1024), rate=256 * 1024)]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
+    with _own_cluster(tmp_path) as (scheduler, _, address):
+        process = _start(manifest, address, tmp_path)  # the 30 s connect timeout: Ctrl-C comes first
+        part = tmp_path / "mirror" / "slow.part0"
+        _until(lambda: part.exists() and part.stat().st_size > 64 * 1024, "slow to have part of its bytes")
+        scheduler.send_signal(signal.SIGSTOP)
+        time.sleep(0.5)
+        asked = time.monotonic()
+        process.send_signal(signal.SIGINT)
+        code, stderr, report = _finish(process, tmp_path)
+        took = time.monotonic() - asked
+    assert code == 130, stderr
+    assert took < 20, f"Ctrl-C took {took:.1f} s to end the run"  # a bound, not a timing: it never ended
+    assert report["files"][0]["status"] == "interrupted"
+
+
+def test_a_paused_bulkdl_is_told_why_its_files_stopped(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
+    """Ctrl-Z (or a laptop's sleep) longer than client-lost-after: the workers stop its files, which is no
+    interrupt of the user's: they fail with client_lost, exit 1, and say why."""
+    urls = [builtin.add("slow", content("slow", 4 * 1024 * 1024), rate=256 * 1024)]
+    manifest = write_manifest(tmp_path, urls, defaults={"segments": 1, "min_segment_size": "256KiB"})
+    process = _start(manifest, client.scheduler.address, tmp_path, DASK_BULKDL__CLIENT_LOST_AFTER="2s")
+    part = tmp_path / "mirror" / "slow.part0"
+    _until(lambda: part.exists() and part.stat().st_size > 64 * 1024, "slow to have part of its bytes")
+    process.send_signal(signal.SIGSTOP)
+    time.sleep(4)
+    process.send_signal(signal.SIGCONT)
+    code, stderr, report = _finish(process, tmp_path)
+    assert code == 1, stderr
+    (slow,) = report["files"]
+    assert (slow["status"], slow["code"]) == ("failed", "client_lost"), slow
+    assert "had not heard from this bulkdl for 2 s" in slow["error"]
 
 
 def test_batches_group_files_by_origin_host_and_stay_small() -> None:

@@ -13,11 +13,12 @@ from pathlib import Path
 
 import pytest
 from rich.console import Console
+from rich.progress_bar import ProgressBar
 
 from bulkdl import cli
 from bulkdl.parent import executor, manifest, pool
 from bulkdl.parent.pool import Batch
-from bulkdl.parent.report.progress import RATE_WINDOW_SECONDS, ProgressView
+from bulkdl.parent.report.progress import _BAR_WIDTH, RATE_WINDOW_SECONDS, ProgressView
 from bulkdl.values import FileResult, Status
 from bulkdl.worker.meter import Send
 
@@ -141,6 +142,23 @@ def test_bytes_and_eta_from_known_sizes() -> None:
     view.finished(_result(0, size=4 * MiB))
     view.finished(_result(1, Status.FAILED, size=None))  # nothing came: the total keeps what arrived
     assert "4.00 MiB/4.00 MiB" in _frame(view)[0]
+
+
+def test_while_sizes_are_unknown_the_bar_counts_files_and_the_bytes_no_total() -> None:
+    # Bytes over the sizes known so far filled the bar at once: 156 MiB/156 MiB with 608 of 3,003 files done.
+    view = _view([None, None, None, MiB])
+    view.tick(0, 1000, None)
+    view.finished(_result(0, size=1000))
+    line = _frame(view)[0]
+    assert "1000 B so far" in line and "/1.00 MiB" not in line, line
+    bar = line.split("all files 1/4", 1)[1].split("1000 B", 1)[0].strip()
+    assert bar == _bar(1, 4) != _bar(1, 1), "a quarter full: one file of four"
+
+
+def _bar(completed: int, total: int) -> str:
+    console = Console(file=io.StringIO(), width=120, color_system=None, legacy_windows=False)
+    console.print(ProgressBar(total=total, completed=completed, width=_BAR_WIDTH))
+    return console.file.getvalue().strip()  # type: ignore[attr-defined,no-any-return]
 
 
 def test_eta_from_files_while_sizes_are_unknown() -> None:

@@ -42,7 +42,10 @@ from dask.utils import parse_timedelta
 from distributed import Client, Event, Future, KilledWorker, Semaphore, Variable, as_completed
 
 from ..errors import (
+    CLIENT_LOST,
     INTERNAL,
+    NO_WORKERS,
+    SCHEDULER_LOST,
     WORKER_DIED,
     ClusterError,
     DestNotShared,
@@ -61,13 +64,22 @@ from .done import run_dir
 from .task import Config
 
 GRACE_SECONDS = 1.5  # as the local pool's: how long stopping files get to hand their results back
-_CALL_SECONDS = 5.0  # the longest a stop or the end waits for the scheduler to answer one of its calls
+_CALL_SECONDS = 2.0  # the longest a stop or the end waits for the scheduler to answer one of its calls
 MAX_BATCH = 32  # files per task, at most: the scheduler's per-task cost is milliseconds, a file's far more
 _POLL_SECONDS = 0.05
 # Dask config keys of bulkdl's own (``DASK_BULKDL__BUSY_WAIT=10m`` in the client's environment, or a Dask
 # config file): how long a worker may miss the client's heartbeat before it stops the run's files, and how long
 # a task waits for a worker process busy with another run before it fails its files (worker_busy).
 CLIENT_LOST_AFTER, BUSY_WAIT = ("bulkdl.client-lost-after", "20s"), ("bulkdl.busy-wait", "5 minutes")
+# Why a file failed when the cluster ended the run before it (the run's own line says the rest).
+_UNFINISHED = {
+    SCHEDULER_LOST: "the Dask scheduler went away or stopped answering during the run",
+    NO_WORKERS: "the Dask cluster had no worker left",
+}
+_CUT_OFF = (
+    "the Dask worker stopped it: it had not heard from this bulkdl for {:g} s (bulkdl.client-lost-after: was "
+    "bulkdl paused, or its machine asleep?); its parts are kept for the next run"
+)
 OUT_OF_TIME = "the run's time budget (--max-duration) ran out; the next run fetches it, from its parts if any"
 
 
@@ -115,6 +127,7 @@ class DaskExecutor:
         self._done: Any = None  # the as_completed of the run's tasks
         self._lost_after = _seconds(*CLIENT_LOST_AFTER)
         self._answered = self._staffed = time.monotonic()  # by the heartbeat thread: the scheduler's last answer
+        self._problem: str | None = None
         self._heartbeat = Variable(task.heartbeat_name(self._run), client=self._client)
         self._closing = threading.Event()
         self._caps: set[str] = set()  # the names of the run's semaphores (task.py), each made by a first lease
@@ -146,19 +159,30 @@ class DaskExecutor:
         done = as_completed(list(self._futures), with_results=True, raise_errors=False, loop=self._client.loop)
         self._done = done
         with self._signals_deferred():
-            while open_:
-                self._mind_the_stop(open_, on_result)
-                for future, outcome in done.next_batch(block=False) if done.has_ready() else ():
-                    self._collect(future, outcome, open_, on_result)
-                if open_ and self._client.status != "running":
-                    raise self._lost(len(open_))
-                self._mind_the_cluster(len(open_))
-                while not self._heard.empty():
-                    for index, n, size in self._heard.get():
-                        on_tick(index, n, size)
-                on_poll()
-                time.sleep(_POLL_SECONDS)
+            try:
+                while open_:
+                    self._mind_the_stop(open_, on_result)
+                    for future, outcome in done.next_batch(block=False) if done.has_ready() else ():
+                        self._collect(future, outcome, open_, on_result)
+                    if open_ and self._client.status != "running":
+                        raise self._lost(len(open_))
+                    self._mind_the_cluster(len(open_))
+                    while not self._heard.empty():
+                        for index, n, size in self._heard.get():
+                            on_tick(index, n, size)
+                    on_poll()
+                    time.sleep(_POLL_SECONDS)
+            except ClusterError as exc:  # mid-run: what came back is the run's; every other file fails with it
+                self._problem = str(exc)
+                reason = f"not finished: {_UNFINISHED.get(exc.code, exc.code)}; its parts are kept for the next run"
+                for job in list(open_.values()):
+                    on_result(_failure(job, reason, exc.code))
+                open_.clear()
         return bool(self._asked) or (self._stopping and not self._out_of_time)
+
+    @property
+    def problem(self) -> str | None:
+        return self._problem
 
     def _workers(self) -> dict[str, int]:
         """Each worker's address and threads; waits a little for a first one."""
@@ -279,6 +303,8 @@ class DaskExecutor:
     def _noted(self, result: FileResult) -> FileResult:
         if self._out_of_time and result.status == Status.INTERRUPTED:
             return replace(result, notes=(*result.notes, OUT_OF_TIME))
+        if result.status == Status.INTERRUPTED and not self._stopping:  # nobody here asked: a worker did
+            return replace(result, status=Status.FAILED, error=_CUT_OFF.format(self._lost_after), code=CLIENT_LOST)
         return result
 
     def _lost(self, left: int) -> SchedulerLost:
@@ -408,7 +434,10 @@ def _read(path: Path) -> str | None:
 def _failed(job: Job, exc: BaseException | None) -> FileResult:
     if isinstance(exc, KilledWorker):
         reason = "the Dask workers running it died as often as the scheduler's allowed-failures; its parts are kept"
-        code = WORKER_DIED
-    else:  # a bug in the task, or something Dask said about it
-        reason, code = f"the Dask task running it failed: {type(exc).__name__}: {exc}", INTERNAL
+        return _failure(job, reason, WORKER_DIED)
+    # A bug in the task, or something Dask said about it.
+    return _failure(job, f"the Dask task running it failed: {type(exc).__name__}: {exc}", INTERNAL)
+
+
+def _failure(job: Job, reason: str, code: str) -> FileResult:
     return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=code)

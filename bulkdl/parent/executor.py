@@ -28,6 +28,11 @@ class Executor(Protocol):
     ) -> bool:
         """Run every task, reporting each file's result once; whether a stop (Ctrl-C, SIGTERM) was asked for."""
 
+    @property
+    def problem(self) -> str | None:
+        """What ended the run before its files did (the cluster lost mid-run), for one line on stderr; each
+        file it left was reported failed with its code."""
+
     def close(self) -> None:
         """Give back what running took (processes, a cluster connection), whatever state the run ended in."""
 

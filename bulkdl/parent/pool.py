@@ -376,6 +376,10 @@ class Batch:
                 self._owner.pop(index, None)
         self._workers = []
 
+    @property
+    def problem(self) -> str | None:
+        return None  # what ends a local run early is a signal, said by the run itself
+
     def close(self) -> None:
         """End every worker: the ones with nothing left exit by themselves, the others are killed."""
         try:

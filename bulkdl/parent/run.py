@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import os
+import sys
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import replace
@@ -156,6 +157,8 @@ def download(
             stopped = batch.run(tasks, view.tick, finished, poll)
     finally:
         batch.close()
+    if batch.problem is not None:
+        print(f"bulkdl: {batch.problem}", file=sys.stderr)
     return list(results.values()), stopped
 
 

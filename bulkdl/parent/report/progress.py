@@ -50,6 +50,7 @@ class _Frame:
     files: int
     settled: int  # bytes of finished files and received bytes of files in flight
     total: int  # known sizes; a finished file counts what it ended with
+    sized: bool  # every file's size known (from the manifest, or its answer): the bar is by bytes, else by files
     rate: float  # bytes per second, over the last RATE_WINDOW_SECONDS
     eta: float | None
     rows: tuple[tuple[str, int, int | None], ...]
@@ -170,6 +171,7 @@ class ProgressView:
                 files=len(self._names),
                 settled=self._done_bytes + self._flight_bytes,
                 total=self._total,
+                sized=self._unsized == 0,
                 rate=rate,
                 eta=self._eta(rate, now - self._started),
                 rows=rows,
@@ -193,10 +195,18 @@ def _draw(frame: _Frame) -> Table:
     grid.add_column(justify="right", no_wrap=True)
     grid.add_column(justify="right", no_wrap=True)
     grid.add_column(justify="right", no_wrap=True)
+    # Bytes over a total that leaves out the sizes still unknown would read as done long before the end
+    # (a manifest without sizes, a cluster's files before they start): until all are known, the bar counts files.
+    if frame.sized:
+        bar = ProgressBar(total=frame.total or None, completed=frame.settled, width=_BAR_WIDTH)
+        amount = f"{format_size(frame.settled)}/{format_size(frame.total)}"
+    else:
+        bar = ProgressBar(total=frame.files, completed=frame.done, width=_BAR_WIDTH)
+        amount = f"{format_size(frame.settled)} so far"
     grid.add_row(
         Text(f"all files {frame.done}/{frame.files}", style="bold"),
-        ProgressBar(total=frame.total or None, completed=frame.settled, width=_BAR_WIDTH),
-        Text(f"{format_size(frame.settled)}/{format_size(frame.total)}", style="green"),
+        bar,
+        Text(amount, style="green"),
         Text(f"{format_size(int(frame.rate))}/s", style="red"),
         Text(f"ETA {_clock_time(frame.eta)}", style="cyan"),
     )
