@@ -259,6 +259,16 @@ def test_from_urls_refuses_each_bad_line(tmp_path: Path) -> None:
     ]
 
 
+def test_from_urls_without_base_url_says_how_to_keep_the_tree(tmp_path: Path) -> None:
+    (tmp_path / "urls.txt").write_text("http://h/pub/a/f.dat\nhttp://h/pub/b/f.dat\n")
+    done = _bulkdl("manifest", "from-urls", "urls.txt", cwd=tmp_path)
+    assert done.returncode == 2
+    assert done.stderr.splitlines() == [
+        "urls.txt:2: 'f.dat' is listed twice (line 1); --base-url URL keeps the path below it instead of the "
+        "last segment"
+    ]
+
+
 @pytest.mark.parametrize("line", [f"{HEX}  a b.iso", f"SHA256 (a b.iso) = {HEX}"])
 def test_check_of_a_checksum_file_says_what_to_run(tmp_path: Path, line: str) -> None:
     (tmp_path / "SHA256SUMS").write_text(f"{line}\n{HEX}  c.iso\n")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import re
 import signal
 import subprocess
@@ -247,6 +248,11 @@ def test_a_line_is_never_stamped_before_the_one_above_it() -> None:
 @pytest.mark.parametrize("value", ['a"\\é\n', "", 0, -3, 2**70, None, True, False, 1.5, 0.1, 1e300, {"new": 3}, [1]])
 def test_each_value_is_written_as_json_reads_it_back(value: Any) -> None:
     assert json.loads(log._value(value)) == value and type(json.loads(log._value(value))) is type(value)
+
+
+@pytest.mark.parametrize("value", [math.nan, math.inf, -math.inf])
+def test_a_float_json_has_no_word_for_is_null(value: float) -> None:
+    assert log._value(value) == "null"  # json.dumps would write NaN or Infinity, which jq refuses
 
 
 class _Full(io.StringIO):

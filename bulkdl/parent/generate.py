@@ -54,7 +54,9 @@ def from_urls(source: Path, base_url: str | None, dest: str | None = None) -> st
     base = None if base_url is None else schema.base_url(base_url)
     lines = [(n, line.strip()) for n, line in enumerate(_read(source).split("\n"), 1)]
     urls = [(n, url) for n, url in lines if url and not url.startswith("#")]
-    entries = _checked(str(source), urls, functools.partial(_from_url, base), f"{source} lists no URL")
+    # Without --base-url each name is its URL's last segment: a tree of a.iso in several directories clashes.
+    hint = "" if base is not None else "; --base-url URL keeps the path below it instead of the last segment"
+    entries = _checked(str(source), urls, functools.partial(_from_url, base), f"{source} lists no URL", hint)
     return _render("from-urls", source, entries, dest, base)
 
 
@@ -70,7 +72,9 @@ def _from_url(base: str | None, line: int, url: str) -> _Entry:
     return _Entry(line, name, "./" + relative if urlsplit(relative).scheme else relative)
 
 
-def _checked(source: str, items: list[tuple[int, _T]], make: Callable[[int, _T], _Entry], empty: str) -> list[_Entry]:
+def _checked(
+    source: str, items: list[tuple[int, _T]], make: Callable[[int, _T], _Entry], empty: str, hint: str = ""
+) -> list[_Entry]:
     """The entry ``make`` makes of each (line, item), or ManifestError naming each line that makes none or
     claims a name twice."""
     entries, problems = [], []
@@ -84,7 +88,7 @@ def _checked(source: str, items: list[tuple[int, _T]], make: Callable[[int, _T],
         clash = taken.clash(entry.name, line)
         if clash is not None:
             what = "is listed twice" if clash[0] == entry.name else f"clashes with {clash[0]!r}"
-            problems.append(f"{source}:{line}: {entry.name!r} {what} (line {clash[1]})")
+            problems.append(f"{source}:{line}: {entry.name!r} {what} (line {clash[1]}){hint}")
         entries.append(entry)
     if problems:
         raise ManifestError("\n".join(problems))

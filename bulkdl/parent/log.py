@@ -118,8 +118,8 @@ def _value(value: Any) -> str:
         return int.__repr__(value)
     if value is None:
         return "null"
-    if kind is float and math.isfinite(value):
-        return float.__repr__(value)  # what json writes for one
+    if kind is float:  # NaN and the infinities are no JSON: jq would refuse the line
+        return float.__repr__(value) if math.isfinite(value) else "null"
     return _encode(value)
 
 
