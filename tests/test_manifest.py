@@ -339,3 +339,18 @@ def test_load_holds_off_the_garbage_collector_only_while_it_reads(
         assert collecting == [False, False] and not gc.isenabled()  # the caller's choice stays
     finally:
         gc.enable()
+
+
+def test_each_jobs_path_is_dest_joined_with_its_name(tmp_path: Path) -> None:
+    names = ["a.iso", "d/a.iso", "d/b.iso", "d/e/a.iso", "y//./c.iso", "e/a.iso"]
+    entries = "".join(f"  - {{url: {GOOD}, path: {name}}}\n" for name in names)
+    m = load(_write(tmp_path, f"version: 1\ndest: out\nfiles:\n{entries}"))
+    assert [job.name for job in m.jobs] == ["a.iso", "d/a.iso", "d/b.iso", "d/e/a.iso", "y/c.iso", "e/a.iso"]
+    for job in m.jobs:
+        expected = tmp_path / "out" / job.name
+        assert (job.path, str(job.path), job.path.parts, type(job.path)) == (
+            expected,
+            str(expected),
+            expected.parts,
+            type(expected),
+        )
