@@ -15,8 +15,8 @@ import netrc
 import os
 import re
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
+from typing import NamedTuple
 from urllib.parse import parse_qsl, quote, unquote, urlencode, urlsplit, urlunsplit
 
 from .paths import PLAIN_URL
@@ -30,8 +30,7 @@ Netrc = Callable[[str], tuple[str, str] | None]  # host → (login, password)
 Headers = tuple[tuple[str, str], ...]
 
 
-@dataclass(frozen=True, slots=True)
-class Resolved:
+class Resolved(NamedTuple):  # one per entry and never pickled: a tuple is made in half a frozen dataclass's time
     url: str  # what requests go to: no userinfo
     shown_url: str  # what people and files see
     headers: tuple[tuple[str, str], ...]
@@ -53,11 +52,24 @@ class Resolver:
         self._logins: dict[str, tuple[str, str] | None] = {}
         self._expanded: dict[Headers, tuple[Headers, tuple[str, ...], bool]] = {}
         self._results: dict[tuple[Headers, tuple[str, str] | None], tuple[Headers, tuple[str, ...]]] = {}
+        self._plain: dict[tuple[Headers, str], tuple[Headers, tuple[str, ...]]] = {}  # (headers, netloc) → result
 
     def resolve(self, url: str, headers: Headers) -> Resolved:
         """Expand environment references, move URL credentials into a header, consult netrc."""
-        expanded, secrets, authorized = self._expand(headers)
+        if PLAIN_URL.fullmatch(url):  # no userinfo to move, nothing to hide: the same answer for its whole host
+            netloc = url.split("/", 3)[2]
+            known = self._plain.get((headers, netloc))
+            if known is None:
+                known = self._plain[(headers, netloc)] = self._credentials(url, headers, netloc, None)
+            return Resolved(url, url, *known)
         clean, shown, netloc, login = _split(url)
+        return Resolved(clean, shown, *self._credentials(url, headers, netloc, login))
+
+    def _credentials(
+        self, url: str, headers: Headers, netloc: str, login: tuple[str, str] | None
+    ) -> tuple[Headers, tuple[str, ...]]:
+        """The headers and secrets of a request to ``url``, whose userinfo gave ``login`` (None: none)."""
+        expanded, secrets, authorized = self._expand(headers)
         if login is None and not authorized:
             if netloc not in self._logins:  # asked once per host and port as written
                 self._logins[netloc] = self._lookup(urlsplit(url).hostname or "")
@@ -67,7 +79,7 @@ class Resolver:
         result = self._results.get((headers, login))
         if result is None:
             result = self._results[(headers, login)] = _with_login(expanded, secrets, login)
-        return Resolved(clean, shown, *result)
+        return result
 
     def _expand(self, headers: Headers) -> tuple[Headers, tuple[str, ...], bool]:
         if headers not in self._expanded:
@@ -84,9 +96,7 @@ class Resolver:
 
 
 def _split(url: str) -> tuple[str, str, str, tuple[str, str] | None]:
-    """The URL to request, the URL to show, its netloc, and the login its userinfo gives."""
-    if PLAIN_URL.fullmatch(url):  # nothing to move or hide, and urlsplit would give it back unchanged
-        return url, url, url.split("/", 3)[2], None
+    """The URL to request, the URL to show, its netloc, and the login its userinfo gives (not a PLAIN_URL)."""
     parts = urlsplit(url)
     login = (unquote(parts.username), unquote(parts.password or "")) if parts.username is not None else None
     clean = urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2]))

@@ -29,6 +29,11 @@ _URL_CHAR = r"[\x21\x22\x24\x26-\x3e\x40-\x7e]"  # printable ASCII but space, "#
 PLAIN_URL = re.compile(rf"https?://[A-Za-z0-9.-]+(?::[0-9]*)?/{_URL_CHAR}*(?:%[0-9A-Fa-f]{{2}}{_URL_CHAR}*)*")
 _CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DRIVE = re.compile(r"[A-Za-z]:")
+# A name check_relpath would give back unchanged, seen in one match (100,000 names: 0.2 s step by step): short
+# ASCII components of a few safe characters, none "" or "." or "..", none ending as a name bulkdl writes.
+_COMPONENT = r"(?!\.\.?(?:/|$))[A-Za-z0-9_.+~=,@-]+"
+_NORMAL_NAME = re.compile(rf"{_COMPONENT}(?:/{_COMPONENT})*")
+_RESERVED_IN = re.compile(r"(?:\.part[0-9]+|\.bulkdl|\.bulkdl-tmp)(?:/|$)")
 
 
 _BAD_PERCENT = re.compile(r"%(?![0-9A-Fa-f]{2})")
@@ -63,6 +68,13 @@ def query_in_name(url: str) -> None:
 
 def check_relpath(raw: str) -> str:
     """Return ``raw`` normalised (``a//./b`` → ``a/b``), or raise ValueError saying why it is unsafe."""
+    if len(raw) <= NAME_MAX - BESIDE and _NORMAL_NAME.fullmatch(raw) and not _RESERVED_IN.search(raw):
+        return raw  # ASCII, so each component's bytes are its characters: the lengths hold too
+    return _normalised(raw)
+
+
+def _normalised(raw: str) -> str:
+    """check_relpath step by step, for any name."""
     if not raw:
         raise ValueError("path is empty")
     if _CONTROL.search(raw):  # one regular expression, not a Python step per character: 100,000 names a run

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
 import resource
 import subprocess
@@ -9,12 +11,13 @@ import sys
 import textwrap
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
 
 from bulkdl.errors import ManifestError
-from bulkdl.parent import yamldoc
+from bulkdl.parent import manifest, yamldoc
 from bulkdl.parent.manifest import Overrides, load, parse
 
 from .conftest import cli_env, run_cli
@@ -311,3 +314,43 @@ def test_a_size_beyond_any_file_is_a_manifest_error(tmp_path: Path) -> None:
     result = run_cli("check", path, cwd=tmp_path)
     assert result.code == 2 and "Traceback" not in result.stderr, result.stderr
     assert result.stderr.startswith(f"{path}:3: files[0].size: '99999") and "larger than any file" in result.stderr
+
+
+@pytest.mark.parametrize("valid", [True, False], ids=["valid", "invalid"])
+def test_load_holds_off_the_garbage_collector_only_while_it_reads(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, valid: bool
+) -> None:
+    collecting = []
+
+    def parse_watched(*args: Any) -> Any:
+        collecting.append(gc.isenabled())
+        return parse(*args)
+
+    monkeypatch.setattr(manifest, "parse", parse_watched)
+    path = _write(tmp_path, f"version: 1\nfiles:\n  - {GOOD if valid else 'ftp://h/a'}\n")
+    expected = contextlib.nullcontext() if valid else pytest.raises(ManifestError)
+    try:
+        with expected:
+            load(path)
+        assert collecting == [False] and gc.isenabled()
+        gc.disable()
+        with expected:
+            load(path)
+        assert collecting == [False, False] and not gc.isenabled()  # the caller's choice stays
+    finally:
+        gc.enable()
+
+
+def test_each_jobs_path_is_dest_joined_with_its_name(tmp_path: Path) -> None:
+    names = ["a.iso", "d/a.iso", "d/b.iso", "d/e/a.iso", "y//./c.iso", "e/a.iso"]
+    entries = "".join(f"  - {{url: {GOOD}, path: {name}}}\n" for name in names)
+    m = load(_write(tmp_path, f"version: 1\ndest: out\nfiles:\n{entries}"))
+    assert [job.name for job in m.jobs] == ["a.iso", "d/a.iso", "d/b.iso", "d/e/a.iso", "y/c.iso", "e/a.iso"]
+    for job in m.jobs:
+        expected = tmp_path / "out" / job.name
+        assert (job.path, str(job.path), job.path.parts, type(job.path)) == (
+            expected,
+            str(expected),
+            expected.parts,
+            type(expected),
+        )

@@ -6,10 +6,12 @@ import contextlib
 import itertools
 import os
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
+from bulkdl import paths
 from bulkdl.parent.state import Row, State, read_rows
 from bulkdl.paths import check_relpath, name_from_url, outside
 from bulkdl.sizes import format_size, parse_size
@@ -142,6 +144,43 @@ def test_relpath_accepts(raw: str, expected: str) -> None:
 def test_relpath_rejects(raw: str, reason: str) -> None:
     with pytest.raises(ValueError, match=reason):
         check_relpath(raw)
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "a.iso",
+        "pool/00/pkg_1.0-1+b2~rc1_amd64.deb",
+        "a..b",
+        "...",
+        ".x",
+        "x.partA",
+        "x.bulkdl.iso",
+        "..",
+        ".",
+        "a/./b",
+        "a/../b",
+        "x.part1",
+        "d.bulkdl/y",
+        ".bulkdl",
+        "x.bulkdl-tmp",
+        "a/",
+        "/a",
+        "c:x",
+        "a" * 236,
+        "a" * 237,
+    ],
+)
+def test_relpath_shortcut_agrees_with_the_full_check(raw: str) -> None:
+    """The one-match shortcut for plain names gives what the step-by-step check gives, or leaves it to it."""
+
+    def outcome(check: Callable[[str], str]) -> str:
+        try:
+            return check(raw)
+        except ValueError as exc:
+            return f"refused: {exc}"
+
+    assert outcome(check_relpath) == outcome(paths._normalised)
 
 
 LONGEST = 255 - len(".") - len(".bulkdl.bulkdl-tmp")  # the sidecar's temp is the longest name beside a file

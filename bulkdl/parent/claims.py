@@ -16,10 +16,11 @@ class Claims:
     def clash(self, name: str, index: int) -> tuple[str, int] | None:
         """The file and entry ``name`` clashes with; None when it does not, and then it is claimed for ``index``."""
         parents = []
-        slash = name.find("/")
-        while slash != -1:
-            parents.append(name[:slash])
-            slash = name.find("/", slash + 1)
+        if name.rpartition("/")[0] not in self._dirs:  # a known directory: so are all above it, and none is a file
+            slash = name.find("/")
+            while slash != -1:
+                parents.append(name[:slash])
+                slash = name.find("/", slash + 1)
         for other in (name, *parents):
             if other in self._files and other not in self._dirs:
                 return other, self._files[other]

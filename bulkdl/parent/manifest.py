@@ -9,7 +9,10 @@ overrides are applied here too, so a Job is final when it leaves this module.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -67,7 +70,26 @@ def load(source: Path, overrides: Overrides | None = None) -> Manifest:
         text = source.read_text(encoding="utf-8")
     except (OSError, UnicodeDecodeError) as exc:
         raise ManifestError(f"{source}:1: manifest: cannot read: {exc}") from None
-    return parse(text, source, overrides)
+    with _no_collection():
+        return parse(text, source, overrides)
+
+
+@contextlib.contextmanager
+def _no_collection() -> Iterator[None]:
+    """The cyclic garbage collector held off while a manifest is read.
+
+    Reading makes several objects per entry that live on (the data, then each Job, its Path and digests) and
+    no cycles; the collector would walk all of them again each time their number grew by a quarter: 6 full
+    collections, 0.3 s of a 100,000-entry manifest's 2.3 s. They are walked once, later, as any new objects.
+    """
+    if not gc.isenabled():  # someone else's choice: theirs to undo
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.enable()
 
 
 def parse(text: str, source: Path, overrides: Overrides) -> Manifest:
@@ -110,6 +132,7 @@ class _Builder:
         self._credentials: credentials.Resolver | None = None
         self._shared: dict[tuple[Settings, credentials.Headers], Settings] = {}  # one per distinct result
         self._claims = claims.Claims()
+        self._directories: dict[str, Path] = {}  # "a/b" → dest/a/b, for the entries' paths
         self._entry_keys = schema.ENTRY_KEYS
 
     def _resolver(self, path: schema.Where) -> credentials.Resolver:
@@ -367,11 +390,20 @@ class _Builder:
             mirrors=found.get("mirrors") or (),
             secrets=resolved.secrets,
             name=name,
-            path=dest / name,  # name is normalised: no empty, "." or ".." parts
+            path=self._below(dest, name),
             size=found.get("size"),
             digests=tuple((algo, found[algo]) for algo in DIGEST_HEX_LENGTHS if found.get(algo)),
             settings=self._with_headers(settings, resolved.headers),
         )
+
+    def _below(self, dest: Path, name: str) -> Path:
+        """``dest / name``, made from its directory's Path: pathlib parses each join again (0.17 s of 100,000
+        entries on Python 3.11), and where its private child-of-a-directory step exists that is 5 times less."""
+        head, _, leaf = name.rpartition("/")  # name is normalised: no empty, "." or ".." parts
+        directory = self._directories.get(head)
+        if directory is None:
+            directory = self._directories[head] = dest / head if head else dest
+        return directory / leaf if _CHILD is None else _CHILD(directory, leaf)
 
     def _with_headers(self, settings: Settings, headers: credentials.Headers) -> Settings:
         """``settings`` with the resolved headers; the same object for every job that resolves alike."""
@@ -409,6 +441,10 @@ class _Builder:
                 see=("files", other_index),
             )
         return clash is None
+
+
+# The step Path.iterdir takes for each name in a directory (Python 3.10-3.12; 3.13 joins as fast without it).
+_CHILD = getattr(Path, "_make_child_relpath", None)
 
 
 def _no_login(host: str) -> None:

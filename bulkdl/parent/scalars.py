@@ -19,6 +19,16 @@ _STR = "tag:yaml.org,2002:str"
 _MERGE = "tag:yaml.org,2002:merge"
 _WILDCARD: tuple[Any, ...] = tuple(Resolver.yaml_implicit_resolvers.get(None, []))
 _RESOLVERS = {first: (*found, *_WILDCARD) for first, found in Resolver.yaml_implicit_resolvers.items()}
+
+
+class _Every:
+    def __contains__(self, item: object) -> bool:
+        return True
+
+
+# The first characters some implicit resolver looks at: an untagged scalar starting with none of them is its text
+# (a key, a URL, a path); every one, should a resolver look at every scalar.
+RESOLVED_FIRST: frozenset[str] | _Every = _Every() if _WILDCARD else frozenset(_RESOLVERS)
 # (tag, text) → value, for the other scalars (true, 1.5, ~, !!binary ...): few distinct ones, all immutable.
 _BUILT: dict[tuple[str, str], Any] = {}
 _MAX_BUILT = 10_000

@@ -261,9 +261,9 @@ def entry_url(base: str | None) -> Convert:
     ``../b.iso`` below or beside it, ``/b.iso`` from its host's root."""
 
     def convert(value: Any) -> str:
+        if value.__class__ is str and PLAIN_URL.fullmatch(value):  # nearly every entry's
+            return value
         url = non_empty_text(value)
-        if PLAIN_URL.fullmatch(url):
-            return url
         unencoded(url.strip(" "))  # as written: the message's URL is then one the user can paste back
         if base is not None:
             return http_url(urljoin(base, url))
@@ -307,6 +307,8 @@ def hex_digest(algorithm: str) -> Convert:
 
     @described({"type": "string", "pattern": f"^\\s*[0-9A-Fa-f]{{{length}}}\\s*$"})
     def convert(value: Any) -> str:
+        if value.__class__ is str and digits.fullmatch(value):  # as nearly every manifest writes it
+            return value
         if isinstance(value, int | float) and not isinstance(value, bool):  # 64 decimal digits read as a number
             raise ValueError(
                 f"YAML read the unquoted digest as the number {value!r} (all its hex digits are decimal ones); "

@@ -28,7 +28,7 @@ from yaml.events import (
 )
 
 from . import yamlhints
-from .scalars import Invalid, scalar
+from .scalars import RESOLVED_FIRST, Invalid, scalar
 
 # libyaml's events are several times faster to come by than the pure-Python parser's.
 _LOADER: type[yaml.SafeLoader] = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
@@ -134,6 +134,8 @@ class _Build:
                 obj = (
                     event.start_mark.line + 1
                     if lines and (key is not _NO_KEY or cur.__class__ is not dict)
+                    else event.value  # what scalar(event) gives, without the call: most of a manifest's scalars
+                    if event.tag is None and event.value[:1] not in RESOLVED_FIRST
                     else scalar(event)
                 )
                 if event.anchor is not None:
