@@ -26,6 +26,7 @@ import dask
 import pytest
 from distributed import Client, LocalCluster
 
+from bulkdl.cluster.claim import claimed
 from bulkdl.cluster.done import Done
 from bulkdl.values import FileResult, Status
 
@@ -228,6 +229,37 @@ def test_a_rerun_task_does_not_fetch_again_what_its_dead_attempt_finished(
     assert len(gets) == 1, "the rerun took the first attempt's result for it instead of fetching it again"
     assert {f["path"]: f["status"] for f in report["files"]}["first"] == "new"
     assert not (mirror / ".bulkdl" / "cluster").exists() or not any((mirror / ".bulkdl" / "cluster").iterdir())
+
+
+def test_a_file_another_process_writes_is_left_to_it(builtin: FaultServer, client: Client, tmp_path: Path) -> None:
+    """A worker the scheduler took for dead may live on, writing a file whose task now runs elsewhere: the
+    second writer finds the file claimed (cluster/claim.py) and leaves it, rather than write its parts too."""
+    urls = [builtin.add("held", content("held", 5000)), builtin.add("free", content("free", 5000))]
+    manifest = write_manifest(tmp_path, urls)
+    locks = tmp_path / "mirror" / ".bulkdl" / "file-locks"
+    locks.mkdir(parents=True)
+    with claimed(locks, "held") as mine:  # as the zombie worker would
+        assert mine
+        done = run_cli("run", manifest, "--scheduler", client.scheduler.address, cwd=tmp_path)
+    assert done.code == 1, done.stderr
+    held = done.file("held")
+    assert (held["status"], held["code"]) == ("failed", "worker_busy") and "another process" in held["error"]
+    assert not builtin.requests("held") and done.file("free")["status"] == "new"
+    again = run_cli("run", manifest, "--scheduler", client.scheduler.address, cwd=tmp_path)
+    assert again.code == 0 and again.file("held")["status"] == "new", again.stderr
+    assert not list(locks.iterdir()), "each claim is removed by its holder"
+
+
+def test_a_claim_is_one_holder_s_and_gone_with_it(tmp_path: Path) -> None:
+    with (
+        claimed(tmp_path, "a/b.iso") as first,
+        claimed(tmp_path, "a/b.iso") as second,
+        claimed(tmp_path, "c.iso") as other,
+    ):
+        assert (first, second, other) == (True, False, True)
+    assert not list(tmp_path.iterdir())
+    with claimed(tmp_path, "a/b.iso") as again:
+        assert again
 
 
 def test_killed_worker_fails_only_the_files_of_its_task(builtin: FaultServer, client: Client, tmp_path: Path) -> None:

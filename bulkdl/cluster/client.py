@@ -59,7 +59,7 @@ from ..worker import limits
 from ..worker.events import Event as Told
 from ..worker.meter import Send
 from ..worker.serve import Task, not_started
-from . import task
+from . import claim, task
 from .done import run_dir
 from .task import Config
 
@@ -147,6 +147,7 @@ class DaskExecutor:
         # What a client killed before left (this one holds the lock now), then this run's own (done.py).
         shutil.rmtree(run_dir(self._dest, self._run).parent, ignore_errors=True)
         run_dir(self._dest, self._run).mkdir(parents=True)
+        claim.locks_dir(self._dest / ".bulkdl").mkdir(exist_ok=True)
         config = self._config(threads)
         self._heartbeat.set(0)
         self._answered = self._staffed = time.monotonic()
@@ -204,8 +205,9 @@ class DaskExecutor:
         idle = min(budget.per_host, files * 2)
         told = self._on_events is not None
         marks = str(run_dir(self._dest, self._run))
-        writers = str(lock.writers_path(self._dest))
-        return Config(self._run, share, files, idle, self._lost_after, _seconds(*BUSY_WAIT), told, marks, writers)
+        writers, locks = str(lock.writers_path(self._dest)), str(claim.locks_dir(self._dest / ".bulkdl"))
+        waits = (self._lost_after, _seconds(*BUSY_WAIT))
+        return Config(self._run, share, files, idle, *waits, told, marks, writers, locks)
 
     def _hear(self, event: tuple[float, Any]) -> None:
         """Progress from a worker (in the client's event loop: only queued here)."""

@@ -52,6 +52,7 @@ from ..worker.fetch import fetch_file
 from ..worker.meter import Send
 from ..worker.retry import Cancelled, StopFlag
 from ..worker.serve import Task, not_started
+from . import claim
 from .done import Done
 
 _LEASE_WAIT = 0.2  # seconds one ask for a lease waits before the stop flag is looked at again
@@ -76,6 +77,7 @@ class Config:
     events: bool  # gather the files' events for the run's log (-v, --log-file), as serve.Config's
     done: str  # the run's directory of what its tasks finished (done.py)
     writers: str  # dest's writers lock (parent/lock.py), held shared while this process may write into dest
+    locks: str  # the directory of the files' claims (claim.py)
 
 
 # What a task returns: its files' results, and their events for the run's log (empty when it keeps none).
@@ -137,7 +139,8 @@ def _serve(run: _Run, config: Config, tasks: list[Task], finished: Callable[[Fil
                 job, condition = pending.popleft()
             except IndexError:
                 return
-            result = _one(job, condition, run.stop, cap, run.tick)
+            with claim.claimed(Path(config.locks), job.name) as mine:
+                result = _one(job, condition, run.stop, cap, run.tick) if mine else _claimed(job)
             finished(result)
             results.append(result)
 
@@ -163,6 +166,14 @@ def _one(job: Job, condition: Any, stop: StopFlag, cap: int, send: Send) -> File
     except BaseException as exc:  # a bug: the batch goes on, the traceback goes to the worker's log
         traceback.print_exc(file=sys.stderr)
         return _failed(job, f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
+
+
+def _claimed(job: Job) -> FileResult:
+    reason = (
+        "not started: another process is writing it now (a Dask worker the scheduler took for dead, still "
+        "running?); the next run fetches it"
+    )
+    return _failed(job, reason, WORKER_BUSY)
 
 
 def _failed(job: Job, reason: str, code: str) -> FileResult:
