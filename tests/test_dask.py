@@ -413,6 +413,33 @@ def _can_lock(fd: int) -> bool:
     return True
 
 
+def test_a_task_of_a_killed_bulkdl_that_starts_late_writes_nothing(builtin: FaultServer, tmp_path: Path) -> None:
+    """Run A's task waits in a worker process busy with run C; A is killed, and a local run B takes A's dest
+    (no writer to wait for: A's task has none yet). When C ends, A's task must not write A's files."""
+    with _local_cluster(1, 2) as one:
+        first, second = tmp_path / "c", tmp_path / "a"
+        for directory in (first, second):
+            directory.mkdir()
+        busy = builtin.add("c/slow", content("c", 1024 * 1024), rate=256 * 1024)  # 4 s
+        running = _start(write_manifest(first, [busy], defaults={"segments": 1}), one.scheduler_address, first)
+        _until(lambda: builtin.peak("c/slow"), "run C to start")
+        late = _start(
+            write_manifest(second, [{"url": builtin.add("a/file", b"A" * 5000), "path": "file"}]),
+            one.scheduler_address,
+            second,
+        )
+        _until(lambda: (second / "mirror" / ".bulkdl" / "writers").exists(), "run A to send its task")
+        time.sleep(0.5)
+        late.kill()
+        late.communicate()
+        manifest = write_manifest(second, [{"url": builtin.add("b/file", b"B" * 5000), "path": "file"}])
+        assert run_cli("run", manifest, cwd=second).code == 0
+        assert _finish(running, first)[0] == 0
+        time.sleep(1.5)  # A's task, woken by C's end, would have fetched by now
+    assert not builtin.requests("a/file"), "the killed run's task fetched after another run took dest"
+    assert (second / "mirror" / "file").read_bytes() == b"B" * 5000
+
+
 def test_a_worker_busy_with_another_run_fails_its_files_after_busy_wait(builtin: FaultServer, tmp_path: Path) -> None:
     """A worker process serves one run at a time; another run's task waits for it, but not for ever."""
     with _local_cluster(1, 2) as one:

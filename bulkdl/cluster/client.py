@@ -127,6 +127,7 @@ class DaskExecutor:
         self._done: Any = None  # the as_completed of the run's tasks
         self._lost_after = _seconds(*CLIENT_LOST_AFTER)
         self._answered = self._staffed = time.monotonic()  # by the heartbeat thread: the scheduler's last answer
+        self._looked = self._answered  # when the run loop last judged the cluster
         self._problem: str | None = None
         self._heartbeat = Variable(task.heartbeat_name(self._run), client=self._client)
         self._closing = threading.Event()
@@ -149,8 +150,9 @@ class DaskExecutor:
         run_dir(self._dest, self._run).mkdir(parents=True)
         claim.locks_dir(self._dest / ".bulkdl").mkdir(exist_ok=True)
         config = self._config(threads)
+        lock.mark_writers(self._dest, self._run)  # before any task: what a task of an earlier run checks
         self._heartbeat.set(0)
-        self._answered = self._staffed = time.monotonic()
+        self._answered = self._staffed = self._looked = time.monotonic()
         self._beating.start()
         self._client.subscribe_topic(task.PROGRESS_TOPIC, self._hear)
         for batch in batches(listed, sum(threads.values())):
@@ -190,7 +192,7 @@ class DaskExecutor:
         try:
             self._client.wait_for_workers(1, timeout=_connect_timeout())
         except TimeoutError:
-            raise ClusterError(
+            raise NoWorkers(
                 f"the Dask scheduler at {self._address} has no workers; start them with `dask worker {self._address}`"
             ) from None
         info: dict[str, Any] = self._client.scheduler_info(n_workers=-1)["workers"]
@@ -232,6 +234,9 @@ class DaskExecutor:
         """End the run when the scheduler has stopped answering (hung, not gone: its connection stays up), or
         has had no worker, for Dask's connect timeout: the tasks would wait there for ever, and so would cron."""
         now, limit = time.monotonic(), _connect_timeout()
+        if now - self._looked > 2.0:  # this process was paused itself (Ctrl-Z, a machine asleep): look again
+            self._answered = self._staffed = now
+        self._looked = now
         if now - self._answered > limit:
             raise SchedulerLost(
                 f"the Dask scheduler at {self._address} has not answered for {limit:g} s; {left} files not "

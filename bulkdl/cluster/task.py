@@ -117,15 +117,15 @@ def probe(path: str, token: str) -> str | None:
 def run_batch(config: Config, tasks: list[Task]) -> Outcome:
     """The task: every file of the batch on up to ``config.files`` threads; each one's result, in any order,
     and the events its files told."""
-    try:
-        with _joined(config) as run, Done(Path(config.done) / str(tasks[0][0].index)) as done:
-            # A rerun (the worker of an earlier attempt died) hands back what that attempt finished.
-            left = [item for item in tasks if item[0].index not in done.found]
-            results = [done.found[item[0].index] for item in tasks if item[0].index in done.found]
-            results += _serve(run, config, left, done.add)
-            return results, run.events_of({job.name for job, _ in tasks})
-    except _Busy as busy:
-        return [_busy(job, config, busy.args[0]) for job, _ in tasks], []
+    with Done(Path(config.done) / str(tasks[0][0].index)) as done:
+        # A rerun (the worker of an earlier attempt died) hands back what that attempt finished.
+        left = [item for item in tasks if item[0].index not in done.found]
+        found = [done.found[item[0].index] for item in tasks if item[0].index in done.found]
+        try:
+            with _joined(config) as run:
+                return found + _serve(run, config, left, done.add), run.events_of({job.name for job, _ in tasks})
+        except _Busy as busy:
+            return found + [_busy(job, config, busy.args[0]) for job, _ in left], []
 
 
 def _serve(run: _Run, config: Config, tasks: list[Task], finished: Callable[[FileResult], None]) -> list[FileResult]:
@@ -235,7 +235,9 @@ class _Permits(limits.Shared):
 
     def close(self) -> None:
         for semaphore in self._semaphores.values():
-            semaphore.refresh_callback.stop()
+            refresh = getattr(semaphore, "refresh_callback", None)  # none with lease-timeout: inf
+            if refresh is not None:
+                refresh.stop()
 
 
 def _lease(semaphore: Semaphore, stop: StopFlag, meanwhile: Callable[[], None]) -> None:
@@ -284,6 +286,11 @@ class _Run:
         # Shared, for as long as this process may write into dest: a later run waits for it (parent/lock.py).
         self._writing = os.open(config.writers, os.O_RDWR | os.O_CREAT, 0o644)
         fcntl.flock(self._writing, fcntl.LOCK_SH)
+        # Its content names the run that holds dest (client.py writes it, lock.py when a later run takes
+        # dest): a task of a killed bulkdl that starts only now (it waited in _joined) must write nothing.
+        holder = os.pread(self._writing, 64, 0).decode(errors="replace").strip()
+        if holder != config.run:
+            self.stop.set()
         for thread in self._threads:
             thread.start()
 
@@ -348,17 +355,22 @@ class _Run:
                     self._worker.log_event(PROGRESS_TOPIC, message)
 
     def _janitor(self) -> None:
+        looked = time.monotonic()
         while not self._done.wait(_JANITOR):
+            now = time.monotonic()
+            if now - looked > 2.0:  # this process was stalled itself: the watcher gets to look again first
+                self._beat_seen = max(self._beat_seen, now)
+            looked = now
             net.close_idle(self.permits.surplus)
             if self._client_lost():
                 self.stop.set()
 
     def end(self) -> None:
         self._done.set()
+        os.close(self._writing)  # its files' threads are done: so is the last write into dest
         for thread in self._threads:  # the watcher may be in a call a hung scheduler never answers
             thread.join(timeout=3 * _WATCH)
         net.stop()  # every socket closes, giving its leases back
-        os.close(self._writing)  # the last write into dest is done
         limits.install(None, threading.Event())
         events.install(None)
         self.permits.close()
@@ -397,5 +409,7 @@ def _joined(config: Config) -> Iterator[_Run]:
             run.users -= 1
             if run.users == 0:
                 _current = None
-                run.end()
-                _lock.notify_all()
+                try:
+                    run.end()
+                finally:  # whatever end() met, the tasks waiting for this process go on
+                    _lock.notify_all()

@@ -71,6 +71,9 @@ def _no_writers_left(dest: Path, wait: float = WRITERS_WAIT) -> None:
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                # Named now as this run's: a task of an earlier run that starts only later writes nothing.
+                os.ftruncate(fd, 0)
+                os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
                 return  # closing lets it go: this run's own workers take it shared
             except BlockingIOError:
                 if time.monotonic() >= deadline:
@@ -80,5 +83,15 @@ def _no_writers_left(dest: Path, wait: float = WRITERS_WAIT) -> None:
                         "bulkdl.client-lost-after): run again later, or restart those workers"
                     ) from None
                 time.sleep(0.2)
+    finally:
+        os.close(fd)
+
+
+def mark_writers(dest: Path, run: str) -> None:
+    """Name the Dask run ``run`` as the one whose tasks may write into ``dest`` (it holds the lock)."""
+    fd = os.open(writers_path(dest), os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{run}\n".encode(), 0)
     finally:
         os.close(fd)
