@@ -184,6 +184,7 @@ def test_a_run_waits_for_the_writers_an_earlier_dask_run_left(builtin: FaultServ
         os.close(writers)
     _, stderr = waiting.communicate(timeout=60)
     assert waiting.returncode == 0, stderr
+    assert stderr.decode().startswith("bulkdl: waiting up to 90 s for the Dask workers of an earlier run"), stderr
     assert (tmp_path / "mirror" / "late.bin").read_bytes() == content("late", 1000)
 
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import fcntl
 import os
+import sys
 import time
 from pathlib import Path
 
@@ -66,7 +67,7 @@ def _no_writers_left(dest: Path, wait: float = WRITERS_WAIT) -> None:
         fd = os.open(writers_path(dest), os.O_RDWR)
     except FileNotFoundError:  # no Dask run ever wrote here (it makes the file)
         return
-    deadline = time.monotonic() + wait
+    deadline, said = time.monotonic() + wait, False
     try:
         while True:
             try:
@@ -76,6 +77,13 @@ def _no_writers_left(dest: Path, wait: float = WRITERS_WAIT) -> None:
                 os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
                 return  # closing lets it go: this run's own workers take it shared
             except BlockingIOError:
+                if not said:  # a cron mail that shows a run slow to start says why
+                    print(
+                        f"bulkdl: waiting up to {wait:g} s for the Dask workers of an earlier run to stop writing "
+                        f"into {dest}",
+                        file=sys.stderr,
+                    )
+                    said = True
                 if time.monotonic() >= deadline:
                     raise Locked(
                         f"the Dask workers of an earlier bulkdl run still write into {dest} after {wait:g} s "
