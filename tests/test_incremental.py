@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 
-from bulkdl.parent.lock import DestinationLock
+from bulkdl.parent.lock import DestinationLock, Locked, _no_writers_left
 from bulkdl.parent.state import read_rows
 
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
@@ -186,6 +186,24 @@ def test_a_run_waits_for_the_writers_an_earlier_dask_run_left(builtin: FaultServ
     assert waiting.returncode == 0, stderr
     assert stderr.decode().startswith("bulkdl: waiting up to 90 s for the Dask workers of an earlier run"), stderr
     assert (tmp_path / "mirror" / "late.bin").read_bytes() == content("late", 1000)
+
+
+def test_writers_that_never_stop_turn_the_run_away_with_what_to_do(tmp_path: Path) -> None:
+    (tmp_path / ".bulkdl").mkdir()
+    writers = os.open(tmp_path / ".bulkdl" / "writers", os.O_RDWR | os.O_CREAT, 0o644)
+    fcntl.flock(writers, fcntl.LOCK_SH)  # an orphaned worker that never lets go
+    try:
+        with pytest.raises(Locked) as refused:
+            _no_writers_left(tmp_path, wait=0.3)
+    finally:
+        os.close(writers)
+    assert str(refused.value) == (
+        f"the Dask workers of an earlier bulkdl run still write into {tmp_path} after 0.3 s (that bulkdl was "
+        "killed; its workers stop once they miss it for bulkdl.client-lost-after): run again later, or restart "
+        "those workers"
+    )
+    _no_writers_left(tmp_path, wait=0.3)  # once it let go
+    assert (tmp_path / ".bulkdl" / "writers").read_text() == f"pid {os.getpid()}\n"
 
 
 def test_a_second_run_on_the_same_destination_exits_3(builtin: FaultServer, tmp_path: Path) -> None:

@@ -126,6 +126,7 @@ class DaskExecutor:
         self._grace_ends: float | None = None
         self._done: Any = None  # the as_completed of the run's tasks
         self._lost_after = _seconds(*CLIENT_LOST_AFTER)
+        self._patience = _connect_timeout()  # what _mind_the_cluster allows, read once: it looks every 50 ms
         self._answered = self._staffed = time.monotonic()  # by the heartbeat thread: the scheduler's last answer
         self._looked = self._answered  # when the run loop last judged the cluster
         self._problem: str | None = None
@@ -179,7 +180,7 @@ class DaskExecutor:
                 self._problem = str(exc)
                 reason = f"not finished: {_UNFINISHED.get(exc.code, exc.code)}; its parts are kept for the next run"
                 for job in list(open_.values()):
-                    on_result(_failure(job, reason, exc.code))
+                    on_result(task.failed(job, reason, exc.code))
                 open_.clear()
         return bool(self._asked) or (self._stopping and not self._out_of_time)
 
@@ -233,7 +234,7 @@ class DaskExecutor:
     def _mind_the_cluster(self, left: int) -> None:
         """End the run when the scheduler has stopped answering (hung, not gone: its connection stays up), or
         has had no worker, for Dask's connect timeout: the tasks would wait there for ever, and so would cron."""
-        now, limit = time.monotonic(), _connect_timeout()
+        now, limit = time.monotonic(), self._patience
         if now - self._looked > 2.0:  # this process was paused itself (Ctrl-Z, a machine asleep): look again
             self._answered = self._staffed = now
         self._looked = now
@@ -441,10 +442,6 @@ def _read(path: Path) -> str | None:
 def _failed(job: Job, exc: BaseException | None) -> FileResult:
     if isinstance(exc, KilledWorker):
         reason = "the Dask workers running it died as often as the scheduler's allowed-failures; its parts are kept"
-        return _failure(job, reason, WORKER_DIED)
+        return task.failed(job, reason, WORKER_DIED)
     # A bug in the task, or something Dask said about it.
-    return _failure(job, f"the Dask task running it failed: {type(exc).__name__}: {exc}", INTERNAL)
-
-
-def _failure(job: Job, reason: str, code: str) -> FileResult:
-    return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=code)
+    return task.failed(job, f"the Dask task running it failed: {type(exc).__name__}: {exc}", INTERNAL)

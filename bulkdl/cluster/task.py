@@ -162,10 +162,10 @@ def _one(job: Job, condition: Any, stop: StopFlag, cap: int, send: Send) -> File
     try:
         return fetch_file(job, condition, stop, send)
     except OSError as exc:  # fetch_file's own cleanup failed: a disk failing under it
-        return _failed(job, f"{exc.strerror or exc}: {exc.filename or job.path}", local_code(exc))
+        return failed(job, f"{exc.strerror or exc}: {exc.filename or job.path}", local_code(exc))
     except BaseException as exc:  # a bug: the batch goes on, the traceback goes to the worker's log
         traceback.print_exc(file=sys.stderr)
-        return _failed(job, f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
+        return failed(job, f"internal error: {type(exc).__name__}: {exc}", INTERNAL)
 
 
 def _claimed(job: Job) -> FileResult:
@@ -173,10 +173,11 @@ def _claimed(job: Job) -> FileResult:
         "not started: another process is writing it now (a Dask worker the scheduler took for dead, still "
         "running?); the next run fetches it"
     )
-    return _failed(job, reason, WORKER_BUSY)
+    return failed(job, reason, WORKER_BUSY)
 
 
-def _failed(job: Job, reason: str, code: str) -> FileResult:
+def failed(job: Job, reason: str, code: str) -> FileResult:
+    """A file that failed before or outside fetch_file (which says its own failures)."""
     return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=code)
 
 
@@ -186,7 +187,7 @@ def _busy(job: Job, config: Config, other: str) -> FileResult:
         f"{config.busy_wait:g} s (one worker process serves one run at a time: give each run its own workers, "
         "or run them one after the other); the next run fetches it"
     )
-    return _failed(job, reason, WORKER_BUSY)
+    return failed(job, reason, WORKER_BUSY)
 
 
 class _Permits(limits.Shared):
@@ -290,6 +291,10 @@ class _Run:
         # dest): a task of a killed bulkdl that starts only now (it waited in _joined) must write nothing.
         holder = os.pread(self._writing, 64, 0).decode(errors="replace").strip()
         if holder != config.run:
+            print(
+                f"bulkdl: run {config.run} no longer holds its dest ({holder or 'none'} does); its files stop here",
+                file=sys.stderr,
+            )
             self.stop.set()
         for thread in self._threads:
             thread.start()

@@ -45,8 +45,7 @@ class DestinationLock:
             holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
             os.close(fd)
             raise Locked(f"another bulkdl run holds {self.path.parent.parent} (pid {holder})") from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        _write_over(fd, f"{os.getpid()}\n")
         self._fd = fd
         try:
             _no_writers_left(self.path.parent.parent)
@@ -73,8 +72,7 @@ def _no_writers_left(dest: Path, wait: float = WRITERS_WAIT) -> None:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
                 # Named now as this run's: a task of an earlier run that starts only later writes nothing.
-                os.ftruncate(fd, 0)
-                os.pwrite(fd, f"pid {os.getpid()}\n".encode(), 0)
+                _write_over(fd, f"pid {os.getpid()}\n")
                 return  # closing lets it go: this run's own workers take it shared
             except BlockingIOError:
                 if not said:  # a cron mail that shows a run slow to start says why
@@ -99,7 +97,11 @@ def mark_writers(dest: Path, run: str) -> None:
     """Name the Dask run ``run`` as the one whose tasks may write into ``dest`` (it holds the lock)."""
     fd = os.open(writers_path(dest), os.O_RDWR | os.O_CREAT, 0o644)
     try:
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{run}\n".encode(), 0)
+        _write_over(fd, f"{run}\n")
     finally:
         os.close(fd)
+
+
+def _write_over(fd: int, text: str) -> None:
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, text.encode(), 0)
