@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import time
 
 import pytest
-from hypothesis import given
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from bulkdl.errors import FetchError, PermanentError, TransientError
@@ -224,3 +225,36 @@ def test_a_date_in_zone_minus_0000_is_utc_whatever_the_local_zone(monkeypatch: p
     finally:
         monkeypatch.undo()
         time.tzset()
+
+
+def _by_email_utils(value: str) -> float | None:
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+        return (when if when.tzinfo else when.replace(tzinfo=datetime.timezone.utc)).timestamp()
+    except (TypeError, ValueError, OverflowError, IndexError):
+        return None
+
+
+_FIXDATE_LIKE = st.builds(
+    "{}, {:02d} {} {:04d} {:02d}:{:02d}:{:02d} {}".format,
+    st.sampled_from(["Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun", "Xyz"]),
+    st.integers(0, 40),
+    st.sampled_from(["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec", "jan", "Foo"]),
+    st.integers(0, 9999),
+    st.integers(0, 25),
+    st.integers(0, 61),
+    st.integers(0, 61),
+    st.sampled_from(["GMT", "UTC", "+0100", "-0000", "gmt"]),
+)
+
+
+@settings(max_examples=600)
+@given(st.one_of(_FIXDATE_LIKE, _header_text))
+def test_a_date_reads_as_email_utils_reads_it(value: str) -> None:
+    """The fast reader of IMF-fixdate gives email.utils' answer, including its refusals (31 Feb, 24:00)."""
+    assert heads._date(value) == _by_email_utils(value)
+
+
+def test_the_fixdate_form_is_read_without_email_utils(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(email.utils, "parsedate_to_datetime", None)  # calling it would raise TypeError: None
+    assert heads.mtime_ns("Tue, 14 Nov 2023 22:13:20 GMT") == 1_700_000_000 * 10**9

@@ -28,6 +28,14 @@ _RETRY_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
 GONE = frozenset({404, 410})  # the server has no such file (410: and says it never will again)
 _MAX_NS = 2**63 - 1  # an mtime in nanoseconds, as os.utime and SQLite's INTEGER hold it
 _MAX_SHOWN = 80  # characters of server text a message repeats
+_MONTHS = {
+    m: n for n, m in enumerate(("Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"), 1)
+}
+# IMF-fixdate; a year below 1000 is left to email.utils, which reads 0099 as 1999
+_FIXDATE = re.compile(
+    r"(?:Mon|Tue|Wed|Thu|Fri|Sat|Sun), ([0-9]{2}) (" + "|".join(_MONTHS) + r") ([1-9][0-9]{3})"
+    r" ([0-9]{2}):([0-9]{2}):([0-9]{2}) GMT"
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,6 +154,12 @@ def mtime_ns(last_modified: str | None) -> int | None:
 def _date(value: str) -> float | None:
     """An HTTP date as a POSIX timestamp; None for anything else."""
     try:
+        if (fixed := _FIXDATE.fullmatch(value)) is not None:
+            # RFC 9110's preferred form, what servers send, in one match: email.utils' general reader was a
+            # twentieth of a small file's CPU (a profile of 20,000 first downloads). Same result, same refusals.
+            day, month, year, hour, minute, second = fixed.groups()
+            fields = (int(year), _MONTHS[month], int(day), int(hour), int(minute), int(second))
+            return datetime.datetime(*fields, tzinfo=datetime.timezone.utc).timestamp()
         when = email.utils.parsedate_to_datetime(value)
         # "-0000" (RFC 5322: UTC, zone unknown) parses as a naive datetime, which timestamp() would read as
         # this machine's local time. HTTP dates are always UTC.
