@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterable, Sequence
 from types import TracebackType
 
 from ..errors import DigestMismatch, VerifyError
-from ..hashing import BUFFER
+from ..hashing import BUFFER, constructor
 from . import buffer
 from .parts import Parts
 from .plan import Plan, Segment
@@ -173,7 +173,7 @@ class Assembly:
             self._unsynced = 0
 
     def _reset_hash(self) -> None:
-        self._hashes = {a: hashlib.new(a) for a in self._algorithms}
+        self._hashes = {a: constructor(a)() for a in self._algorithms}
         self._position = 0
 
 

@@ -8,6 +8,7 @@ its siblings: every wait (backoff, steal, the read loop) watches the file's Halt
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from collections.abc import Callable
@@ -111,19 +112,23 @@ class Transfer:
         self._feed = None if follows else assembly.feed
         if follows:
             assembly.follow(board.segments)
+        mine = functools.partial(self._work, current, board, halt, (first, probe), None, 0)
         try:
-            with ThreadPoolExecutor(max_workers=limit) as threads:
+            if ramp is None and limit == 1:  # no pool to start and shut down: 2% of a small file's worker CPU
+                errors += _caught(mine)
+            else:
+                with ThreadPoolExecutor(max_workers=limit) as threads:
 
-                def work(n: int) -> Future[None]:
-                    return threads.submit(self._work, current, board, halt, (first, probe), ramp, n)
+                    def work(n: int) -> Future[None]:
+                        return threads.submit(self._work, current, board, halt, (first, probe), ramp, n)
 
-                if ramp is None:  # the calling thread is one of them: a one-part file starts no thread
-                    others = [work(n) for n in range(1, limit)]
-                    errors += _caught(lambda: self._work(current, board, halt, (first, probe), None, 0))
-                else:
-                    others = [work(n) for n in range(ramp.width)]
-                    self._widen(ramp, board, halt, others, work)
-                errors += [e for e in (f.exception() for f in others) if e is not None]
+                    if ramp is None:  # the calling thread is one of them
+                        others = [work(n) for n in range(1, limit)]
+                        errors += _caught(mine)
+                    else:
+                        others = [work(n) for n in range(ramp.width)]
+                        self._widen(ramp, board, halt, others, work)
+                    errors += [e for e in (f.exception() for f in others) if e is not None]
         finally:
             assembly.pause()
         if errors:
