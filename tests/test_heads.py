@@ -7,7 +7,7 @@ import email.utils
 import time
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from bulkdl.errors import FetchError, PermanentError, TransientError
@@ -250,6 +250,13 @@ _FIXDATE_LIKE = st.builds(
 
 @settings(max_examples=600)
 @given(st.one_of(_FIXDATE_LIKE, _header_text))
+@example("Tue, 14 Nov 2023 23:59:60 GMT")  # a leap second: refused
+@example("Tue, 14 Nov 2023 24:00:00 GMT")
+@example("Sat, 31 Feb 2024 00:00:00 GMT")
+@example("Thu, 29 Feb 1900 00:00:00 GMT")  # not a leap year
+@example("Tue, 29 Feb 2000 00:00:00 GMT")  # a leap year
+@example("Sun, 01 Jan 0999 00:00:00 GMT")
+@example("Sun, 01 Jan 0099 00:00:00 GMT")  # 1999, for email.utils
 def test_a_date_reads_as_email_utils_reads_it(value: str) -> None:
     """The fast reader of IMF-fixdate gives email.utils' answer, including its refusals (31 Feb, 24:00)."""
     assert heads._date(value) == _by_email_utils(value)

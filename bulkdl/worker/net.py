@@ -48,7 +48,7 @@ if TYPE_CHECKING:  # a protocol urllib3 declares for type checkers only
 
 from ..credentials import CREDENTIAL_HEADERS
 from ..errors import FetchError, PermanentError, TransientError
-from . import deadline, headlines, heads, limits
+from . import deadline, heads, limits
 from .heads import Head, retry_after, validator
 
 __all__ = [
@@ -84,7 +84,6 @@ def start(max_connections: int) -> None:
     global _max_connections
     stop()
     _max_connections = max(1, max_connections)
-    headlines.install()
     logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
 
 
@@ -103,9 +102,10 @@ class Tls:
     verify: bool = True
 
 
-def _client(url: Url, tls: Tls) -> urllib3.PoolManager:
+def _client(url: str, tls: Tls) -> urllib3.PoolManager:
     """The pool for this URL's route. Normally there is one per process: direct, system CAs, verified."""
-    proxy = _proxy_for(url.scheme or "", url.host or "")
+    parts = urlsplit(url)  # its hostname, not urllib3's: NO_PROXY=::1 names no "[::1]", and no "xn--" form
+    proxy = _proxy_for(parts.scheme, parts.hostname or "")
     key = (proxy, tls.ca_bundle, tls.verify)
     with _clients_lock:
         client = _clients.get(key)
@@ -392,7 +392,7 @@ def _get(url: str, headers: dict[str, str], timeout: float, tls: Tls) -> urllib3
     }
     try:
         parsed = _parsed(url)
-        client = _client(parsed, tls)
+        client = _client(url, tls)
         if isinstance(client, urllib3.ProxyManager):  # which adds its own headers and the absolute form
             return client.request("GET", url, **options)
         # What PoolManager.urlopen does without a redirect to follow, minus parsing the URL twice again: a

@@ -14,6 +14,7 @@ parent then stops reading (pool.py).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import functools
 import multiprocessing
@@ -29,7 +30,7 @@ from multiprocessing.connection import Connection
 
 from ..errors import INTERNAL, local_code
 from ..values import Budget, Condition, FileResult, Job, Settings, Status
-from . import events, limits, net
+from . import events, headlines, limits, net
 from .fetch import fetch_file
 from .retry import StopFlag
 
@@ -56,7 +57,7 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     """The worker process: serve tasks until the parent says there are no more, then report and exit."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # stopping is the parent's decision (pool.py)
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
-    _few_malloc_arenas()
+    tune_process()
     threading.Thread(target=_exit_when_orphaned, name="orphan-watch", daemon=True).start()
     net.start(config.max_idle_per_host)
     limits.install(shared, stop)
@@ -87,18 +88,23 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     reporter.close()
 
 
+def tune_process() -> None:
+    """What only a process of bulkdl's own may change, before its threads start: its malloc arenas, and
+    http.client's parser of response heads (headlines.py; not in a Dask worker, whose process is not ours)."""
+    _few_malloc_arenas()
+    headlines.install()
+
+
 def _few_malloc_arenas() -> None:
-    """Two malloc arenas for the process, before its threads start.
+    """Two malloc arenas for the process.
 
     glibc gives every thread that allocates an arena of its own (up to eight per core) and keeps what each
     freed: 16 threads reading 256 KiB bodies held a worker at 67-70 MiB on WAN MIXED (32 connections), 58-59
     MiB with two arenas, against the 64 MiB a worker may use. The GIL serializes the allocations anyway.
     Elsewhere than glibc there is no mallopt, and nothing to do.
     """
-    try:
+    with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
-    except (OSError, AttributeError):
-        pass
 
 
 def _serve(
