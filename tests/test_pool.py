@@ -222,3 +222,21 @@ def test_a_stop_between_a_death_and_the_restart_ends_the_run(builtin: FaultServe
     assert asked
     assert sorted(r.name for r in results) == ["r0.bin", "r1.bin", "r2.bin"], "every task reported, once"
     assert {r.status for r in results} == {"interrupted"}, results
+
+
+def test_an_idle_worker_takes_over_tasks_another_has_not_started(builtin: FaultServer, tmp_path: Path) -> None:
+    """Each worker has one thread, and the first feed deals the six files three to each: the first worker's
+    are slow, the other's fast. Without a recall the first runs its three slow files one after another on
+    its one connection while the other waits; with it, the idle one takes over one of them."""
+    urls = [builtin.add(f"s{i}.bin", content(f"s{i}", 1000), delay=0.6 if i % 2 == 0 else 0.0) for i in range(6)]
+    loaded = manifest.load(write_manifest(tmp_path, urls, workers=2, connections=2))
+    results: list[FileResult] = []
+    batch = Batch(2, loaded.budget)
+    try:
+        batch.run([(job, None) for job in loaded.jobs], lambda *_: None, results.append, lambda: None)
+    finally:
+        batch.close()
+    assert sorted(r.status for r in results) == ["downloaded"] * 6, results
+    served = {r.path: r.conn for r in builtin.requests() if r.path.startswith("/s")}
+    first = served["/s0.bin"]
+    assert [served[f"/s{i}.bin"] == first for i in (0, 2, 4)].count(True) == 2, served

@@ -1,4 +1,4 @@
-"""How far ahead the pool keeps a worker: pure logic, no process."""
+"""How far ahead the pool keeps a worker, and how it takes back what an idle one could run: pure logic, no process."""
 
 from __future__ import annotations
 
@@ -8,37 +8,43 @@ import pytest
 
 from bulkdl.parent import pool
 from bulkdl.values import FileResult, Status
+from bulkdl.worker import serve
 
 
-def _worker(finished: list[float]) -> pool._Worker:
+def _worker(finished: list[float], pipe: Any = None) -> pool._Worker:
     nothing: Any = None
-    worker = pool._Worker(nothing, nothing, nothing)
+    worker = pool._Worker(nothing, pipe, pipe)  # with a pipe, a live worker
     worker.finished.extend(finished)
     return worker
 
 
+def _ahead(finished: list[float], now: float | None = None) -> int:
+    """The depth of a worker of 4 threads (base 8) that reported results at ``finished``; now: the last."""
+    return _worker(finished).ahead(8, 4, finished[-1] if now is None and finished else now or 0.0)
+
+
 def test_until_results_come_back_a_worker_gets_the_base() -> None:
-    assert _worker([]).ahead(8, 4) == 8
-    assert _worker([5.0]).ahead(8, 4) == 8
+    assert _ahead([]) == 8
+    assert _ahead([5.0]) == 8
 
 
 def test_a_worker_of_small_files_is_kept_a_tenth_of_a_second_ahead() -> None:
     # 1,000 results a second: 100 in the next 0.1 s, beyond its 4 threads
-    assert _worker([i / 1000 for i in range(200)]).ahead(8, 4) == 4 + 100
+    assert _ahead([i / 1000 for i in range(200)]) == 4 + 100
 
 
 def test_a_worker_of_big_files_keeps_the_base() -> None:
-    assert _worker([0.0, 0.5, 1.0, 1.5]).ahead(8, 4) == 8  # two a second: one more than its threads
+    assert _ahead([0.0, 0.5, 1.0, 1.5]) == 8  # two a second: one more than its threads
 
 
 def test_results_that_came_together_are_no_pace() -> None:
     # two big files that ended in the same message: not a reason to send this worker every file left
-    assert _worker([1.0, 1.0]).ahead(8, 4) == 8
-    assert _worker([1.0] * 50).ahead(8, 4) == 4 + 49  # what it did in the last tenth of a second, at most
+    assert _ahead([1.0, 1.0]) == 8
+    assert _ahead([1.0] * 50) == 4 + 49  # what it did in the last tenth of a second, at most
 
 
 def test_the_depth_is_bounded() -> None:
-    assert _worker([i / 1e5 for i in range(300)]).ahead(8, 4) == pool._MAX_AHEAD
+    assert _ahead([i / 1e5 for i in range(300)]) == pool._MAX_AHEAD
 
 
 def test_the_pool_notes_when_each_result_came() -> None:
@@ -58,12 +64,108 @@ def test_the_pool_notes_when_each_result_came() -> None:
 
 def test_the_pace_is_the_recent_one() -> None:
     fast_then_slow = [i / 1000 for i in range(400)] + [1.0 + i for i in range(pool._PACE_RESULTS)]
-    assert _worker(fast_then_slow).ahead(8, 4) == 8
+    assert _ahead(fast_then_slow) == 8
     assert len(_worker(fast_then_slow).finished) == pool._PACE_RESULTS
+
+
+def test_a_worker_silent_since_its_small_files_is_slow() -> None:
+    """Busy with big files since its last small ones: its pace is measured up to now, and drops."""
+    fast = [i / 1000 for i in range(200)]
+    assert _ahead(fast) == 4 + 100
+    assert _ahead(fast, now=2.0) == 4 + 10  # 199 results in 2 s
+    assert _ahead(fast, now=20.0) == 8
 
 
 @pytest.mark.parametrize("rate", [10, 100, 2000])
 def test_more_results_a_second_never_means_fewer_ahead(rate: int) -> None:
-    slower = _worker([i / rate for i in range(100)]).ahead(8, 4)
-    faster = _worker([i / (rate * 2) for i in range(100)]).ahead(8, 4)
+    slower = _ahead([i / rate for i in range(100)])
+    faster = _ahead([i / (rate * 2) for i in range(100)])
     assert faster >= slower
+
+
+class _Pipe:
+    def __init__(self) -> None:
+        self.sent: list[Any] = []
+
+    def send(self, message: Any) -> None:
+        self.sent.append(message)
+
+
+class _Job:
+    def __init__(self, index: int) -> None:
+        self.index = index
+
+
+def test_tasks_a_worker_has_not_started_go_to_the_idle_one() -> None:
+    """Two workers that ran small files fast; 40 big files are left. The first feed may send them all to one
+    worker; once nothing is left to send, the other one, idle, gets the half it had not started."""
+    batch = pool.Batch(2)
+    batch._files, batch._ahead = 4, 8
+    busy, idle = (_worker([i / 1000 for i in range(256)], _Pipe()) for _ in range(2))
+    batch._workers = [busy, idle]
+    open_: dict[int, Any] = {i: (_Job(i), None) for i in range(40)}
+    batch._waiting.extend(open_)
+    for index in open_:  # as if the first feed had sent them all to one worker, which started four
+        busy.assigned.add(index)
+        batch._owner[index] = busy
+    batch._waiting.clear()
+    busy.started.update(range(4))
+    batch._feed(open_)
+    assert busy.tasks.sent == [18] and idle.tasks.sent == [], "half of the 36 not started is recalled"
+    batch._feed(open_)
+    assert busy.tasks.sent == [18], "no second recall before the first is answered"
+    batch._take_back(busy, [list(range(39, 21, -1))])  # the worker gives back from the end of its queue
+    assert busy.recalls == 0 and list(batch._waiting) == list(range(22, 40))
+    batch._feed(open_)
+    sent = [job.index for batch_ in idle.tasks.sent for job, _ in batch_]
+    assert sent == list(range(22, 30)), "the idle worker gets them, in order, as deep as its pace allows"
+    assert {batch._owner[i] for i in sent} == {idle} and busy.assigned == set(range(22))
+    assert list(batch._waiting) == list(range(30, 40))
+
+
+def test_a_recall_answered_for_tasks_since_reported_gives_back_none_of_them() -> None:
+    batch = pool.Batch(2)
+    worker = _worker([], _Pipe())
+    worker.recalls = 1
+    batch._owner[7] = worker
+    worker.assigned.add(7)
+    batch._take_back(worker, [[7, 8]])  # 8: reported meanwhile, no longer the worker's
+    assert list(batch._waiting) == [7] and worker.assigned == set() and worker.recalls == 0
+
+
+def test_a_worker_gives_back_from_the_end_of_its_queue_and_never_an_end() -> None:
+    files = serve._Files()
+    for i in range(5):
+        files.put((_Job(i), None))  # type: ignore[arg-type]  # a task's job needs only its index here
+    assert files.take_back(2) == [4, 3]
+    assert [files.get()[0].index for _ in range(2)] == [0, 1]  # type: ignore[index]
+    files.put(None)
+    assert files.take_back(5) == []  # a thread's end stays
+    assert files.qsize() == 2
+
+
+def test_tasks_are_dealt_in_turn_not_a_worker_s_fill_at_a_time() -> None:
+    """Big files after small ones went all to whichever worker was topped up first."""
+    batch = pool.Batch(2)
+    batch._files, batch._ahead = 4, 8
+    first, second = (_worker([], _Pipe()) for _ in range(2))
+    batch._workers = [first, second]
+    open_: dict[int, Any] = {i: (_Job(i), None) for i in range(6)}
+    batch._waiting.extend(open_)
+    batch._feed(open_)
+    dealt = [[job.index for sent in w.tasks.sent for job, _ in sent] for w in (first, second)]
+    assert dealt == [[0, 2, 4], [1, 3, 5]]
+
+
+def test_a_worker_with_no_room_is_dealt_nothing_and_the_other_gets_its_fill() -> None:
+    batch = pool.Batch(2)
+    batch._files, batch._ahead = 4, 8
+    full, empty = (_worker([], _Pipe()) for _ in range(2))
+    full.assigned.update(range(100, 108))
+    batch._workers = [full, empty]
+    open_: dict[int, Any] = {i: (_Job(i), None) for i in range(20)}
+    batch._waiting.extend(open_)
+    batch._feed(open_)
+    assert full.tasks.sent == []
+    assert [job.index for job, _ in empty.tasks.sent[0]] == list(range(8))
+    assert list(batch._waiting) == list(range(8, 20))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import multiprocessing
-import queue
 import subprocess
 import sys
 import threading
@@ -47,7 +46,7 @@ def test_ticks_are_summed_per_file_and_nothing_is_lost() -> None:
     messages = 0
     while receive.poll(1):
         try:
-            begun, ticks, done, _ = receive.recv()
+            begun, ticks, done, _, _ = receive.recv()
         except EOFError:
             break
         messages += 1
@@ -75,7 +74,7 @@ def test_a_worker_whose_queue_runs_low_reports_at_once(
     receive, send = multiprocessing.Pipe(duplex=False)
     stop = SharedFlag(_CONTEXT)
     shared = Shared(loaded.budget, _CONTEXT)
-    files: queue.SimpleQueue[serve.Task | None] = queue.SimpleQueue()
+    files = serve._Files()
     files.put((loaded.jobs[0], None))
     files.put(None)
     net.start(2)

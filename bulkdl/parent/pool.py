@@ -97,8 +97,9 @@ class _Worker:
     started: set[int] = field(default_factory=set)  # those its threads have begun
     told_to_end: bool = False
     finished: deque[float] = field(default_factory=lambda: deque(maxlen=_PACE_RESULTS))  # when its last results came
+    recalls: int = 0  # recalls sent to it and not answered yet
 
-    def ahead(self, base: int, files: int) -> int:
+    def ahead(self, base: int, files: int, now: float) -> int:
         """Tasks to keep sent to it: ``base``, or what its threads finish in ``_AHEAD_SECONDS`` if more.
 
         A small file takes a thread half a millisecond, and the parent hears of results every few
@@ -108,9 +109,10 @@ class _Worker:
         """
         if len(self.finished) < 2:
             return base
-        # Over no less than the interval it predicts: results that came in one message (two big files that
-        # ended in the same 50 ms) say nothing of a pace, and would send it every file left.
-        span = max(self.finished[-1] - self.finished[0], _AHEAD_SECONDS)
+        # Up to now, so that a worker busy with big files since its last small ones is slow, and over no less
+        # than the interval it predicts: results that came in one message (two big files that ended in the
+        # same 50 ms) say nothing of a pace.
+        span = max(now - self.finished[0], _AHEAD_SECONDS)
         wanted = files + math.ceil((len(self.finished) - 1) / span * _AHEAD_SECONDS)
         return max(base, min(_MAX_AHEAD, wanted))
 
@@ -276,25 +278,68 @@ class Batch:
         self._start_workers()
 
     def _feed(self, open_: dict[int, Task]) -> None:
-        """Keep every worker its tasks ahead, least loaded first, in the order of the tasks."""
-        for worker in sorted(self._workers, key=lambda w: len(w.assigned)):
-            batch: list[Task] = []
-            ahead = worker.ahead(self._ahead, self._files)
-            while self._waiting and len(worker.assigned) + len(batch) < ahead and len(batch) < _BATCH:
-                index = self._waiting.popleft()
-                if index in open_ and index not in self._owner:
-                    batch.append(open_[index])
+        """Keep every worker its tasks ahead: dealt one at a time in the order of the tasks, least loaded first.
+
+        Dealt, not handed out a worker's fill at a time: the big files that follow small ones in a manifest
+        went all to whichever worker was topped up first (9 of 12, 12 of 12), whose threads then ran them
+        while the other worker's ran small files, and the run waited for the first one's last big file.
+        """
+        now = time.monotonic()
+        room = {id(w): w.ahead(self._ahead, self._files, now) - len(w.assigned) for w in self._workers}
+        batches: dict[int, list[Task]] = {id(w): [] for w in self._workers}
+        dealing = [w for w in sorted(self._workers, key=lambda w: len(w.assigned)) if room[id(w)] > 0]
+        while self._waiting and dealing:
+            for worker in list(dealing):
+                task = self._next_unsent(open_)
+                if task is None:
+                    break
+                batch = batches[id(worker)]
+                batch.append(task)
+                if len(batch) >= min(room[id(worker)], _BATCH):
+                    dealing.remove(worker)
+        for worker in self._workers:
+            batch = batches[id(worker)]
             if not batch:
                 continue
             try:
                 worker.tasks.send(batch)
             except OSError:  # it died since the last step, which the next step sees: these wait again
                 self._waiting.extendleft(reversed([job.index for job, _ in batch]))
-                return
+                continue
             for job, _ in batch:
                 worker.assigned.add(job.index)
                 self._owner[job.index] = worker
                 self._retrying.discard(job.index)
+        if not self._waiting:
+            self._recall()
+
+    def _next_unsent(self, open_: dict[int, Task]) -> Task | None:
+        while self._waiting:
+            index = self._waiting.popleft()
+            if index in open_ and index not in self._owner:
+                return open_[index]
+        return None
+
+    def _recall(self) -> None:
+        """With nothing left to send, ask a worker for half of the tasks its threads cannot start yet, once
+        another worker has idle threads and nothing queued: a worker kept deep in small files may next have
+        been sent big ones, which it would otherwise run one after another while the other waits (the tasks
+        come back to wait, and the next feed deals them to the least loaded). What the parent knows of starts
+        is late by a message, so a worker that was just sent tasks looks busy, and gives back fewer than it
+        may have: never one it has started (serve.py)."""
+        if not any(
+            w.results is not None and len(w.assigned) < self._files and w.assigned <= w.started for w in self._workers
+        ):
+            return
+        for worker in self._workers:
+            surplus = len(worker.assigned) - self._files  # more than its threads can run at once
+            if worker.recalls or worker.told_to_end or worker.results is None or surplus <= 0:
+                continue
+            try:
+                worker.tasks.send((surplus + 1) // 2)
+            except OSError:  # it died since the last step, which the next step sees
+                continue
+            worker.recalls += 1
 
     def _step(self, open_: dict[int, Task], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
         """Read what the workers said; notice the ones that died."""
@@ -322,8 +367,9 @@ class Batch:
         assert pipe is not None
         try:
             while to_the_end or pipe.poll():
-                started, ticks, results, events = pipe.recv()
+                started, ticks, results, events, gave_back = pipe.recv()
                 worker.started.update(started)
+                self._take_back(worker, gave_back)
                 for index, n, size in ticks:
                     on_tick(index, n, size)
                 if events and self._on_events is not None:  # before the results: a file's events precede its end
@@ -334,6 +380,15 @@ class Batch:
             pipe.close()
             worker.results = None
             self._lost(worker, open_, on_result)
+
+    def _take_back(self, worker: _Worker, answers: list[list[int]]) -> None:
+        """Tasks a worker gave back at a recall wait again, in their order, ahead of the others."""
+        worker.recalls -= len(answers)
+        back = sorted(i for indexes in answers for i in indexes if self._owner.get(i) is worker)
+        for index in back:
+            worker.assigned.discard(index)
+            del self._owner[index]
+        self._waiting.extendleft(reversed(back))
 
     def _report(
         self, worker: _Worker, result: FileResult, open_: dict[int, Task], on_result: Callable[[FileResult], None]

@@ -1,11 +1,12 @@
 """A worker process's life: many files at once on threads, tasks in and results out in batches.
 
-The parent (parent/pool.py) sends lists of tasks down this worker's task pipe and ``None`` once it has no
-more; ``files`` threads take them one by one, each running ``fetch_file`` over the process's urllib3 pools,
-so the files in flight are a number of threads, not of processes. What the parent needs to hear (which
-files started, bytes received, results) is gathered by a reporter thread and sent up the result pipe as one
-message at a time, at most every ``_FLUSH`` seconds: a few messages a second whatever the number of files,
-instead of four per file.
+The parent (parent/pool.py) sends lists of tasks down this worker's task pipe, a number when it wants some
+of them back for a worker whose threads are idle (a recall: the ones not started are given back), and
+``None`` once it has no more; ``files`` threads take them one by one, each running ``fetch_file`` over the
+process's urllib3 pools, so the files in flight are a number of threads, not of processes. What the parent
+needs to hear (which files started, bytes received, results) is gathered by a reporter thread and sent up
+the result pipe as one message at a time, at most every ``_FLUSH`` seconds: a few messages a second
+whatever the number of files, instead of four per file.
 
 Each pipe has one writer: the parent's task pipe is read only by the main thread here, the result pipe
 written only by the reporter. A worker killed mid-message leaves only its own pipe unreadable, which the
@@ -19,12 +20,12 @@ import ctypes
 import functools
 import multiprocessing
 import os
-import queue
 import signal
 import sys
 import threading
 import time
 import traceback
+from collections import deque
 from dataclasses import dataclass, replace
 from multiprocessing.connection import Connection
 
@@ -41,9 +42,10 @@ _M_ARENA_MAX = -8  # glibc's mallopt parameter
 
 Task = tuple[Job, Condition | None]
 
-# What a worker sends up, one message at a time: files started, progress ticks, results, and the events for
-# the run's log (events.py; always empty when the run keeps no log).
-Report = tuple[list[int], list[tuple[int, int, int | None]], list[FileResult], list[events.Event]]
+# What a worker sends up, one message at a time: files started, progress ticks, results, the events for the
+# run's log (events.py; always empty when the run keeps no log), and its answers to the parent's recalls (the
+# job indexes of the tasks it gave back, one list per recall).
+Report = tuple[list[int], list[tuple[int, int, int | None]], list[FileResult], list[events.Event], list[list[int]]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,7 +66,7 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     reporter = _Reporter(results)
     if config.events:
         events.install(reporter.event)
-    files: queue.SimpleQueue[Task | None] = queue.SimpleQueue()
+    files = _Files()
     threads = [
         threading.Thread(
             target=_serve, args=(files, stop, reporter, shared.budget, config.files), name=f"file-{i}", daemon=True
@@ -76,8 +78,11 @@ def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag,
     janitor = threading.Thread(target=_janitor, args=(shared, stop), name="janitor", daemon=True)
     janitor.start()
     try:
-        while (batch := tasks.recv()) is not None:
-            for task in batch:
+        while (message := tasks.recv()) is not None:
+            if isinstance(message, int):  # a recall: give back up to that many tasks not started
+                reporter.gave_back(files.take_back(message))
+                continue
+            for task in message:
                 files.put(task)
     except EOFError:  # the parent is gone: the orphan watch ends the process
         return
@@ -107,9 +112,39 @@ def _few_malloc_arenas() -> None:
         ctypes.CDLL(None).mallopt(_M_ARENA_MAX, 2)
 
 
-def _serve(
-    files: queue.SimpleQueue[Task | None], stop: StopFlag, reporter: _Reporter, budget: Budget, threads: int
-) -> None:
+class _Files:
+    """The worker's tasks not started yet, in order. Its threads take them from the front; a recall takes them
+    from the back, for a worker whose threads are idle (pool.py): what one worker holds, another can then run."""
+
+    def __init__(self) -> None:
+        self._tasks: deque[Task | None] = deque()  # None: a thread is to end
+        self._ready = threading.Condition()
+
+    def put(self, task: Task | None) -> None:
+        with self._ready:
+            self._tasks.append(task)
+            self._ready.notify()
+
+    def get(self) -> Task | None:
+        with self._ready:
+            while not self._tasks:
+                self._ready.wait()
+            return self._tasks.popleft()
+
+    def take_back(self, count: int) -> list[int]:
+        """Remove up to ``count`` tasks from the back; their job indexes."""
+        back: list[int] = []
+        with self._ready:
+            while len(back) < count and self._tasks and (task := self._tasks[-1]) is not None:
+                self._tasks.pop()
+                back.append(task[0].index)
+        return back
+
+    def qsize(self) -> int:
+        return len(self._tasks)
+
+
+def _serve(files: _Files, stop: StopFlag, reporter: _Reporter, budget: Budget, threads: int) -> None:
     cap = min(budget.per_host, budget.connections)
     low = max(2, threads // 2)
     while (task := files.get()) is not None:
@@ -185,6 +220,7 @@ class _Reporter:
         self._ticks: dict[int, tuple[int, int | None]] = {}  # job index → (bytes since the last message, size)
         self._results: list[FileResult] = []
         self._events: list[events.Event] = []
+        self._gave_back: list[list[int]] = []
         self._closing = threading.Event()
         self._wake = threading.Event()
         self._thread = threading.Thread(target=self._run, name="reporter", daemon=True)
@@ -206,6 +242,12 @@ class _Reporter:
         with self._lock:
             self._events.append(event)
 
+    def gave_back(self, indexes: list[int]) -> None:
+        """Answer a recall, even with nothing: the parent waits for the answer before it recalls again."""
+        with self._lock:
+            self._gave_back.append(indexes)
+        self._wake.set()
+
     def soon(self) -> None:
         """Send what there is without waiting out the interval (still at most every ``_SOONEST`` s)."""
         self._wake.set()
@@ -225,15 +267,16 @@ class _Reporter:
 
     def _flush(self) -> None:
         with self._lock:
-            if not (self._started or self._ticks or self._results or self._events):
+            if not (self._started or self._ticks or self._results or self._events or self._gave_back):
                 return
             report: Report = (
                 self._started,
                 [(index, n, size) for index, (n, size) in self._ticks.items()],
                 self._results,
                 self._events,
+                self._gave_back,
             )
-            self._started, self._ticks, self._results, self._events = [], {}, [], []
+            self._started, self._ticks, self._results, self._events, self._gave_back = [], {}, [], [], []
         try:
             self._pipe.send(report)
         except OSError:  # the parent is gone: the orphan watch ends the process
