@@ -10,12 +10,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from bulkdl.parent import manifest
 from bulkdl.parent.pool import Batch
+from bulkdl.parent.run import _origins
 from bulkdl.values import FileResult
 
 from .conftest import cli_env, run_cli, write_manifest
@@ -237,6 +239,48 @@ def test_an_idle_worker_takes_over_tasks_another_has_not_started(builtin: FaultS
     finally:
         batch.close()
     assert sorted(r.status for r in results) == ["downloaded"] * 6, results
-    served = {r.path: r.conn for r in builtin.requests() if r.path.startswith("/s")}
+    asked = [r for r in builtin.requests() if r.path.startswith("/s")]
+    assert sorted(r.path for r in asked) == [f"/s{i}.bin" for i in range(6)], "each file fetched once"
+    served = {r.path: r.conn for r in asked}
     first = served["/s0.bin"]
     assert [served[f"/s{i}.bin"] == first for i in (0, 2, 4)].count(True) == 2, served
+
+
+def test_a_worker_killed_with_nothing_to_do_takes_its_permits_with_it(builtin: FaultServer, tmp_path: Path) -> None:
+    """A worker killed once its last file is reported still held, for its idle connection, the only permit
+    to its host: the pool did not start again, and the other worker's file for that host waited for ever
+    (found by a review; the test used to hang until Ctrl-C)."""
+    t0 = builtin.add("t0.bin", content("t0", 1000))
+    b0 = builtin.add("b0.bin", content("b0", 1000), delay=1.0)
+    x0 = builtin.add("x0.bin", content("x0", 1000))
+    c0 = builtin.add("c0.bin", content("c0", 1000))
+    other = lambda url: url.replace("127.0.0.1", "localhost")  # noqa: E731  # another host key, same server
+    # dealt in turn: A gets t0, x0 (host 127.0.0.1); B gets b0 (host localhost, slow), c0 (127.0.0.1)
+    urls = [t0, other(b0), x0, c0]
+    loaded = manifest.load(
+        write_manifest(tmp_path, urls, workers=2, connections=2, max_connections_per_host=1, defaults={"segments": 1})
+    )
+    results: list[FileResult] = []
+    batch = Batch(2, replace(loaded.budget, hosts=_origins(loaded.jobs)))
+    killed: list[int] = []
+
+    def on_result(result: FileResult) -> None:
+        results.append(result)
+        owner = batch._owner[result.index]
+        if result.name == "x0.bin" and not owner.assigned - {result.index}:
+            os.kill(owner.process.pid, signal.SIGKILL)  # idle now, its connection to 127.0.0.1 kept
+            killed.append(owner.process.pid)
+
+    runner = threading.Thread(
+        target=batch.run, args=([(j, None) for j in loaded.jobs], lambda *_: None, on_result, lambda: None)
+    )
+    runner.start()
+    runner.join(10)
+    hung = runner.is_alive()
+    if hung:
+        batch._asked += 2  # Ctrl-C twice, to end the test
+        runner.join(10)
+    batch.close()
+    assert killed, "the scenario did not happen"
+    assert not hung, "c0 waits for ever for a permit the dead worker holds"
+    assert sorted((r.name, r.status) for r in results) == [(f"{n}.bin", "downloaded") for n in ("b0", "c0", "t0", "x0")]

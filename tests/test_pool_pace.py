@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ import pytest
 from bulkdl.parent import pool
 from bulkdl.values import FileResult, Status
 from bulkdl.worker import serve
+from bulkdl.worker.serve import _Reporter
 
 
 def _worker(finished: list[float], pipe: Any = None) -> pool._Worker:
@@ -98,29 +100,27 @@ class _Job:
 
 def test_tasks_a_worker_has_not_started_go_to_the_idle_one() -> None:
     """Two workers that ran small files fast; 40 big files are left. The first feed may send them all to one
-    worker; once nothing is left to send, the other one, idle, gets the half it had not started."""
+    worker; once nothing is left to send, the other one, idle, gets as many as it has idle threads."""
     batch = pool.Batch(2)
     batch._files, batch._ahead = 4, 8
     busy, idle = (_worker([i / 1000 for i in range(256)], _Pipe()) for _ in range(2))
     batch._workers = [busy, idle]
     open_: dict[int, Any] = {i: (_Job(i), None) for i in range(40)}
-    batch._waiting.extend(open_)
     for index in open_:  # as if the first feed had sent them all to one worker, which started four
         busy.assigned.add(index)
         batch._owner[index] = busy
-    batch._waiting.clear()
     busy.started.update(range(4))
     batch._feed(open_)
-    assert busy.tasks.sent == [18] and idle.tasks.sent == [], "half of the 36 not started is recalled"
+    assert busy.tasks.sent == [4] and idle.tasks.sent == [], "as many as the idle worker's four threads"
     batch._feed(open_)
-    assert busy.tasks.sent == [18], "no second recall before the first is answered"
-    batch._take_back(busy, [list(range(39, 21, -1))])  # the worker gives back from the end of its queue
-    assert busy.recalls == 0 and list(batch._waiting) == list(range(22, 40))
+    assert busy.tasks.sent == [4], "no second recall before the first is answered"
+    batch._take_back(busy, [[39, 38, 37, 36]])  # the worker gives back from the end of its queue
+    assert busy.recalls == 0 and list(batch._waiting) == [36, 37, 38, 39]
     batch._feed(open_)
     sent = [job.index for batch_ in idle.tasks.sent for job, _ in batch_]
-    assert sent == list(range(22, 30)), "the idle worker gets them, in order, as deep as its pace allows"
-    assert {batch._owner[i] for i in sent} == {idle} and busy.assigned == set(range(22))
-    assert list(batch._waiting) == list(range(30, 40))
+    assert sent == [36, 37, 38, 39], "the idle worker gets them, in order"
+    assert {batch._owner[i] for i in sent} == {idle} and busy.assigned == set(range(36))
+    assert not batch._waiting
 
 
 def test_a_recall_answered_for_tasks_since_reported_gives_back_none_of_them() -> None:
@@ -169,3 +169,106 @@ def test_a_worker_with_no_room_is_dealt_nothing_and_the_other_gets_its_fill() ->
     assert full.tasks.sent == []
     assert [job.index for job, _ in empty.tasks.sent[0]] == list(range(8))
     assert list(batch._waiting) == list(range(8, 20))
+
+
+class _DeadPipe:
+    def send(self, message: Any) -> None:
+        raise BrokenPipeError
+
+
+def _batch(*workers: pool._Worker) -> pool.Batch:
+    batch = pool.Batch(2)
+    batch._files, batch._ahead = 4, 8
+    batch._workers = list(workers)
+    return batch
+
+
+def _give(batch: pool.Batch, worker: pool._Worker, indexes: range, started: range) -> None:
+    for index in indexes:
+        worker.assigned.add(index)
+        batch._owner[index] = worker
+    worker.started.update(started)
+
+
+def test_no_recall_while_every_worker_s_threads_are_busy_or_fed() -> None:
+    busy, full, fed = (_worker([], _Pipe()) for _ in range(3))
+    batch = _batch(busy, full, fed)
+    _give(batch, busy, range(0, 40), range(0, 4))  # 36 queued
+    _give(batch, full, range(40, 44), range(40, 44))  # all four threads busy: no idle thread
+    _give(batch, fed, range(44, 46), range(44, 45))  # a thread free, but something queued it will start
+    open_: dict[int, Any] = {i: (_Job(i), None) for i in range(46)}
+    batch._feed(open_)
+    assert [w.tasks.sent for w in (busy, full, fed)] == [[], [], []]
+
+
+def test_no_recall_to_a_worker_told_to_end_nor_for_a_dead_idle_one() -> None:
+    busy, idle = (_worker([], _Pipe()) for _ in range(2))
+    batch = _batch(busy, idle)
+    _give(batch, busy, range(0, 40), range(0, 4))
+    open_: dict[int, Any] = {i: (_Job(i), None) for i in range(40)}
+    idle.results = None  # gone: it has idle threads no more
+    batch._feed(open_)
+    assert busy.tasks.sent == []
+    idle.results = idle.tasks
+    busy.told_to_end = True
+    batch._feed(open_)
+    assert busy.tasks.sent == []
+
+
+def test_a_worker_that_cannot_be_sent_to_does_not_starve_the_others() -> None:
+    dead, live = _worker([], _DeadPipe()), _worker([], _Pipe())
+    batch = _batch(dead, live)
+    open_: dict[int, Any] = {i: (_Job(i), None) for i in range(6)}
+    batch._waiting.extend(open_)
+    batch._feed(open_)
+    assert [job.index for sent in live.tasks.sent for job, _ in sent] == [1, 3, 5]
+    assert list(batch._waiting) == [0, 2, 4] and not dead.assigned
+
+
+def test_tasks_given_back_wait_ahead_of_the_others() -> None:
+    worker = _worker([], _Pipe())
+    batch = _batch(worker)
+    _give(batch, worker, range(3, 6), range(0))
+    worker.recalls = 1
+    batch._waiting.extend([10, 11])
+    batch._take_back(worker, [[5, 4]])
+    assert list(batch._waiting) == [4, 5, 10, 11]
+
+
+def test_an_answer_alone_is_sent() -> None:
+    receive, send = multiprocessing.Pipe(duplex=False)
+    reporter = _Reporter(send)
+    try:
+        reporter.gave_back([])
+        assert receive.poll(1), "the parent waits for the answer before it recalls again"
+        assert receive.recv()[4] == [[]]
+    finally:
+        reporter.close()
+
+
+def test_tasks_recalled_from_a_worker_go_to_the_idle_one_not_back() -> None:
+    """What a recall took back goes to the worker with idle threads, not back to the one that gave it; and
+    the recall asks only for what the idle threads can take (five free: two of the four queued)."""
+    idle, donor = _worker([], _Pipe()), _worker([], _Pipe())
+    batch = pool.Batch(2)
+    batch._files, batch._ahead = 8, 12
+    batch._workers = [idle, donor]
+    _give(batch, idle, range(0, 3), range(0, 3))  # five threads free
+    _give(batch, donor, range(3, 15), range(3, 11))  # eight running, 11..14 queued
+    open_: dict[int, Any] = {i: (_Job(i), None) for i in range(15)}
+    batch._feed(open_)
+    assert donor.tasks.sent == [2]
+    batch._take_back(donor, [[14, 13]])
+    batch._feed(open_)
+    assert [job.index for sent in idle.tasks.sent for job, _ in sent] == [13, 14]
+    assert donor.tasks.sent == [2], "nothing dealt back to the worker it was just recalled from"
+
+
+def test_the_least_loaded_worker_is_dealt_first() -> None:
+    loaded, empty = (_worker([], _Pipe()) for _ in range(2))
+    batch = _batch(loaded, empty)
+    _give(batch, loaded, range(100, 103), range(100, 103))
+    open_: dict[int, Any] = {0: (_Job(0), None)}
+    batch._waiting.append(0)
+    batch._feed(open_)
+    assert loaded.tasks.sent == [] and [job.index for job, _ in empty.tasks.sent[0]] == [0]

@@ -153,6 +153,7 @@ class Batch:
         self._restarts = 0
         self._broken = False  # a worker died: start them all again before sending more
         self._waiting: deque[int] = deque()  # job indexes to send, in order
+        self._given_back: dict[int, _Worker] = {}  # job index → the worker a recall just took it back from
         self._retrying: set[int] = set()  # job indexes waiting because their worker died
         self._asked = 0  # stop requests (SIGINT, SIGTERM) received while running
         self._restarting = False
@@ -278,6 +279,21 @@ class Batch:
         self._start_workers()
 
     def _feed(self, open_: dict[int, Task]) -> None:
+        """Send every worker the tasks dealt to it (_deal); once none is left to send, recall some."""
+        for worker, batch in self._deal(open_):
+            try:
+                worker.tasks.send(batch)
+            except OSError:  # it died since the last step, which the next step sees: these wait again
+                self._waiting.extendleft(reversed([job.index for job, _ in batch]))
+                continue
+            for job, _ in batch:
+                worker.assigned.add(job.index)
+                self._owner[job.index] = worker
+                self._retrying.discard(job.index)
+        if not self._waiting:
+            self._recall()
+
+    def _deal(self, open_: dict[int, Task]) -> list[tuple[_Worker, list[Task]]]:
         """Keep every worker its tasks ahead: dealt one at a time in the order of the tasks, least loaded first.
 
         Dealt, not handed out a worker's fill at a time: the big files that follow small ones in a manifest
@@ -290,6 +306,8 @@ class Batch:
         dealing = [w for w in sorted(self._workers, key=lambda w: len(w.assigned)) if room[id(w)] > 0]
         while self._waiting and dealing:
             for worker in list(dealing):
+                if self._waiting and self._given_back.get(self._waiting[0]) is worker and len(dealing) > 1:
+                    continue  # just recalled from it, for a worker with idle threads: the next in turn
                 task = self._next_unsent(open_)
                 if task is None:
                     break
@@ -297,21 +315,8 @@ class Batch:
                 batch.append(task)
                 if len(batch) >= min(room[id(worker)], _BATCH):
                     dealing.remove(worker)
-        for worker in self._workers:
-            batch = batches[id(worker)]
-            if not batch:
-                continue
-            try:
-                worker.tasks.send(batch)
-            except OSError:  # it died since the last step, which the next step sees: these wait again
-                self._waiting.extendleft(reversed([job.index for job, _ in batch]))
-                continue
-            for job, _ in batch:
-                worker.assigned.add(job.index)
-                self._owner[job.index] = worker
-                self._retrying.discard(job.index)
-        if not self._waiting:
-            self._recall()
+        self._given_back.clear()  # for one deal: if no other worker had room, it may go back after all
+        return [(w, batches[id(w)]) for w in self._workers if batches[id(w)]]
 
     def _next_unsent(self, open_: dict[int, Task]) -> Task | None:
         while self._waiting:
@@ -327,19 +332,21 @@ class Batch:
         come back to wait, and the next feed deals them to the least loaded). What the parent knows of starts
         is late by a message, so a worker that was just sent tasks looks busy, and gives back fewer than it
         may have: never one it has started (serve.py)."""
-        if not any(
-            w.results is not None and len(w.assigned) < self._files and w.assigned <= w.started for w in self._workers
-        ):
-            return
+        idle = [w for w in self._workers if w.results is not None and w.assigned <= w.started]
+        free = sum(max(0, self._files - len(w.assigned)) for w in idle)  # threads with nothing to do
         for worker in self._workers:
             surplus = len(worker.assigned) - self._files  # more than its threads can run at once
+            if free <= 0:
+                return
             if worker.recalls or worker.told_to_end or worker.results is None or surplus <= 0:
                 continue
+            count = min((surplus + 1) // 2, free)
             try:
-                worker.tasks.send((surplus + 1) // 2)
+                worker.tasks.send(count)
             except OSError:  # it died since the last step, which the next step sees
                 continue
             worker.recalls += 1
+            free -= count
 
     def _step(self, open_: dict[int, Task], on_tick: Send, on_result: Callable[[FileResult], None]) -> None:
         """Read what the workers said; notice the ones that died."""
@@ -388,6 +395,7 @@ class Batch:
         for index in back:
             worker.assigned.discard(index)
             del self._owner[index]
+            self._given_back[index] = worker
         self._waiting.extendleft(reversed(back))
 
     def _report(
@@ -404,7 +412,12 @@ class Batch:
     def _lost(self, worker: _Worker, open_: dict[int, Task], on_result: Callable[[FileResult], None]) -> None:
         """``worker`` is gone; what it had and did not report is interrupted (stopping) or tried again."""
         unfinished = sorted(i for i in worker.assigned if i in open_)
-        if not unfinished or self._restarting:
+        if self._restarting:
+            return
+        if not unfinished:
+            # Dead with nothing to do, it may still hold permits of the budget (its idle connections'), which
+            # another worker's file would wait for as long as the run lasts: the pool starts again all the same.
+            self._broken = not self.stopping
             return
         if self.stopping:  # killed because it did not stop within the grace period
             for index in unfinished:
