@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import threading
+import time
 from collections.abc import Iterator
 
 import pytest
 
-from bulkdl.worker import net
+from bulkdl.values import Budget
+from bulkdl.worker import limits, net
+from bulkdl.worker.limits import Shared, SharedFlag
 
 from .httpserver import FaultServer, content, etag_of
 
@@ -48,3 +53,52 @@ def test_no_proxy_names_a_host_as_curl_writes_it(monkeypatch: pytest.MonkeyPatch
     finally:
         net._proxy_for.cache_clear()
         net.stop()
+
+
+def test_a_thread_waiting_for_a_permit_leaves_a_connection_just_given_back(
+    builtin: FaultServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One permit to the host. A thread fetches a slow file, then another 0.3 s later, as a thread of small
+    files does; a second thread waits for a permit meanwhile. It used to close the first thread's connection
+    the moment it went back to the pool, so the next file connected anew (MIXED: half the connections were
+    used once). Now it leaves a connection idle for less than the grace (widened here to 2 s), which the next
+    file reuses."""
+    monkeypatch.setattr(net, "_REUSE_GRACE", 2.0)
+    context = multiprocessing.get_context("spawn")
+    slow = builtin.add("slow.bin", content("slow", 100), delay=0.3)
+    later = builtin.add("later.bin", content("later", 100))
+    other = builtin.add("other.bin", content("other", 100))
+    port = int(slow.rsplit(":", 1)[1].split("/", 1)[0])
+    stop = SharedFlag(context)
+    limits.install(
+        Shared(Budget(connections=1, per_host=1, hosts=(limits.host_key("127.0.0.1", port),)), context), stop
+    )
+    net.start(2)
+
+    def fetch(url: str) -> None:
+        _, body = net.request(url, {}, timeout=10)
+        while body.read(65536):
+            pass
+        body.close()
+
+    def first_thread() -> None:
+        fetch(slow)
+        time.sleep(0.3)
+        fetch(later)
+
+    try:
+        first = threading.Thread(target=first_thread)
+        first.start()
+        time.sleep(0.1)  # the slow answer holds the only connection: the other thread must wait to connect
+        waiter = threading.Thread(target=fetch, args=(other,))
+        waiter.start()
+        first.join(10)
+        waiter.join(10)
+        assert not first.is_alive() and not waiter.is_alive()
+    finally:
+        stop.set()
+        limits.install(None, stop)
+        net.stop()
+    conn = {r.path: r.conn for r in builtin.requests()}
+    assert conn["/later.bin"] == conn["/slow.bin"], "the next file had to connect anew"
+    assert conn["/other.bin"] != conn["/slow.bin"]
