@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import signal
@@ -21,7 +22,7 @@ from bulkdl import durable
 from bulkdl.worker import parts, plan
 
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
-from .httpserver import FaultServer, content
+from .httpserver import FaultServer, content, etag_of
 
 MiB = 1024**2
 BIG = 200 * MiB
@@ -368,3 +369,63 @@ def test_kill_9_at_any_moment_leaves_the_old_file_or_the_new_never_a_mix(
 def _starts_with(path: Path, prefix: bytes) -> bool:
     with open(path, "rb") as f:
         return f.read(len(prefix)) == prefix
+
+
+def _complete_parts(final: Path, url: str, data: bytes) -> None:
+    """What a run killed between a file's last byte and its install leaves: a sidecar, and parts holding
+    every byte of ``data``, as the server sent them with ``data``'s ETag."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    halves = plan.split(len(data), 2, MiB)
+    save(final, plan.Plan(url, url, len(data), etag_of(data), None, True, halves))
+    for segment in halves:
+        assert segment.end is not None
+        parts.part_path(final, segment.index).write_bytes(data[segment.start : segment.end])
+
+
+def test_complete_parts_of_a_file_changed_since_are_not_installed(builtin: FaultServer, tmp_path: Path) -> None:
+    """Found by a new user's trial: the next run installed the old parts without a request, reported the
+    file downloaded, exit 0, and sha256sum against the server failed."""
+    old, new = content("old", 4 * MiB), content("new", 4 * MiB)
+    url = builtin.add("c.bin", new)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 2, "min_segment_size": "1MiB"})
+    final = tmp_path / "mirror/c.bin"
+    _complete_parts(final, url, old)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == new
+    assert "started over" in " ".join(result.file("c.bin")["notes"])
+    asked = builtin.requests("/c.bin")
+    assert asked[0].if_range == etag_of(old) and asked[0].range == f"bytes={len(old) - 1}-{len(old) - 1}"
+
+
+def test_complete_parts_of_an_unchanged_file_cost_one_byte(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("same", 4 * MiB)
+    url = builtin.add("s.bin", data)
+    manifest = write_manifest(tmp_path, [url], defaults={"segments": 2, "min_segment_size": "1MiB"})
+    final = tmp_path / "mirror/s.bin"
+    _complete_parts(final, url, data)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == data
+    asked = builtin.requests("/s.bin")
+    assert len(asked) == 1 and asked[0].status == 206 and asked[0].sent <= 1, asked
+
+
+def test_resumed_parts_that_fail_the_digest_are_fetched_again_in_the_same_run(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    """Parts that hold every byte, damaged on disk, under the server's own ETag: the digest the manifest
+    gives catches them, and the file is fetched again tonight instead of failing until tomorrow."""
+    data = content("digest", 4 * MiB)
+    url = builtin.add("d.bin", data)
+    entry = {"url": url, "sha256": hashlib.sha256(data).hexdigest()}
+    manifest = write_manifest(tmp_path, [entry], defaults={"segments": 2, "min_segment_size": "1MiB"})
+    final = tmp_path / "mirror/d.bin"
+    _complete_parts(final, url, data)
+    damaged = bytearray(parts.part_path(final, 1).read_bytes())
+    damaged[100] ^= 0xFF
+    parts.part_path(final, 1).write_bytes(bytes(damaged))
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == data
+    assert "the resumed parts gave a wrong sha256; started over" in result.file("d.bin")["notes"]

@@ -122,6 +122,12 @@ class _Download:
         except RemoteChanged as exc:
             when = "since the partial download" if saved else "during download"
             self.notes.append(f"remote file changed {when} ({exc}); started over")
+        except DigestMismatch as exc:
+            if saved is None:
+                raise
+            # Bytes kept from an earlier run (a disk's damage, a version no validator told apart) are what
+            # failed: a fresh download decides tonight, rather than a failure and a fetch tomorrow.
+            self.notes.append(f"the resumed parts gave a wrong {exc.algorithm}; started over")
         self.parts.discard()
         try:
             return self._attempt(None)
@@ -134,7 +140,10 @@ class _Download:
             self.notes.append(f"resumed with {format_size(have)} already on disk")
             room.check(self.job.path.parent, saved.size, have, len(saved.segments), self.job.settings.max_size)
             # Resumes ask the manifest's URL again: where it redirected last time may have been signed, and expired.
-            return self._fetch(replace(saved, url=saved.source), None)
+            resumed = replace(saved, url=saved.source)
+            if have == saved.size:  # nothing left to fetch, so no request would ask whether it changed
+                self.transfer.confirm(resumed)
+            return self._fetch(resumed, None)
         handoff, mirrors = probe.first(self.job, self.transfer, self.condition, self.notes)
         with handoff:  # closed on every way out of here unless a segment thread took it
             if handoff.head.status == 304:

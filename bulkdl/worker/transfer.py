@@ -86,6 +86,28 @@ class Transfer:
             events.retries(self.tell, lambda: source),
         )
 
+    def confirm(self, current: Plan) -> None:
+        """Ask for the file's last byte under If-Range, retried, and read only that: parts that already hold
+        every byte are the server's current version before they are installed (RemoteChanged if not).
+
+        Without it a run killed between a file's last byte and its install, then a change upstream, had the
+        next run install the old bytes with no request at all, and report them downloaded.
+        """
+        assert current.size, "only a file with every byte in its parts is confirmed"
+        last = current.size - 1
+        try:
+            _, body = retrying(
+                lambda: self._open(current, last, last, {}, current.url),
+                lambda: 0,
+                self.policy,
+                Halt(self.stop),
+                self.retried,
+                events.retries(self.tell, lambda: current.url),
+            )
+        except RangeNotHonoured as exc:  # a whole body, with no validator to say it changed: nothing vouches
+            raise RemoteChanged(f"the parts could not be checked: {exc}") from None
+        body.close()
+
     def run(self, current: Plan, probe: Handoff | None, assembly: Assembly) -> Plan:
         """Fetch every segment; the probe's body, if any, serves the first. Return the plan as it ended.
 
