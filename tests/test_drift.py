@@ -244,3 +244,21 @@ def test_revalidate_refuses_a_new_size_before_fetching_it(builtin: FaultServer, 
         "size mismatch: manifest says 3000 bytes, server has 11",
     )
     assert _on_disk(tmp_path / "mirror") == before
+
+
+def test_files_removed_or_edited_in_the_mirror_are_named_in_the_summary_and_the_report(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    names = [f"f{i}.bin" for i in range(4)]
+    manifest = write_manifest(tmp_path, [builtin.add(name, content(name, 3000)) for name in names])
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    (tmp_path / "mirror/f0.bin").unlink()
+    (tmp_path / "mirror/f1.bin").write_bytes(b"edited by someone")
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert result.file("f0.bin")["notes"][0] == "deleted from disk since the last run"
+    assert result.file("f1.bin")["notes"][0] == "changed on disk since the last run (size or mtime)"
+    assert not [n for n in result.file("f2.bin")["notes"] if "on disk" in n]
+    lines = result.stdout.splitlines()
+    assert "re-fetched (2)" in lines and any(line.split()[:1] == ["f0.bin"] for line in lines), result.stdout
+    assert any(line.split()[:1] == ["f1.bin"] for line in lines) and "f2.bin" not in result.stdout

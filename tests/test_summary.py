@@ -410,3 +410,21 @@ def test_an_interrupted_run_lists_what_had_begun_with_a_reason_and_counts_what_h
     assert all(row.split()[1] == "interrupted" and "  stopped" in row for row in rows), stdout
     idle = re.fullmatch(r"  (\d+) not started", lines[-2])
     assert idle and int(idle[1]) >= 1 and len(rows) + int(idle[1]) == 5, stdout
+
+
+def test_files_fetched_again_because_their_copy_was_removed_or_changed_are_named() -> None:
+    """A new user's trial: three files deleted from the mirror showed only as '3 re-fetched with the same
+    bytes as before'; the morning reader needs to know that someone touched the mirror, and where."""
+    same = (DIGEST, 2048)
+    results = [
+        _result(0, notes=("deleted from disk since the last run",)),
+        _result(1, notes=("changed on disk since the last run (size or mtime)",)),
+        _result(2),  # --force: still a count
+    ]
+    lines = _summary(results, earlier={f"dir/file{i}.bin": same for i in range(3)})
+    assert "re-fetched (3)" in lines
+    text = "\n".join(lines)
+    assert "dir/file0.bin" in text and "dir/file1.bin" in text and "dir/file2.bin" not in text
+    assert "      note: deleted from disk since the last run" in lines
+    assert "  1 more with the same bytes (--force, --revalidate)" in lines
+    assert lines[-1].startswith("OK: 3 files (3 re-fetched), ")

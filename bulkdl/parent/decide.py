@@ -37,6 +37,9 @@ _NEW = Decision(DOWNLOAD, "not on disk")
 _DELETED = Decision(DOWNLOAD, "deleted from disk since the last run")
 _UNRECORDED = Decision(DOWNLOAD, "on disk, but no earlier run recorded it")
 _CHANGED_LOCALLY = Decision(DOWNLOAD, "changed on disk since the last run (size or mtime)")
+# What happened to the copy in dest, not upstream: a downloaded file carries it as its first note, and the
+# summary names each such file (someone removed or edited files of the mirror) instead of counting it.
+ON_DISK = frozenset({_DELETED.reason, _CHANGED_LOCALLY.reason})
 _NEW_DIGEST = Decision(DOWNLOAD, "the manifest's digest differs from the one recorded")
 _NEW_SIZE = Decision(DOWNLOAD, "the manifest's size differs from the one recorded")
 _PROVEN = Decision(SKIP, "size, mtime and digest match the last run")

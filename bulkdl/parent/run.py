@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 from ..values import FileResult, Job, Status
 from ..worker import limits, parts
 from . import executor, log, upstream
-from .decide import DOWNLOAD, SKIP, Decision, decide
+from .decide import DOWNLOAD, ON_DISK, SKIP, Decision, decide
 from .manifest import Manifest
 from .report.jsonreport import status
 from .report.progress import ProgressView
@@ -133,10 +133,13 @@ def download(
         return list(results.values()), False
     view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
     sent = {job.index: job for job, _ in tasks}
+    # what happened to each copy in dest since the last run, when that is why it is fetched again
+    on_disk = {j.index: d.reason for j, d in zip(loaded.jobs, decisions, strict=True) if d.reason in ON_DISK}
 
     def finished(result: FileResult) -> None:
         job = sent[result.index]
         result = upstream.settle(result, job, rows.get(result.name), loaded.dest, result.index in revalidating)
+        result = _with_cause(result, on_disk.get(result.index))
         results[result.index] = result
         view.finished(result)
         record(state, result)
@@ -160,6 +163,13 @@ def download(
     if batch.problem is not None:
         print(f"bulkdl: {batch.problem}", file=sys.stderr)
     return list(results.values()), stopped
+
+
+def _with_cause(result: FileResult, cause: str | None) -> FileResult:
+    """A file downloaded because its copy in dest was removed or changed says so first (decide.ON_DISK)."""
+    if cause is None or result.status != Status.DOWNLOADED:
+        return result
+    return replace(result, notes=(cause, *result.notes))
 
 
 def _origins(jobs: Iterable[Job]) -> tuple[str, ...]:

@@ -97,7 +97,8 @@ class State:
 
     Commits are batched by time, not by count: the run calls ``commit_if_due`` from its poll loop, so a row
     is on disk within about half a second even when no later result comes to carry it (a kill -9 then
-    loses at most that half second, which costs the next run a conditional GET, never a wrong skip).
+    loses at most that half second: the next run finds those files on disk with no row and downloads them
+    again in full, never a wrong skip).
 
     Workers fsync each file before renaming it into place but leave its directory to this class: before a
     commit, every directory named by the rows it carries is fsynced once. So the state never records a file

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from ...sizes import format_size
 from ...values import FileResult, Status
+from ..decide import ON_DISK
 from .page import Cell, Line, Page, Row, counted
 
 Earlier = tuple[str, int]  # (sha256, size) the state recorded for a path before this run
@@ -156,6 +157,8 @@ def label(r: FileResult, earlier: Mapping[str, Earlier], repairing: bool = False
 def _section(
     heading: str, style: str, members: list[tuple[str, FileResult]], earlier: Mapping[str, Earlier], full: bool
 ) -> list[Line | Row]:
+    if heading == "re-fetched" and not full:
+        return _refetched(style, members)
     if heading in _COLLAPSED and not full:
         return [Line(f"{len(members):,} {_COLLAPSED[heading]}", "dim")]
     shown, idle = members, 0
@@ -166,6 +169,21 @@ def _section(
     lines += [_row(r, earlier.get(r.name) if label == "updated" else None) for label, r in shown]
     if idle:
         lines.append(Line(f"{idle:,} {NOT_STARTED}", "yellow", indent=2))
+    return lines
+
+
+def _refetched(style: str, members: list[tuple[str, FileResult]]) -> list[Line | Row]:
+    """Re-fetched files, counted; but each one whose copy in dest was removed or changed since the last run
+    by name: the morning reader learns that someone touched the mirror, and where."""
+    touched = [r for _, r in members if r.notes and r.notes[0] in ON_DISK]
+    if not touched:
+        return [Line(f"{len(members):,} {_COLLAPSED['re-fetched']}", "dim")]
+    lines: list[Line | Row] = [Line(f"re-fetched ({len(members):,})", style)]
+    lines += [_row(r, None) for r in touched]
+    if len(members) > len(touched):
+        lines.append(
+            Line(f"{len(members) - len(touched):,} more with the same bytes (--force, --revalidate)", "dim", indent=2)
+        )
     return lines
 
 
