@@ -154,6 +154,10 @@ class RemoteChanged(FetchError):
     code = CHANGED
 
 
+class PartsUnchecked(RemoteChanged):
+    """Parts kept from an earlier run could not be checked against the server: start over, as for a change."""
+
+
 class VerifyError(FetchError):
     """The bytes received do not match the expected size or digest."""
 

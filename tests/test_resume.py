@@ -371,15 +371,16 @@ def _starts_with(path: Path, prefix: bytes) -> bool:
         return f.read(len(prefix)) == prefix
 
 
-def _complete_parts(final: Path, url: str, data: bytes) -> None:
+def _complete_parts(final: Path, url: str, data: bytes, mirrors: tuple[str, ...] = (), upto: int | None = None) -> None:
     """What a run killed between a file's last byte and its install leaves: a sidecar, and parts holding
-    every byte of ``data``, as the server sent them with ``data``'s ETag."""
+    every byte of ``data``, as the server sent them with ``data``'s ETag (only the parts before ``upto``)."""
     final.parent.mkdir(parents=True, exist_ok=True)
     halves = plan.split(len(data), 2, MiB)
-    save(final, plan.Plan(url, url, len(data), etag_of(data), None, True, halves))
+    save(final, plan.Plan(url, url, len(data), etag_of(data), None, True, halves, mirrors))
     for segment in halves:
         assert segment.end is not None
-        parts.part_path(final, segment.index).write_bytes(data[segment.start : segment.end])
+        kept = upto is None or segment.index < upto
+        parts.part_path(final, segment.index).write_bytes(data[segment.start : segment.end] if kept else b"")
 
 
 def test_complete_parts_of_a_file_changed_since_are_not_installed(builtin: FaultServer, tmp_path: Path) -> None:
@@ -429,3 +430,65 @@ def test_resumed_parts_that_fail_the_digest_are_fetched_again_in_the_same_run(
     assert result.code == 0, result.stdout
     assert final.read_bytes() == data
     assert "the resumed parts gave a wrong sha256; started over" in result.file("d.bin")["notes"]
+
+
+_HALVES = {"segments": 2, "min_segment_size": "1MiB"}
+
+
+def test_a_resume_a_mirror_would_finish_is_checked_with_the_primary_first(builtin: FaultServer, tmp_path: Path) -> None:
+    """The old version's first half on disk; primary and mirror now both serve a new version of the same
+    size. A mirror's first request carries no validator of the primary's: the rest came from it, and the
+    file installed was half old, half new, with exit 0 (a review)."""
+    old, new = content("mold", 4 * MiB), content("mnew", 4 * MiB)
+    url, mirror = builtin.add("mx.bin", new), builtin.add("m/mx.bin", new)
+    manifest = write_manifest(tmp_path, [{"url": url, "path": "mx.bin", "mirrors": [mirror]}], defaults=_HALVES)
+    final = tmp_path / "mirror/mx.bin"
+    _complete_parts(final, url, old, mirrors=(mirror,), upto=1)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == new
+
+
+def test_complete_parts_with_a_mirror_and_the_primary_down_start_over_from_the_mirror(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    """The check of complete parts asks the primary; down, it failed the file every night until it came back."""
+    data = content("pd", 4 * MiB)
+    url, mirror = builtin.add("pd.bin", data, status=503), builtin.add("m/pd.bin", data)
+    entry = {"url": url, "path": "pd.bin", "mirrors": [mirror]}
+    manifest = write_manifest(tmp_path, [entry], defaults={**_HALVES, "retries": 1})
+    final = tmp_path / "mirror/pd.bin"
+    _complete_parts(final, url, data, mirrors=(mirror,))
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == data
+    assert any(n.startswith("the partial download could not be checked") for n in result.file("pd.bin")["notes"])
+
+
+def test_complete_parts_on_a_server_that_ignores_range_start_over_and_say_why(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    data = content("ir", 4 * MiB)
+    url = builtin.add("ir.bin", data, ranges=False)
+    manifest = write_manifest(tmp_path, [url], defaults=_HALVES)
+    final = tmp_path / "mirror/ir.bin"
+    _complete_parts(final, url, data)
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == data
+    notes = result.file("ir.bin")["notes"]
+    assert any(
+        n.startswith("the partial download could not be checked with the server (server ignored Range)") for n in notes
+    ), notes
+    assert not any("remote file changed" in n for n in notes), notes
+
+
+def test_a_sidecar_that_lists_no_byte_is_not_resumed(builtin: FaultServer, tmp_path: Path) -> None:
+    url = builtin.add("z.bin", b"now has bytes")
+    manifest = write_manifest(tmp_path, [url], defaults=_HALVES)
+    final = tmp_path / "mirror/z.bin"
+    final.parent.mkdir(parents=True)
+    save(final, plan.Plan(url, url, 0, '"x"', None, True, ()))
+    result = run_cli("run", manifest, cwd=tmp_path)
+    assert result.code == 0, result.stdout
+    assert final.read_bytes() == b"now has bytes"

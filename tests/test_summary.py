@@ -426,5 +426,5 @@ def test_files_fetched_again_because_their_copy_was_removed_or_changed_are_named
     text = "\n".join(lines)
     assert "dir/file0.bin" in text and "dir/file1.bin" in text and "dir/file2.bin" not in text
     assert "      note: deleted from disk since the last run" in lines
-    assert "  1 more with the same bytes (--force, --revalidate)" in lines
+    assert "  1 more with the same bytes as before" in lines
     assert lines[-1].startswith("OK: 3 files (3 re-fetched), ")

@@ -23,6 +23,7 @@ from ..errors import (
     DigestMismatch,
     FetchError,
     LocalError,
+    PartsUnchecked,
     PermanentError,
     RangeNotHonoured,
     RemoteChanged,
@@ -109,6 +110,7 @@ class _Download:
         if job.settings.insecure:
             self.notes.append("insecure: TLS certificates were not verified for this file")
         self.parts = Parts(job.path)
+        self.fell_back = False  # to one stream, which keeps no part of an earlier run
         self.tell = _teller(job)
         self.transfer = Transfer(job.url, job.settings, stop, meter, self.parts, self.tell)
 
@@ -119,11 +121,13 @@ class _Download:
             self.notes.append(f"discarded a partial download: {problem}")
         try:
             return self._attempt(saved)
+        except PartsUnchecked as exc:
+            self.notes.append(f"the partial download could not be checked with the server ({exc}); started over")
         except RemoteChanged as exc:
             when = "since the partial download" if saved else "during download"
             self.notes.append(f"remote file changed {when} ({exc}); started over")
         except DigestMismatch as exc:
-            if saved is None:
+            if saved is None or self.fell_back:  # no byte of the earlier run's was in what failed
                 raise
             # Bytes kept from an earlier run (a disk's damage, a version no validator told apart) are what
             # failed: a fresh download decides tonight, rather than a failure and a fetch tomorrow.
@@ -141,8 +145,10 @@ class _Download:
             room.check(self.job.path.parent, saved.size, have, len(saved.segments), self.job.settings.max_size)
             # Resumes ask the manifest's URL again: where it redirected last time may have been signed, and expired.
             resumed = replace(saved, url=saved.source)
-            if have == saved.size:  # nothing left to fetch, so no request would ask whether it changed
-                self.transfer.confirm(resumed)
+            # Nothing left to fetch, so no request would ask whether the file changed; or what is left may come
+            # from a mirror, whose first request carries no validator of the primary's.
+            if saved.size and (have == saved.size or (have and saved.mirrors)):
+                self._confirm(resumed)
             return self._fetch(resumed, None)
         handoff, mirrors = probe.first(self.job, self.transfer, self.condition, self.notes)
         with handoff:  # closed on every way out of here unless a segment thread took it
@@ -167,6 +173,18 @@ class _Download:
                     CHECKSUM,
                 ) from None
 
+    def _confirm(self, resumed: Plan) -> None:
+        """Transfer.confirm; with mirrors, a primary that cannot answer makes the file start over (from them)
+        rather than fail every night while its parts wait for the primary."""
+        try:
+            self.transfer.confirm(resumed)
+        except RemoteChanged:
+            raise
+        except FetchError as exc:
+            if not resumed.mirrors:
+                raise
+            raise PartsUnchecked(str(exc)) from None
+
     def _fetch(self, current: Plan, handoff: Handoff | None) -> _Outcome:
         self.meter.size = current.size
         try:
@@ -174,6 +192,7 @@ class _Download:
         except RangeNotHonoured as exc:
             self.notes.append(f"{exc}; downloaded as one stream")
             self.tell("fallback", why=str(exc))
+            self.fell_back = True  # every part started over
             current = replace(current, ranged=False, segments=single(current.size))
             self.parts.start(current, record=False)
             return self._assemble(current, None)

@@ -180,6 +180,8 @@ def doubt(saved: Plan, source: str, size: int | None, lengths: dict[int, int]) -
         return "the server gave no ETag or Last-Modified to resume against"
     if size is not None and saved.size not in (None, size):
         return "its size differs from the manifest's"
+    if not saved.size:  # bulkdl writes no such sidecar; with no byte listed, no request would check it
+        return "it lists no byte to resume"
     for segment in saved.segments:
         if segment.length is not None and lengths.get(segment.index, 0) > segment.length:
             return f"part {segment.index} is longer than its segment"

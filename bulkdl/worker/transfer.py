@@ -17,7 +17,15 @@ from dataclasses import replace
 from types import TracebackType
 
 from ..credentials import CREDENTIAL_HEADERS, redact_url
-from ..errors import TOO_LARGE, FetchError, PermanentError, RangeNotHonoured, RemoteChanged, TransientError
+from ..errors import (
+    TOO_LARGE,
+    FetchError,
+    PartsUnchecked,
+    PermanentError,
+    RangeNotHonoured,
+    RemoteChanged,
+    TransientError,
+)
 from ..sizes import format_size
 from ..values import Settings
 from . import accept, events, net, plan
@@ -105,7 +113,7 @@ class Transfer:
                 events.retries(self.tell, lambda: current.url),
             )
         except RangeNotHonoured as exc:  # a whole body, with no validator to say it changed: nothing vouches
-            raise RemoteChanged(f"the parts could not be checked: {exc}") from None
+            raise PartsUnchecked(str(exc)) from None
         body.close()
 
     def run(self, current: Plan, probe: Handoff | None, assembly: Assembly) -> Plan:

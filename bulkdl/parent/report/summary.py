@@ -181,9 +181,7 @@ def _refetched(style: str, members: list[tuple[str, FileResult]]) -> list[Line |
     lines: list[Line | Row] = [Line(f"re-fetched ({len(members):,})", style)]
     lines += [_row(r, None) for r in touched]
     if len(members) > len(touched):
-        lines.append(
-            Line(f"{len(members) - len(touched):,} more with the same bytes (--force, --revalidate)", "dim", indent=2)
-        )
+        lines.append(Line(f"{len(members) - len(touched):,} more with the same bytes as before", "dim", indent=2))
     return lines
 
 
