@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import multiprocessing
+import time
 from typing import Any
 
 import pytest
@@ -272,3 +273,16 @@ def test_the_least_loaded_worker_is_dealt_first() -> None:
     batch._waiting.append(0)
     batch._feed(open_)
     assert loaded.tasks.sent == [] and [job.index for job, _ in empty.tasks.sent[0]] == [0]
+
+
+def test_a_worker_that_reports_results_fast_is_dealt_beyond_the_base() -> None:
+    batch = pool.Batch(1)
+    batch._files, batch._ahead = 4, 8
+    now = time.monotonic()
+    worker = _worker([now - 0.2 + i / 1000 for i in range(200)], _Pipe())  # 1,000 a second, until now
+    batch._workers = [worker]
+    open_: dict[int, Any] = {i: (_Job(i), None) for i in range(300)}
+    batch._waiting.extend(open_)
+    batch._feed(open_)
+    dealt = [job.index for sent in worker.tasks.sent for job, _ in sent]
+    assert dealt == list(range(pool._BATCH)), "a message's worth, not the base of 8"
