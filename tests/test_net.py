@@ -75,11 +75,17 @@ def test_a_thread_waiting_for_a_permit_leaves_a_connection_just_given_back(
     )
     net.start(2)
 
+    failures: list[BaseException] = []
+
     def fetch(url: str) -> None:
-        _, body = net.request(url, {}, timeout=10)
-        while body.read(65536):
-            pass
-        body.close()
+        try:
+            _, body = net.request(url, {}, timeout=10)
+            while body.read(65536):
+                pass
+            body.close()
+        except BaseException as exc:  # a thread's exception would otherwise be lost
+            failures.append(exc)
+            raise
 
     def first_thread() -> None:
         fetch(slow)
@@ -95,10 +101,13 @@ def test_a_thread_waiting_for_a_permit_leaves_a_connection_just_given_back(
         first.join(10)
         waiter.join(10)
         assert not first.is_alive() and not waiter.is_alive()
+        assert not failures, failures
     finally:
         stop.set()
         limits.install(None, stop)
         net.stop()
-    conn = {r.path: r.conn for r in builtin.requests()}
+    deadline = time.monotonic() + 10
+    while len(conn := {r.path: r.conn for r in builtin.requests()}) < 3 and time.monotonic() < deadline:
+        time.sleep(0.01)  # the server logs a request once it has sent the answer: after the client read it
     assert conn["/later.bin"] == conn["/slow.bin"], "the next file had to connect anew"
     assert conn["/other.bin"] != conn["/slow.bin"]
