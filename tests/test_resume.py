@@ -383,15 +383,22 @@ def _complete_parts(final: Path, url: str, data: bytes, mirrors: tuple[str, ...]
         parts.part_path(final, segment.index).write_bytes(data[segment.start : segment.end] if kept else b"")
 
 
+_HALVES = {"segments": 2, "min_segment_size": "1MiB"}
+
+
+def _run_over_parts(tmp_path: Path, url: str, kept: bytes, name: str) -> tuple[Any, Path]:
+    """A run of the one-file manifest of ``url`` over complete parts of ``kept``: its result, and the file."""
+    manifest = write_manifest(tmp_path, [url], defaults=_HALVES)
+    final = tmp_path / "mirror" / name
+    _complete_parts(final, url, kept)
+    return run_cli("run", manifest, cwd=tmp_path), final
+
+
 def test_complete_parts_of_a_file_changed_since_are_not_installed(builtin: FaultServer, tmp_path: Path) -> None:
     """Found by a new user's trial: the next run installed the old parts without a request, reported the
     file downloaded, exit 0, and sha256sum against the server failed."""
     old, new = content("old", 4 * MiB), content("new", 4 * MiB)
-    url = builtin.add("c.bin", new)
-    manifest = write_manifest(tmp_path, [url], defaults={"segments": 2, "min_segment_size": "1MiB"})
-    final = tmp_path / "mirror/c.bin"
-    _complete_parts(final, url, old)
-    result = run_cli("run", manifest, cwd=tmp_path)
+    result, final = _run_over_parts(tmp_path, builtin.add("c.bin", new), old, "c.bin")
     assert result.code == 0, result.stdout
     assert final.read_bytes() == new
     assert "started over" in " ".join(result.file("c.bin")["notes"])
@@ -401,11 +408,7 @@ def test_complete_parts_of_a_file_changed_since_are_not_installed(builtin: Fault
 
 def test_complete_parts_of_an_unchanged_file_cost_one_byte(builtin: FaultServer, tmp_path: Path) -> None:
     data = content("same", 4 * MiB)
-    url = builtin.add("s.bin", data)
-    manifest = write_manifest(tmp_path, [url], defaults={"segments": 2, "min_segment_size": "1MiB"})
-    final = tmp_path / "mirror/s.bin"
-    _complete_parts(final, url, data)
-    result = run_cli("run", manifest, cwd=tmp_path)
+    result, final = _run_over_parts(tmp_path, builtin.add("s.bin", data), data, "s.bin")
     assert result.code == 0, result.stdout
     assert final.read_bytes() == data
     asked = builtin.requests("/s.bin")
@@ -430,9 +433,6 @@ def test_resumed_parts_that_fail_the_digest_are_fetched_again_in_the_same_run(
     assert result.code == 0, result.stdout
     assert final.read_bytes() == data
     assert "the resumed parts gave a wrong sha256; started over" in result.file("d.bin")["notes"]
-
-
-_HALVES = {"segments": 2, "min_segment_size": "1MiB"}
 
 
 def test_a_resume_a_mirror_would_finish_is_checked_with_the_primary_first(builtin: FaultServer, tmp_path: Path) -> None:
@@ -469,11 +469,7 @@ def test_complete_parts_on_a_server_that_ignores_range_start_over_and_say_why(
     builtin: FaultServer, tmp_path: Path
 ) -> None:
     data = content("ir", 4 * MiB)
-    url = builtin.add("ir.bin", data, ranges=False)
-    manifest = write_manifest(tmp_path, [url], defaults=_HALVES)
-    final = tmp_path / "mirror/ir.bin"
-    _complete_parts(final, url, data)
-    result = run_cli("run", manifest, cwd=tmp_path)
+    result, final = _run_over_parts(tmp_path, builtin.add("ir.bin", data, ranges=False), data, "ir.bin")
     assert result.code == 0, result.stdout
     assert final.read_bytes() == data
     notes = result.file("ir.bin")["notes"]

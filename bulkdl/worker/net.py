@@ -401,7 +401,7 @@ def _get(url: str, headers: dict[str, str], timeout: float, tls: Tls) -> urllib3
         if isinstance(client, urllib3.ProxyManager):  # which adds its own headers and the absolute form
             return client.request("GET", url, **options)
         # What PoolManager.urlopen does without a redirect to follow, minus parsing the URL twice again: a
-        # fifth of a small file's CPU went to parse_url (a re-run of 20,000 files, profiled).
+        # tenth of a small file's worker CPU went to parse_url (a re-run of 20,000 files, profiled).
         pool = client.connection_from_host(parsed.host, port=parsed.port, scheme=parsed.scheme)
         return pool.urlopen("GET", parsed.request_uri, assert_same_host=False, **options)
     except (HTTPError, LocationValueError, LocationParseError) as exc:

@@ -85,13 +85,19 @@ class Transfer:
 
     def probe(self, source: str, extra: dict[str, str], last: int) -> tuple[net.Head, net.Body]:
         """The first request for a file (bytes 0 to ``last``), retried; it may carry conditional headers."""
+        return self._asked_again(None, 0, last, extra, source)
+
+    def _asked_again(
+        self, current: Plan | None, first: int, last: int, extra: dict[str, str], url: str
+    ) -> tuple[net.Head, net.Body]:
+        """``_open``, retried as a request that has no bytes of its own to resume from."""
         return retrying(
-            lambda: self._open(None, 0, last, extra, source),
+            lambda: self._open(current, first, last, extra, url),
             lambda: 0,
             self.policy,
             Halt(self.stop),
             self.retried,
-            events.retries(self.tell, lambda: source),
+            events.retries(self.tell, lambda: url),
         )
 
     def confirm(self, current: Plan) -> None:
@@ -104,14 +110,7 @@ class Transfer:
         assert current.size, "only a file with every byte in its parts is confirmed"
         last = current.size - 1
         try:
-            _, body = retrying(
-                lambda: self._open(current, last, last, {}, current.url),
-                lambda: 0,
-                self.policy,
-                Halt(self.stop),
-                self.retried,
-                events.retries(self.tell, lambda: current.url),
-            )
+            _, body = self._asked_again(current, last, last, {}, current.url)
         except RangeNotHonoured as exc:  # a whole body, with no validator to say it changed: nothing vouches
             raise PartsUnchecked(str(exc)) from None
         body.close()
