@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from bulkdl.errors import ManifestError
-from bulkdl.parent import manifest
+from bulkdl.parent import manifest, run
 from bulkdl.parent.manifest import Overrides
-from bulkdl.values import Budget
+from bulkdl.values import Budget, Job, Settings
 from bulkdl.worker import limits, net
 from bulkdl.worker.limits import HostDown, Shared, SharedFlag
 from bulkdl.worker.retry import Cancelled
@@ -261,6 +261,19 @@ def test_an_unknown_host_shares_an_overflow_slot_never_a_named_one() -> None:
     assert shared.slot("a:80") != shared.slot("b:80")
     assert shared.slot("c:80") not in (shared.slot("a:80"), shared.slot("b:80"))
     assert shared.slot("c:80") == shared.slot("c:80")
+
+
+def test_the_budget_names_every_host_of_the_urls_and_mirrors_once() -> None:
+    def job(url: str, *mirrors: str) -> Job:
+        return Job(0, url, url, (), "f", mirrors, Path("/d/f"), None, (), Settings())
+
+    jobs = [
+        job("http://a.test/1", "https://b.test/1"),
+        job("http://a.test/2"),  # the same origin as the first: counted once
+        job("http://A.test:80/3"),  # the same host, as urlsplit reads it
+        job("http://a.test:8080/4", "http://c.test?q"),
+    ]
+    assert run._origins(jobs) == ("a.test:80", "b.test:443", "a.test:8080", "c.test:80")
 
 
 def test_connections_wait_for_the_budget_in_one_process(server: FaultServer) -> None:

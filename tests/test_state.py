@@ -36,6 +36,15 @@ def test_a_value_sqlite_cannot_hold_costs_only_its_row(tmp_path: Path) -> None:
     assert set(read_rows(tmp_path)) == {"a.bin", "b.bin"}, "the stale row of the replaced file is gone too"
 
 
+def test_a_string_sqlite_cannot_encode_costs_only_its_row(tmp_path: Path) -> None:
+    with State(tmp_path) as state:
+        state.put(_row("a.bin"))
+        state.put(Row("b.bin", "http://x/b.bin", 3, '"\udcff"', None, "ab" * 32, (("sha256", "ab" * 32),), 3, 1, 0.0))
+        state.put(_row("ä.bin"))  # not ASCII, yet valid text
+    assert state.unrecorded == ["b.bin (etag is not valid text: surrogates not allowed)"]
+    assert set(read_rows(tmp_path)) == {"a.bin", "ä.bin"}
+
+
 def test_a_last_modified_after_2262_never_ends_the_run(builtin: FaultServer, tmp_path: Path) -> None:
     data = content("future", 5000)
     urls = [builtin.add("future.bin", data, last_modified=YEAR_2300), builtin.add("now.bin", b"now")]

@@ -66,8 +66,30 @@ def _row(r: tuple[Any, ...]) -> Row:
     return Row(path, url, size, etag, last_modified, sha256, pairs, local_size, local_mtime_ns, checked_at)
 
 
-_SELECT = f"SELECT {', '.join(Row.__dataclass_fields__)} FROM files"
-_INSERT = f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(Row.__dataclass_fields__))})"
+def _stored(row: Row) -> tuple[Any, ...]:
+    """``row`` as the INSERT's values. It is built once per file on every run (a row a file, 20,000 a re-run),
+    so the common digests are written as _row reads them, without the JSON encoder."""
+    if row.digests == (("sha256", row.sha256),) and row.sha256.isascii() and row.sha256.isalnum():
+        digests = f'{{"sha256": "{row.sha256}"}}'  # what json.dumps writes for it
+    else:
+        digests = json.dumps(dict(row.digests))
+    return (
+        row.path,
+        row.url,
+        row.size,
+        row.etag,
+        row.last_modified,
+        row.sha256,
+        digests,
+        row.local_size,
+        row.local_mtime_ns,
+        row.checked_at,
+    )
+
+
+_FIELDS = tuple(Row.__dataclass_fields__)
+_SELECT = f"SELECT {', '.join(_FIELDS)} FROM files"
+_INSERT = f"INSERT OR REPLACE INTO files VALUES ({', '.join('?' * len(_FIELDS))})"
 
 
 class UnreadableState(BulkdlError):
@@ -143,10 +165,8 @@ class State:
     def put(self, row: Row, renamed: bool = True) -> None:
         """Queue ``row``; ``renamed`` says a file was just renamed into place, so its directory is fsynced first
         (a 304 renames nothing: fsyncing for it cost a re-run of 20,000 files 20,000 fsyncs, 3.6 s)."""
-        values = tuple(
-            json.dumps(dict(row.digests)) if f == "digests" else getattr(row, f) for f in Row.__dataclass_fields__
-        )
-        problem = _unstorable(zip(Row.__dataclass_fields__, values, strict=True))
+        values = _stored(row)
+        problem = _unstorable(values)
         if problem is not None:
             # One file's odd value (a server dating its file after 2262 gives an mtime in ns past 2**63) costs
             # that file its row, never the run or the other rows. Its old row goes too: it describes a file
@@ -264,12 +284,12 @@ def _move_aside(path: Path) -> Path:
     return aside
 
 
-def _unstorable(fields: Iterable[tuple[str, Any]]) -> str | None:
-    """Why SQLite would refuse one of these values, if it would (it raises OverflowError or ValueError)."""
-    for name, value in fields:
+def _unstorable(values: tuple[Any, ...]) -> str | None:
+    """Why SQLite would refuse one of a row's values, if it would (it raises OverflowError or ValueError)."""
+    for name, value in zip(_FIELDS, values, strict=True):
         if isinstance(value, int) and value not in _INT64:
             return f"{name} {value} does not fit in a 64-bit integer"
-        if isinstance(value, str):
+        if isinstance(value, str) and not value.isascii():  # only a non-ASCII string can hold a lone surrogate
             try:
                 value.encode()
             except UnicodeEncodeError as exc:
