@@ -272,7 +272,7 @@ def test_verify_and_dry_run_read_the_rows_a_killed_run_left_in_the_wal(builtin: 
     assert "Traceback" not in verified.stderr, verified.stderr
     statuses = {f["path"]: f["outcome"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]}
     assert statuses == {"quick.bin": "verified", "hang.bin": "missing"}, "verified against the state's digest"
-    planned = run_cli("run", manifest, "--dry-run", cwd=tmp_path)
+    planned = run_cli("run", manifest, "--dry-run", "--summary", "full", cwd=tmp_path)
     quick_row = next(line for line in planned.stdout.splitlines() if "quick.bin" in line)
     assert quick_row.split()[1:3] == ["check", "conditional"], planned.stdout
 

@@ -129,7 +129,7 @@ def test_a_stdout_that_is_not_utf8_gets_the_whole_summary(
     builtin: FaultServer, tmp_path: Path, encoding: str, shown: str
 ) -> None:
     manifest = write_manifest(tmp_path, [{"url": builtin.add("c.bin", content("c", 3000)), "path": "café.bin"}])
-    for command in (["run"], ["run", "--dry-run"], ["verify", "--summary", "full"]):
+    for command in (["run"], ["run", "--dry-run", "--summary", "full"], ["verify", "--summary", "full"]):
         argv = [sys.executable, "-m", "bulkdl", *command, str(manifest)]
         done = subprocess.run(
             argv, cwd=tmp_path, env=cli_env(PYTHONIOENCODING=encoding), capture_output=True, timeout=60

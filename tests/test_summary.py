@@ -228,19 +228,24 @@ def test_verify_lists_what_is_broken_and_counts_what_verified() -> None:
     ]
 
 
-def test_the_plan_lists_what_it_would_do_and_counts_the_skips() -> None:
+def test_the_plan_lists_what_it_would_fetch_and_counts_the_checks_and_skips() -> None:
     plan = [("a", "skip", "digest matches"), ("b", "download", "not on disk"), ("c", "skip", "digest matches")]
+    plan += [(f"d{i}", "check", "conditional GET") for i in range(2000)] + [("e", "resume", "partial")]
     out = io.StringIO()
     print_page(plan_page(plan, "title"), out)
     assert out.getvalue().splitlines() == [
         "title",
         "  b  download  not on disk",
+        "  e  resume    partial",
+        "2,000 to check (conditional GET)",
         "2 to skip (digest matches)",
-        "dry run: 3 files (1 download, 2 skip); nothing was done",
+        "dry run: 2,004 files (1 resume, 1 download, 2,000 check, 2 skip); nothing was done",
     ]
     out = io.StringIO()
     print_page(plan_page(plan, "title", full=True), out)
-    assert out.getvalue().splitlines()[1] == "  a  skip      digest matches"
+    lines = out.getvalue().splitlines()
+    assert lines[1] == "  a      skip      digest matches" and lines[4] == "  d0     check     conditional GET"
+    assert len(lines) == 2 + len(plan)
 
 
 # Through the real CLI, stdout a pipe unless said otherwise.
@@ -326,7 +331,7 @@ def test_failures_come_first_and_an_updated_file_shows_its_previous_digest(
 def test_a_latin1_stdout_gets_ascii_only(builtin: FaultServer, tmp_path: Path) -> None:
     entries = [builtin.add("plain.bin", b"plain"), {"url": builtin.add("jp.bin", b"jp"), "path": "日本.bin"}]
     manifest = write_manifest(tmp_path, entries)
-    for command in (["run"], ["run", "--dry-run"], ["verify"], ["run", "--summary", "full"]):
+    for command in (["run"], ["run", "--dry-run", "--summary", "full"], ["verify"], ["run", "--summary", "full"]):
         argv = [sys.executable, "-m", "bulkdl", *command, str(manifest)]
         done = subprocess.run(
             argv, cwd=tmp_path, env=cli_env(PYTHONIOENCODING="latin-1"), capture_output=True, timeout=60
@@ -335,7 +340,7 @@ def test_a_latin1_stdout_gets_ascii_only(builtin: FaultServer, tmp_path: Path) -
         stdout = done.stdout.decode("ascii")  # strict: raises on any other byte
         assert stdout.splitlines()[0].endswith(f" 2 files -> {tmp_path / 'mirror'}")
         assert command == ["verify"] or "\\u65e5\\u672c.bin" in stdout, stdout
-        if command[1:] != ["--dry-run"]:
+        if "--dry-run" not in command:
             _checked(stdout)
 
 

@@ -1,4 +1,5 @@
-"""``--dry-run``: what a run would do with each file, and why; the files it would skip as one count line; and,
+"""``--dry-run``: what a run would do with each file, and why; the files it would only check or skip as a count
+line per reason (a mirror without digests checks every file every night: 20,000 lines said nothing); and,
 with prune, which files it would remove after a run where every file succeeded."""
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ from ..prune import LEAVE, REMOVE, Prune, refusal
 from .page import Line, Page, Row, counted
 
 _ACTION_STYLES = {DOWNLOAD: "green", RESUME: "yellow", CHECK: "cyan", SKIP: "dim", REMOVE: "magenta", LEAVE: "dim"}
+_COUNTED = (CHECK, SKIP)  # listed file by file only in --summary full
 Preview = tuple[Prune, Sequence[tuple[str, str, str]]]  # the plan, and (path, REMOVE or LEAVE, why) per file
 
 
@@ -27,11 +29,16 @@ def plan_page(
     lines += [
         Row(((name, ""), (action, _ACTION_STYLES[action]), (reason, "")))
         for name, action, reason in plan
-        if full or action != SKIP
+        if full or action not in _COUNTED
     ]
     if not full:
-        skipped = Counter(reason for _, action, reason in plan if action == SKIP)
-        lines += [Line(f"{n:,} to skip ({reason})", "dim") for reason, n in skipped.items()]
+        tally = Counter((action, reason) for _, action, reason in plan if action in _COUNTED)
+        lines += [
+            Line(f"{n:,} to {action} ({reason})", _ACTION_STYLES[action])
+            for action in _COUNTED
+            for (of, reason), n in tally.items()
+            if of == action
+        ]
     removing = _prune_lines(*pruning) if pruning is not None else []
     lines += removing
     actions = Counter(action for _, action, _ in plan)
