@@ -142,7 +142,9 @@ def build_parser() -> argparse.ArgumentParser:
         "fails and keeps the copy on disk, one it removed is reported gone (default: the manifest's revalidate:)",
     )
     run.add_argument(
-        "--dry-run", action="store_true", help="say what would be fetched, and why; count the checks and skips (--summary full: each file); no network"
+        "--dry-run",
+        action="store_true",
+        help="say what would be fetched, and why, and count what would be checked or skipped; no network",
     )
     _prune_options(run)
     run.add_argument("--no-progress", action="store_true", help="no progress bars; the summary still prints in full")
