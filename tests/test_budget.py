@@ -82,6 +82,7 @@ def test_a_worker_has_many_files_in_flight(server: FaultServer, tmp_path: Path) 
     assert done.code == 0, done.stdout + done.stderr
     assert 6 <= _connections_at_once(server) <= 8, _connections_at_once(server)
     _check_mirror(tmp_path, urls, 4 * KiB)
+    assert "connections at once" not in done.stderr, "8 asked, 8 allowed: nothing to say"
 
 
 def test_the_per_host_cap_holds_across_workers(server: FaultServer, tmp_path: Path) -> None:
@@ -91,6 +92,17 @@ def test_the_per_host_cap_holds_across_workers(server: FaultServer, tmp_path: Pa
     assert done.code == 0, done.stdout + done.stderr
     assert 2 <= _most_at_once(server) <= 3, _most_at_once(server)
     _check_mirror(tmp_path, urls, 64 * KiB)
+    assert "bulkdl: at most 3 connections at once, not 16: 1 host to fetch from, each capped at 3" in done.stderr
+
+
+def test_connections_asked_beyond_the_host_cap_are_said_to_go_unused(server: FaultServer, tmp_path: Path) -> None:
+    manifest = write_manifest(tmp_path, _files(server, 1, KiB))
+    default = run_cli("run", manifest, cwd=tmp_path)
+    assert default.code == 0 and "connections at once" not in default.stderr, "16 by default, not asked for"
+    done = run_cli("run", manifest, "--connections", "20", "--force", cwd=tmp_path)
+    assert done.code == 0 and "bulkdl: at most 8 connections at once, not 20: 1 host" in done.stderr, done.stderr
+    again = run_cli("run", manifest, "--connections", "20", "--max-connections-per-host", "20", "--force", cwd=tmp_path)
+    assert again.code == 0 and "connections at once" not in again.stderr, again.stderr
 
 
 def test_the_run_total_caps_connections_over_all_hosts(server: FaultServer, tmp_path: Path) -> None:

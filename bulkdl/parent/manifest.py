@@ -61,6 +61,7 @@ class Manifest:
     max_duration: float | None = None  # seconds from the start of the command (--max-duration)
     trace: Path | None = None  # where a run without failure writes its trace (parent/trace.py)
     scheduler: str | None = None  # a Dask scheduler's address (bulkdl/cluster/); None: the local pool
+    connections_set: bool = False  # the command line or the manifest set ``connections``, not the default
 
 
 def load(source: Path, overrides: Overrides | None = None) -> Manifest:
@@ -191,6 +192,7 @@ class _Builder:
             max_duration=max_duration,
             trace=trace,
             scheduler=scheduler,
+            connections_set=self.overrides.connections is not None or "connections" in top,
         )
 
     def _revalidate(self, top: dict[str, Any]) -> bool:

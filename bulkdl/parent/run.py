@@ -18,12 +18,13 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
-from ..values import FileResult, Job, Status
+from ..values import Budget, FileResult, Job, Status
 from ..worker import limits, parts
 from . import executor, log, upstream
 from .decide import DOWNLOAD, ON_DISK, SKIP, Decision, decide
 from .manifest import Manifest
 from .report.jsonreport import status
+from .report.page import counted
 from .report.progress import ProgressView
 from .state import Row, State
 
@@ -154,6 +155,7 @@ def download(
         log.flush()
 
     budget = replace(loaded.budget, hosts=_origins(job for job, _ in tasks))
+    _say_if_the_host_cap_binds(loaded, budget)
     on_events = log.received if logging else None
     batch = executor.start(min(loaded.workers, len(tasks)), budget, loaded.scheduler, loaded.dest, on_events)
     try:
@@ -171,6 +173,19 @@ def _with_cause(result: FileResult, cause: str | None) -> FileResult:
     if cause is None or result.status != Status.DOWNLOADED:
         return result
     return replace(result, notes=(cause, *result.notes))
+
+
+def _say_if_the_host_cap_binds(loaded: Manifest, budget: Budget) -> None:
+    """Connections asked for beyond what the per-host cap lets the run's hosts take would go unused unsaid
+    (``--connections 32`` over one host opened 8)."""
+    reachable = budget.per_host * len(budget.hosts)
+    if loaded.connections_set and budget.hosts and budget.connections > reachable:
+        print(
+            f"bulkdl: at most {reachable} connections at once, not {budget.connections}: "
+            f"{counted(len(budget.hosts), 'host')} to fetch from, each capped at {budget.per_host} "
+            "(--max-connections-per-host, max_connections_per_host)",
+            file=sys.stderr,
+        )
 
 
 _START = re.compile(r"[^:/?#]+://[^/?#]*")
