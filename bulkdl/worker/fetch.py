@@ -101,6 +101,9 @@ def fetch_file(job: Job, condition: Condition | None, stop: StopFlag, send: Send
     )
 
 
+_RESUMED = "resumed with "
+
+
 class _Download:
     def __init__(self, job: Job, condition: Condition | None, stop: StopFlag, meter: Meter) -> None:
         self.job = job
@@ -122,16 +125,18 @@ class _Download:
         try:
             return self._attempt(saved)
         except PartsUnchecked as exc:
-            self.notes.append(f"the partial download could not be checked with the server ({exc}); started over")
+            why = f"the partial download could not be checked with the server ({exc})"
         except RemoteChanged as exc:
-            when = "since the partial download" if saved else "during download"
-            self.notes.append(f"remote file changed {when} ({exc}); started over")
+            why = f"remote file changed {'since the partial download' if saved else 'during download'} ({exc})"
         except DigestMismatch as exc:
             if saved is None or self.fell_back:  # no byte of the earlier run's was in what failed
                 raise
             # Bytes kept from an earlier run (a disk's damage, a version no validator told apart) are what
             # failed: a fresh download decides tonight, rather than a failure and a fetch tomorrow.
-            self.notes.append(f"the resumed parts gave a wrong {exc.algorithm}; started over")
+            why = f"the resumed parts gave a wrong {exc.algorithm}"
+        # What was resumed is gone: "resumed with 2.00 MiB already on disk" would say the opposite of the note.
+        self.notes = [note for note in self.notes if not note.startswith(_RESUMED)]
+        self.notes.append(f"{why}; started over")
         self.parts.discard()
         try:
             return self._attempt(None)
@@ -141,7 +146,7 @@ class _Download:
     def _attempt(self, saved: Plan | None) -> _Outcome:
         if saved is not None:
             have = sum(self.parts.length(s.index) for s in saved.segments)
-            self.notes.append(f"resumed with {format_size(have)} already on disk")
+            self.notes.append(f"{_RESUMED}{format_size(have)} already on disk")
             room.check(self.job.path.parent, saved.size, have, len(saved.segments), self.job.settings.max_size)
             # Resumes ask the manifest's URL again: where it redirected last time may have been signed, and expired.
             resumed = replace(saved, url=saved.source)
