@@ -16,6 +16,9 @@ from typing import Any, TypeVar
 _T = TypeVar("_T")
 
 NOT_MODIFIED = "not modified on the server (304)"  # the note of a file a conditional GET proved current
+# The note of a file found on disk with no row (the state lost, a mirror seeded by rsync, a kill -9 between
+# install and commit) whose bytes matched every digest the manifest pins: kept, never fetched.
+ADOPTED = "on disk but not recorded by an earlier run; its bytes match the manifest's digests: kept"
 
 
 def _pickled_by_position(cls: type[_T]) -> type[_T]:
@@ -112,13 +115,15 @@ class Job:
 @_pickled_by_position
 @dataclass(frozen=True, slots=True)
 class Condition:
-    """What a conditional GET sends, and what the file is if the server answers 304."""
+    """What a conditional GET sends, and what the file is if the server answers 304; or, with ``adopt``, a
+    copy on disk that no run recorded, kept without a request if its bytes match the manifest's digests."""
 
     etag: str | None
     last_modified: str | None
     size: int
     digests: tuple[tuple[str, str], ...]
     mtime_ns: int
+    adopt: bool = False
 
 
 @_pickled_by_position

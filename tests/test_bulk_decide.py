@@ -129,7 +129,7 @@ def test_decisions_come_in_the_manifest_order_whatever_the_order_on_disk(tmp_pat
         _put(tmp_path / "mirror" / name)
     loaded = _load(tmp_path, names)
     decisions = run.decide_all(loaded, {}, False)
-    reasons = ["on disk, but no earlier run recorded it", "not on disk"]
+    reasons = ["on disk, but no earlier run recorded it: kept if its bytes match the manifest's digests", "not on disk"]
     assert [d.reason for d in decisions] == [reasons[i % 2] for i in range(len(names))]
 
 

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from bulkdl.parent.decide import CHECK, DOWNLOAD, RESUME, SKIP, decide
+from bulkdl.parent.decide import ADOPT, CHECK, DOWNLOAD, RESUME, SKIP, decide
 from bulkdl.parent.state import Row
-from bulkdl.values import Job, Settings
+from bulkdl.values import Condition, Job, Settings
 
 SHA = "ab" * 32
 URL = "http://h/f.bin"
@@ -28,7 +28,37 @@ CASES = [
     ("force", JOB, ROW, _stat(), False, True, DOWNLOAD, "--force"),
     ("new", JOB, None, None, False, False, DOWNLOAD, "not on disk"),
     ("deleted", JOB, ROW, None, False, False, DOWNLOAD, "deleted from disk since the last run"),
-    ("unknown local file", JOB, None, _stat(), False, False, DOWNLOAD, "on disk, but no earlier run recorded it"),
+    ("unknown local file", JOB, None, _stat(), False, False, ADOPT, "on disk, but no earlier run recorded it: kept if"),
+    (
+        "unknown local file of the manifest's size",
+        replace(JOB, size=100),
+        None,
+        _stat(),
+        False,
+        False,
+        ADOPT,
+        "on disk, but no earlier run recorded it: kept if",
+    ),
+    (
+        "unknown local file of another size",
+        replace(JOB, size=101),
+        None,
+        _stat(),
+        False,
+        False,
+        DOWNLOAD,
+        "on disk, but no earlier run recorded it",
+    ),
+    (
+        "unknown local file, no digest",
+        replace(JOB, digests=()),
+        None,
+        _stat(),
+        False,
+        False,
+        DOWNLOAD,
+        "on disk, but no earlier run recorded it",
+    ),
     ("resized locally", JOB, ROW, _stat(size=99), False, False, DOWNLOAD, "changed on disk since the last run"),
     ("touched locally", JOB, ROW, _stat(mtime_ns=6_000), False, False, DOWNLOAD, "changed on disk since the last run"),
     ("digest proves it", JOB, ROW, _stat(), False, False, SKIP, "size, mtime and digest match the last run"),
@@ -104,9 +134,12 @@ def test_decide(
 ) -> None:
     decision = decide(job, row, local, sidecar, force)
     assert (decision.action, decision.reason.startswith(reason)) == (action, True), decision
-    assert (decision.condition is not None) == (action == CHECK)
-    if decision.condition is not None:
+    assert (decision.condition is not None) == (action in (CHECK, ADOPT))
+    if action == ADOPT:  # what is on disk, no validator, no digest recorded: the worker hashes the file
+        assert decision.condition == Condition(None, None, 100, (), 5_000, adopt=True)
+    elif decision.condition is not None:
         assert (decision.condition.size, decision.condition.mtime_ns) == (row.size, row.local_mtime_ns)  # type: ignore[union-attr]
+        assert not decision.condition.adopt
 
 
 REVALIDATE_CASES = [

@@ -348,3 +348,45 @@ def test_verify_while_a_run_holds_the_destination_still_reports(
     left = "nothing was repaired and the state" if repair else "the state"
     assert result.stderr.splitlines() == [held + left + " was left as it is"]
     assert read_rows(tmp_path / "mirror") == rows_before
+
+
+def test_files_no_run_recorded_are_hashed_and_kept_when_their_digests_match(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    """A lost state (or a mirror seeded by rsync) cost a download of every file; with the manifest's digests,
+    a file on disk is read instead, and fetched only if its bytes are not the manifest's."""
+    data = {name: content(name, 3000) for name in ("a", "b", "c", "plain")}
+    entries: list[Any] = [
+        {"url": builtin.add(f"{name}.bin", data[name]), "sha256": hashlib.sha256(data[name]).hexdigest()}
+        for name in ("a", "b", "c")
+    ]
+    entries.append(builtin.add("plain.bin", data["plain"]))  # no digest to hold it to
+    manifest = write_manifest(tmp_path, entries)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    mirror = tmp_path / "mirror"
+    for name in ("state.db", "state.db-wal", "state.db-shm"):
+        (mirror / ".bulkdl" / name).unlink(missing_ok=True)
+    (mirror / "b.bin").write_bytes(content("other", 3000))  # the same size, other bytes
+    (mirror / "c.bin").unlink()
+    (mirror / "c.bin").symlink_to(mirror / "a.bin.copy")  # a symlink to the right bytes is still no file of ours
+    (mirror / "a.bin.copy").write_bytes(data["c"])
+    mark = watermark(builtin)
+    again = run_cli("run", manifest, "--changes", tmp_path / "changes.txt", cwd=tmp_path)
+    assert again.code == 0, again.stdout
+    asked = sorted(r.path for r in builtin.requests() if r.conn > mark)
+    assert asked == ["/b.bin", "/c.bin", "/plain.bin"], "a.bin was read from disk, not fetched"
+    # The run that installed a.bin may have died before telling a downstream sync: it hears of it now.
+    assert (tmp_path / "changes.txt").read_text().splitlines() == ["+ a.bin", "+ b.bin", "+ c.bin", "+ plain.bin"]
+    assert again.file("a.bin")["status"] == "adopted" and again.file("a.bin")["transferred"] == 0
+    assert again.file("a.bin")["sha256"] == hashlib.sha256(data["a"]).hexdigest()
+    b_notes = again.file("b.bin")["notes"]
+    assert "on disk but not recorded, and its sha256 differs from the manifest's: downloaded" in b_notes
+    assert "not a regular file" in " ".join(again.file("c.bin")["notes"])
+    assert not (mirror / "c.bin").is_symlink() and (mirror / "a.bin.copy").read_bytes() == data["c"]
+    assert all((mirror / f"{name}.bin").read_bytes() == data[name] for name in data)
+    assert "1 adopted (on disk but not recorded by an earlier run" in again.stdout
+    assert again.stdout.splitlines()[-1].startswith("OK: 4 files (3 new, 1 adopted),"), again.stdout
+    mark = watermark(builtin)
+    third = run_cli("run", manifest, cwd=tmp_path)
+    assert third.file("a.bin")["status"] == "unchanged", "the adopted file got its row"
+    assert sorted(r.path for r in builtin.requests() if r.conn > mark) == ["/plain.bin"]

@@ -12,7 +12,7 @@ import pytest
 from bulkdl import durable
 from bulkdl.parent.run import record
 from bulkdl.parent.state import Row, State, read_rows
-from bulkdl.values import FileResult, Status
+from bulkdl.values import ADOPTED, FileResult, Status
 
 from .conftest import run_cli, write_manifest
 from .httpserver import FaultServer, content
@@ -142,6 +142,9 @@ def test_a_corrupt_state_is_set_aside_and_the_run_goes_on(builtin: FaultServer, 
     assert line.endswith(f"); moved it to {aside.name}, starting afresh")
     assert aside.read_bytes() == damaged, "kept as it was found, for a post mortem"
     assert all((mirror / name).read_bytes() == data for name, data in files.items())
+    assert result.report is not None and {f["status"] for f in result.report["files"]} == {"adopted"}, (
+        "the manifest's digests vouch for the copies on disk: none is fetched again"
+    )
     assert (mirror / "mine.txt").read_text() == "a file of the user's, in no manifest"
     assert set(read_rows(mirror)) == set(files), "the new state records the run"
     again = run_cli("run", manifest, cwd=tmp_path)
@@ -164,7 +167,7 @@ def test_verify_and_dry_run_read_a_corrupt_state_as_empty_and_leave_it(
         assert line.startswith(f"bulkdl: cannot read the state {db} (") and line.endswith("); treating it as empty")
     statuses = [f["outcome"] for f in json.loads((tmp_path / "verify.json").read_text())["files"]]
     assert statuses == ["verified"] * len(files), "the manifest's digests still verify every file"
-    assert planned.stdout.count("on disk, but no earlier run recorded it") == len(files)
+    assert f"{len(files)} to adopt (on disk, but no earlier run recorded it: kept if" in planned.stdout
     assert (
         sorted(p.name for p in db.parent.iterdir()) == ["last-run.json", "lock", "state.db"]
         and db.read_bytes() == damaged
@@ -201,17 +204,33 @@ def test_writes_wait_for_the_commit_and_keep_their_order(tmp_path: Path) -> None
     assert rows["checked.bin"].checked_at > 0 and rows["kept.bin"].checked_at == 0
 
 
-@pytest.mark.parametrize(("status", "synced"), [(Status.SKIPPED, []), (Status.DOWNLOADED, ["", "d"])])
+@pytest.mark.parametrize(
+    ("status", "notes", "synced"),
+    [(Status.SKIPPED, (), []), (Status.DOWNLOADED, (), ["", "d"]), (Status.SKIPPED, (ADOPTED,), ["", "d"])],
+    ids=["not modified", "downloaded", "adopted"],
+)
 def test_only_a_file_renamed_into_place_gets_its_directory_synced(
-    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: Status, synced: list[str]
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, status: Status, notes: tuple[str, ...], synced: list[str]
 ) -> None:
     # A 304 records a row for a file nothing renamed: syncing its directory anyway was one fsync per file.
-    # A rename is synced in its directory and each one up to dest ("" here), which the run may have created.
+    # A rename is synced in its directory and each one up to dest ("" here), which the run may have created;
+    # so is an adopted file's, which a killed run renamed and may never have synced.
     (tmp_path / "d").mkdir()
     calls: list[Path] = []
     monkeypatch.setattr(durable, "fsync_dir", calls.append)
     result = FileResult(
-        0, "d/f.bin", "http://x/d/f.bin", status, 3, 0, "ab" * 32, 0.0, None, (), (("sha256", "ab" * 32),), mtime_ns=1
+        0,
+        "d/f.bin",
+        "http://x/d/f.bin",
+        status,
+        3,
+        0,
+        "ab" * 32,
+        0.0,
+        None,
+        notes,
+        (("sha256", "ab" * 32),),
+        mtime_ns=1,
     )
     with State(tmp_path) as state:
         record(state, result)

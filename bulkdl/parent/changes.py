@@ -3,7 +3,9 @@
 In the spirit of bandersnatch's diff-file: a downstream ``rsync --files-from`` or a CDN purge reads what
 changed tonight instead of walking the mirror. Each line is a mark, a space and the path relative to dest:
 ``+`` new, ``M`` updated (other bytes under a path an earlier run had installed), ``-`` removed (pruned).
-A file downloaded again with the very bytes the state recorded is no change and is left out. Lines follow
+A file downloaded again with the very bytes the state recorded is no change and is left out; an adopted one
+(on disk with no row, its digests matching) is ``+``: the run that installed it may have been killed before
+it could tell anyone, and a downstream fetching a file it has costs less than one missing it. Lines follow
 the manifest's order. A path holding a backslash, a newline or a carriage return is written with
 coreutils' rule (as ``sha256sum`` writes it): the line starts with a backslash, and in the path ``\\\\``,
 ``\\n`` and ``\\r`` stand for them, so no name can forge a line. Every run that holds the destination rewrites
@@ -19,7 +21,7 @@ from .. import durable
 from ..values import FileResult
 from .report.summary import Earlier, label
 
-_MARKS = {"new": "+", "updated": "M", "removed": "-"}
+_MARKS = {"new": "+", "adopted": "+", "updated": "M", "removed": "-"}
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r"})
 
 

@@ -2,7 +2,8 @@
 
 1. a partial download is on disk                               → resume it
 2. ``--force``                                                 → download
-3. the file on disk is not the one the state recorded          → download
+3. the file on disk is not the one the state recorded          → download; but one no run recorded, whose
+   size fits, with digests in the manifest                     → adopt: hash it, keep it if they match
 4. the manifest's digests match the state's, size/mtime too    → skip, no request at all
    (``--revalidate``: a conditional GET all the same, or a plain GET whose bytes are compared with the pinned
    digest when the state has no validators for this URL: upstream may have changed or removed the file)
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from ..values import Condition, Job
 from .state import Row
 
-RESUME, DOWNLOAD, SKIP, CHECK = "resume", "download", "skip", "check"
+RESUME, DOWNLOAD, SKIP, CHECK, ADOPT = "resume", "download", "skip", "check", "adopt"
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,6 +37,7 @@ _FORCED = Decision(DOWNLOAD, "--force")
 _NEW = Decision(DOWNLOAD, "not on disk")
 _DELETED = Decision(DOWNLOAD, "deleted from disk since the last run")
 _UNRECORDED = Decision(DOWNLOAD, "on disk, but no earlier run recorded it")
+_ADOPT_REASON = "on disk, but no earlier run recorded it: kept if its bytes match the manifest's digests"
 _CHANGED_LOCALLY = Decision(DOWNLOAD, "changed on disk since the last run (size or mtime)")
 # What happened to the copy in dest, not upstream: a downloaded file carries it as its first note, and the
 # summary names each such file (someone removed or edited files of the mirror) instead of counting it.
@@ -63,10 +65,19 @@ def decide(
     if local is None:
         return _NEW if row is None else _DELETED
     if row is None:
-        return _UNRECORDED
+        return _adoption(job, local)
     if local.st_size != row.local_size or local.st_mtime_ns != row.local_mtime_ns:
         return _CHANGED_LOCALLY
     return _remote(job, row, revalidate)
+
+
+def _adoption(job: Job, local: os.stat_result) -> Decision:
+    """A copy no run recorded is hashed in the worker rather than fetched again, when the manifest pins a
+    digest to hold it to: reading a file costs a fraction of downloading it, and a mirror seeded by rsync or
+    a lost state would otherwise cost the whole mirror once more. Anything else is downloaded."""
+    if not job.digests or job.size not in (None, local.st_size):
+        return _UNRECORDED
+    return Decision(ADOPT, _ADOPT_REASON, Condition(None, None, local.st_size, (), local.st_mtime_ns, adopt=True))
 
 
 def _remote(job: Job, row: Row, revalidate: bool) -> Decision:

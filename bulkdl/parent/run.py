@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
-from ..values import Budget, FileResult, Job, Status
+from ..values import ADOPTED, Budget, FileResult, Job, Status
 from ..worker import limits, parts
 from . import executor, log, upstream
 from .decide import DOWNLOAD, ON_DISK, SKIP, Decision, decide
@@ -262,5 +262,7 @@ def record(state: State, result: FileResult) -> None:
             local_mtime_ns=result.mtime_ns,
             checked_at=time.time(),
         ),
-        renamed=result.status == Status.DOWNLOADED,
+        # An adopted file was renamed into place by a run that never recorded it (killed, say), whose
+        # directory fsync may never have come: it is made before this row is committed, as for a download.
+        renamed=result.status == Status.DOWNLOADED or ADOPTED in result.notes,
     )

@@ -119,8 +119,8 @@ class State:
 
     Commits are batched by time, not by count: the run calls ``commit_if_due`` from its poll loop, so a row
     is on disk within about half a second even when no later result comes to carry it (a kill -9 then
-    loses at most that half second: the next run finds those files on disk with no row and downloads them
-    again in full, never a wrong skip).
+    loses at most that half second: the next run finds those files on disk with no row, and hashes each
+    against the manifest's digests or, without one, downloads it again in full; never a wrong skip).
 
     Workers fsync each file before renaming it into place but leave its directory to this class: before a
     commit, every directory named by the rows it carries is fsynced once. So the state never records a file
@@ -143,8 +143,9 @@ class State:
             if type(exc) is not sqlite3.DatabaseError:
                 raise
             # The state is a record, not the mirror: losing it costs one run the checks a first run makes
-            # (files on disk are downloaded again and replaced only once verified), so keep it for a post
-            # mortem and start afresh rather than refuse every run from now on.
+            # (files on disk are hashed against the manifest's digests, or without them downloaded again and
+            # replaced only once verified), so keep it for a post mortem and start afresh rather than refuse
+            # every run from now on.
             aside = _move_aside(path)
             self.set_aside = f"the state {path} is corrupt ({exc}); moved it to {aside.name}, starting afresh"
             self._db = _open(path)

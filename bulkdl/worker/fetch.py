@@ -8,6 +8,7 @@ anything about it cannot be trusted (parts.Parts.adopt). Otherwise the probe (pr
 from __future__ import annotations
 
 import os
+import stat
 import sys
 import time
 import traceback
@@ -32,7 +33,7 @@ from ..errors import (
 )
 from ..hashing import hash_file
 from ..sizes import format_size
-from ..values import NOT_MODIFIED, Condition, FileResult, Job, Status
+from ..values import ADOPTED, NOT_MODIFIED, Condition, FileResult, Job, Status
 from . import events, heads, net, probe, room
 from .assemble import Assembly
 from .events import Tell
@@ -119,6 +120,11 @@ class _Download:
 
     def run(self) -> _Outcome:
         _make_room_for(self.job)
+        if self.condition is not None and self.condition.adopt:
+            kept = self._adopted()
+            if kept is not None:
+                return kept
+            self.condition = None  # not the manifest's bytes: fetched as any file not on disk
         saved, problem = self.parts.adopt(self.job.url, self.job.size)
         if problem is not None:
             self.notes.append(f"discarded a partial download: {problem}")
@@ -221,6 +227,31 @@ class _Download:
         """A sidecar costs a new file, and creating files is most of a small file's cost. A file no larger
         than one minimal segment is quicker fetched again than resumed, and one without ranges cannot be."""
         return current.ranged and (current.size or 0) > self.job.settings.min_segment_size
+
+    def _adopted(self) -> _Outcome | None:
+        """The unrecorded copy on disk, if its bytes match every digest the manifest pins and it did not change
+        while it was read; else None, with a note saying why it is fetched."""
+        path, wanted = self.job.path, self.job.digests
+        try:
+            before = os.lstat(path)  # a symlink is never adopted: the mirror's file would be its target
+            if not stat.S_ISREG(before.st_mode):
+                self.notes.append("on disk but not recorded, and not a regular file: downloaded")
+                return None
+            found = hash_file(path, dict.fromkeys([*(a for a, _ in wanted), "sha256"]))
+            after = os.lstat(path)
+        except OSError as exc:
+            self.notes.append(f"on disk but not recorded, and unreadable ({exc.strerror}): downloaded")
+            return None
+        if (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
+            self.notes.append("on disk but not recorded, and it changed while it was hashed: downloaded")
+            return None
+        unlike = [a for a, expected in wanted if found[a] != expected]
+        if unlike or self.job.size not in (None, after.st_size):
+            what = f"its {unlike[0]} differs from" if unlike else "its size differs from"
+            self.notes.append(f"on disk but not recorded, and {what} the manifest's: downloaded")
+            return None
+        self.notes.append(ADOPTED)
+        return _Outcome(Status.SKIPPED, after.st_size, tuple(found.items()), None, None, after.st_mtime_ns)
 
     def _not_modified(self, head: net.Head) -> _Outcome:
         """The server says the copy on disk is current. A digest the manifest names but no run recorded

@@ -34,7 +34,7 @@ _PROBLEMS = (
     ("gone", "Gone upstream, local copy kept", ("gone",)),
 )
 _CHANGED = ("new", "updated", "re-fetched", "repaired", "removed")
-_UNCHANGED = ("unchanged", "not modified", "verified", "unverified")
+_UNCHANGED = ("adopted", "unchanged", "not modified", "verified", "unverified")
 
 File = Mapping[str, Any]
 # A column: its key (for #sort=KEY), its heading, its cell's text, and the value it sorts by if not its text.

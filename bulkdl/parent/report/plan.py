@@ -1,4 +1,4 @@
-"""``--dry-run``: what a run would do with each file, and why; the files it would only check or skip as a count
+"""``--dry-run``: what a run would do with each file, and why; the files it would only adopt, check or skip as a count
 line per reason (a mirror without digests checks every file every night: 20,000 lines said nothing); and,
 with prune, which files it would remove after a run where every file succeeded."""
 
@@ -8,12 +8,20 @@ from collections import Counter
 from collections.abc import Sequence
 
 from ...sizes import format_size
-from ..decide import CHECK, DOWNLOAD, RESUME, SKIP
+from ..decide import ADOPT, CHECK, DOWNLOAD, RESUME, SKIP
 from ..prune import LEAVE, REMOVE, Prune, refusal
 from .page import Line, Page, Row, counted
 
-_ACTION_STYLES = {DOWNLOAD: "green", RESUME: "yellow", CHECK: "cyan", SKIP: "dim", REMOVE: "magenta", LEAVE: "dim"}
-_COUNTED = (CHECK, SKIP)  # listed file by file only in --summary full
+_ACTION_STYLES = {
+    DOWNLOAD: "green",
+    RESUME: "yellow",
+    ADOPT: "cyan",
+    CHECK: "cyan",
+    SKIP: "dim",
+    REMOVE: "magenta",
+    LEAVE: "dim",
+}
+_COUNTED = (ADOPT, CHECK, SKIP)  # listed file by file only in --summary full
 Preview = tuple[Prune, Sequence[tuple[str, str, str]]]  # the plan, and (path, REMOVE or LEAVE, why) per file
 
 
@@ -42,7 +50,7 @@ def plan_page(
     removing = _prune_lines(*pruning) if pruning is not None else []
     lines += removing
     actions = Counter(action for _, action, _ in plan)
-    kinds = ", ".join(f"{actions[a]:,} {a}" for a in (RESUME, DOWNLOAD, CHECK, SKIP) if actions[a])
+    kinds = ", ".join(f"{actions[a]:,} {a}" for a in (RESUME, DOWNLOAD, ADOPT, CHECK, SKIP) if actions[a])
     lines.append(
         Line(
             f"dry run: {counted(len(plan), 'file')}{f' ({kinds})' if kinds else ''}{_to_fetch(plan, sizes)}; "
@@ -57,7 +65,8 @@ def _to_fetch(plan: Sequence[tuple[str, str, str]], sizes: Sequence[int | None])
     """How much the run would download at most: a resume fetches less, a check nothing if not modified."""
     if not sizes:
         return ""
-    fetched = [size for (_, action, _), size in zip(plan, sizes, strict=True) if action in (DOWNLOAD, RESUME)]
+    # An adopted file is fetched only if its bytes turn out not to match: "at most" counts it.
+    fetched = [size for (_, action, _), size in zip(plan, sizes, strict=True) if action in (DOWNLOAD, RESUME, ADOPT)]
     if not fetched:
         return ""
     unknown = fetched.count(None)

@@ -29,7 +29,8 @@ def _file() -> dict[str, object]:
             "outcome": {
                 "type": "string",
                 "description": "the coarse status of reports before schema_version 1, kept for their readers: "
-                "downloaded (new, updated, re-fetched, repaired), skipped (unchanged, not modified), or status",
+                "downloaded (new, updated, re-fetched, repaired), skipped (adopted, unchanged, not modified), "
+                "or status",
             },
             "bytes": {"type": ["integer", "null"], "minimum": 0},
             "transferred": _COUNT,

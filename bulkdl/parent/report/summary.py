@@ -15,7 +15,7 @@ from datetime import datetime
 from pathlib import Path
 
 from ...sizes import format_size
-from ...values import FileResult, Status
+from ...values import ADOPTED, FileResult, Status
 from ..decide import ON_DISK
 from .page import Cell, Line, Page, Row, counted
 
@@ -37,7 +37,8 @@ _STYLES = {
 # status, but that a downloaded file is "new", "updated" (its path had a row in the state before the run)
 # or "repaired" (by verify --repair), or "re-fetched" (downloaded again with the very bytes the state recorded:
 # --force, a file touched or removed locally; calling it updated would tell the reader upstream changed), and a
-# skipped one "unchanged". Listed file by file, but see _COLLAPSED.
+# skipped one "unchanged", or "adopted" (found on disk with no row, kept because its bytes match the
+# manifest's digests). Listed file by file, but see _COLLAPSED.
 _SECTIONS = (
     ("failed", ("failed", "corrupt", "missing"), "bold red"),
     ("interrupted", ("interrupted",), "bold yellow"),
@@ -47,6 +48,7 @@ _SECTIONS = (
     ("re-fetched", ("re-fetched",), "bold cyan"),
     ("repaired", ("repaired",), "bold green"),
     ("removed", ("removed",), "bold magenta"),
+    ("adopted", ("adopted",), "bold cyan"),
     ("unchanged", ("unchanged",), "bold cyan"),
     ("verified", ("verified",), "bold green"),
     ("unverified", ("unverified",), "bold yellow"),
@@ -54,6 +56,7 @@ _SECTIONS = (
 _LABELS = tuple(label for _, labels, _ in _SECTIONS for label in labels)
 # Without --summary full, these are one count line each instead of a section.
 _COLLAPSED = {
+    "adopted": "adopted (on disk but not recorded by an earlier run; their bytes match the manifest's digests)",
     "unchanged": "unchanged (skipped or not modified)",
     "re-fetched": "re-fetched with the same bytes as before (--force, --revalidate, or changed or removed on disk)",
     "verified": "verified (digests match)",
@@ -144,13 +147,16 @@ def summary_page(
 
 
 def label(r: FileResult, earlier: Mapping[str, Earlier], repairing: bool = False) -> str:
-    """What ``r`` counts as: its section's name (new, updated, re-fetched, repaired, unchanged) or status."""
+    """What ``r`` counts as: its section's name (new, updated, re-fetched, repaired, adopted, unchanged) or
+    its status."""
     if r.status == Status.DOWNLOADED:
         if repairing:
             return "repaired"
         if r.name not in earlier:
             return "new"
         return "re-fetched" if earlier[r.name] == (r.sha256, r.size) else "updated"
+    if r.status == Status.SKIPPED and ADOPTED in r.notes:
+        return "adopted"
     return "unchanged" if r.status == Status.SKIPPED else r.status.value
 
 
