@@ -16,9 +16,10 @@ from typing import Any, TypeVar
 _T = TypeVar("_T")
 
 NOT_MODIFIED = "not modified on the server (304)"  # the note of a file a conditional GET proved current
-# The note of a file found on disk with no row (the state lost, a mirror seeded by rsync, a kill -9 between
-# install and commit) whose bytes matched every digest the manifest pins: kept, never fetched.
-ADOPTED = "on disk but not recorded by an earlier run; its bytes match the manifest's digests: kept"
+# The note of a file found on disk unlike any row (none: the state lost, a mirror seeded by rsync; another
+# size or mtime: touched, or a kill -9 between install and record) whose bytes matched every digest the
+# manifest pins: kept, never fetched.
+ADOPTED = "the copy on disk, unrecorded or changed since the last run, has the manifest's digests: kept"
 
 
 def _pickled_by_position(cls: type[_T]) -> type[_T]:

@@ -59,8 +59,28 @@ CASES = [
         DOWNLOAD,
         "on disk, but no earlier run recorded it",
     ),
-    ("resized locally", JOB, ROW, _stat(size=99), False, False, DOWNLOAD, "changed on disk since the last run"),
-    ("touched locally", JOB, ROW, _stat(mtime_ns=6_000), False, False, DOWNLOAD, "changed on disk since the last run"),
+    ("resized locally", JOB, ROW, _stat(size=99), False, False, ADOPT, "changed on disk since the last run"),
+    ("touched locally", JOB, ROW, _stat(mtime_ns=6_000), False, False, ADOPT, "changed on disk since the last run"),
+    (
+        "touched locally, no digest",
+        replace(JOB, digests=()),
+        ROW,
+        _stat(mtime_ns=6_000),
+        False,
+        False,
+        DOWNLOAD,
+        "changed on disk since the last run (size or mtime)",
+    ),
+    (
+        "resized locally, against the manifest's size",
+        replace(JOB, size=100),
+        ROW,
+        _stat(size=99),
+        False,
+        False,
+        DOWNLOAD,
+        "changed on disk since the last run (size or mtime)",
+    ),
     ("digest proves it", JOB, ROW, _stat(), False, False, SKIP, "size, mtime and digest match the last run"),
     (
         "manifest digest changed",
@@ -135,8 +155,12 @@ def test_decide(
     decision = decide(job, row, local, sidecar, force)
     assert (decision.action, decision.reason.startswith(reason)) == (action, True), decision
     assert (decision.condition is not None) == (action in (CHECK, ADOPT))
-    if action == ADOPT:  # what is on disk, no validator, no digest recorded: the worker hashes the file
+    if action == ADOPT and row is None:  # what is on disk, nothing recorded: the worker hashes the file
         assert decision.condition == Condition(None, None, 100, (), 5_000, adopt=True)
+    elif action == ADOPT:  # what is on disk, and the row's validators for bytes that prove to be the row's
+        assert local is not None and decision.condition == Condition(
+            ROW.etag, ROW.last_modified, local.st_size, ROW.digests, local.st_mtime_ns, adopt=True
+        )
     elif decision.condition is not None:
         assert (decision.condition.size, decision.condition.mtime_ns) == (row.size, row.local_mtime_ns)  # type: ignore[union-attr]
         assert not decision.condition.adopt

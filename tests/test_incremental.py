@@ -380,13 +380,64 @@ def test_files_no_run_recorded_are_hashed_and_kept_when_their_digests_match(
     assert again.file("a.bin")["status"] == "adopted" and again.file("a.bin")["transferred"] == 0
     assert again.file("a.bin")["sha256"] == hashlib.sha256(data["a"]).hexdigest()
     b_notes = again.file("b.bin")["notes"]
-    assert "on disk but not recorded, and its sha256 differs from the manifest's: downloaded" in b_notes
+    assert "the copy on disk has another sha256 than the manifest's: downloaded" in b_notes
     assert "not a regular file" in " ".join(again.file("c.bin")["notes"])
     assert not (mirror / "c.bin").is_symlink() and (mirror / "a.bin.copy").read_bytes() == data["c"]
     assert all((mirror / f"{name}.bin").read_bytes() == data[name] for name in data)
-    assert "1 adopted (on disk but not recorded by an earlier run" in again.stdout
+    assert "1 adopted (on disk unrecorded or changed since the last run" in again.stdout
     assert again.stdout.splitlines()[-1].startswith("OK: 4 files (3 new, 1 adopted),"), again.stdout
     mark = watermark(builtin)
     third = run_cli("run", manifest, cwd=tmp_path)
     assert third.file("a.bin")["status"] == "unchanged", "the adopted file got its row"
     assert sorted(r.path for r in builtin.requests() if r.conn > mark) == ["/plain.bin"]
+
+
+def test_a_touched_file_with_the_manifests_digest_is_kept_and_keeps_its_validators(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    """As after a kill -9 between installing a new version and recording it: the row describes another size
+    or mtime. With the manifest's digest the copy is read, not fetched, and not called changed on disk."""
+    data = {name: content(name, 3000) for name in ("same", "edited")}
+    entries = [{"url": builtin.add(f"{n}.bin", d), "sha256": hashlib.sha256(d).hexdigest()} for n, d in data.items()]
+    manifest = write_manifest(tmp_path, entries)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    mirror = tmp_path / "mirror"
+    os.utime(mirror / "same.bin", ns=(0, 1_000_000_000))
+    (mirror / "edited.bin").write_bytes(content("mine", 3000))
+    mark = watermark(builtin)
+    again = run_cli("run", manifest, cwd=tmp_path)
+    assert again.code == 0, again.stdout
+    assert [r.path for r in builtin.requests() if r.conn > mark] == ["/edited.bin"]
+    assert again.file("same.bin")["status"] == "adopted"
+    edited = again.file("edited.bin")
+    assert (
+        edited["status"] == "re-fetched" and edited["notes"][0] == "changed on disk since the last run (size or mtime)"
+    )
+    assert "  edited.bin " in again.stdout, "a file someone edited is named, as before"
+    assert all((mirror / f"{name}.bin").read_bytes() == d for name, d in data.items())
+    rows = read_rows(mirror)
+    assert rows["same.bin"].local_mtime_ns == 1_000_000_000 and rows["same.bin"].etag is not None, (
+        "the very bytes recorded: the server's ETag still describes them"
+    )
+    revalidated = run_cli("run", manifest, "--revalidate", "--report", tmp_path / "r.json", cwd=tmp_path)
+    assert revalidated.file("same.bin")["status"] == "not modified", "a conditional GET, not a plain one"
+
+
+def test_a_new_version_a_killed_run_installed_is_adopted_without_the_old_validators(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    old, new = content("v1", 3000), content("v2", 3000)
+    url = builtin.add("v.bin", old)
+    manifest = write_manifest(tmp_path, [{"url": url, "sha256": hashlib.sha256(old).hexdigest()}])
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    builtin.update("v.bin", new)
+    manifest = write_manifest(tmp_path, [{"url": url, "sha256": hashlib.sha256(new).hexdigest()}])
+    (tmp_path / "mirror/v.bin").write_bytes(new)  # installed by a run killed before it recorded the row
+    mark = watermark(builtin)
+    again = run_cli("run", manifest, cwd=tmp_path)
+    assert again.code == 0 and again.file("v.bin")["status"] == "adopted", again.stdout
+    assert [r for r in builtin.requests() if r.conn > mark] == []
+    row = read_rows(tmp_path / "mirror")["v.bin"]
+    assert (row.sha256, row.etag, row.last_modified) == (hashlib.sha256(new).hexdigest(), None, None), (
+        "the old version's validators describe other bytes"
+    )

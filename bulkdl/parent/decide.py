@@ -2,8 +2,8 @@
 
 1. a partial download is on disk                               → resume it
 2. ``--force``                                                 → download
-3. the file on disk is not the one the state recorded          → download; but one no run recorded, whose
-   size fits, with digests in the manifest                     → adopt: hash it, keep it if they match
+3. the file on disk is not the one the state recorded          → download; but with digests in the
+   manifest (and a size that fits)                             → adopt: hash it, keep it if they match
 4. the manifest's digests match the state's, size/mtime too    → skip, no request at all
    (``--revalidate``: a conditional GET all the same, or a plain GET whose bytes are compared with the pinned
    digest when the state has no validators for this URL: upstream may have changed or removed the file)
@@ -37,11 +37,17 @@ _FORCED = Decision(DOWNLOAD, "--force")
 _NEW = Decision(DOWNLOAD, "not on disk")
 _DELETED = Decision(DOWNLOAD, "deleted from disk since the last run")
 _UNRECORDED = Decision(DOWNLOAD, "on disk, but no earlier run recorded it")
-_ADOPT_REASON = "on disk, but no earlier run recorded it: kept if its bytes match the manifest's digests"
 _CHANGED_LOCALLY = Decision(DOWNLOAD, "changed on disk since the last run (size or mtime)")
-# What happened to the copy in dest, not upstream: a downloaded file carries it as its first note, and the
-# summary names each such file (someone removed or edited files of the mirror) instead of counting it.
-ON_DISK = frozenset({_DELETED.reason, _CHANGED_LOCALLY.reason})
+_IF_MATCHING = ": kept if its bytes match the manifest's digests"
+# What happened to the copy in dest, not upstream, by the reason of the decision it led to: a downloaded
+# file carries it as its first note, and the summary names each such file (someone removed or edited files
+# of the mirror) instead of counting it.
+CAUSES = {
+    _DELETED.reason: _DELETED.reason,
+    _CHANGED_LOCALLY.reason: _CHANGED_LOCALLY.reason,
+    _CHANGED_LOCALLY.reason + _IF_MATCHING: _CHANGED_LOCALLY.reason,
+}
+ON_DISK = frozenset(CAUSES.values())
 _NEW_DIGEST = Decision(DOWNLOAD, "the manifest's digest differs from the one recorded")
 _NEW_SIZE = Decision(DOWNLOAD, "the manifest's size differs from the one recorded")
 _PROVEN = Decision(SKIP, "size, mtime and digest match the last run")
@@ -65,19 +71,25 @@ def decide(
     if local is None:
         return _NEW if row is None else _DELETED
     if row is None:
-        return _adoption(job, local)
+        return _adoption(job, local, _UNRECORDED, None)
     if local.st_size != row.local_size or local.st_mtime_ns != row.local_mtime_ns:
-        return _CHANGED_LOCALLY
+        return _adoption(job, local, _CHANGED_LOCALLY, row)
     return _remote(job, row, revalidate)
 
 
-def _adoption(job: Job, local: os.stat_result) -> Decision:
-    """A copy no run recorded is hashed in the worker rather than fetched again, when the manifest pins a
-    digest to hold it to: reading a file costs a fraction of downloading it, and a mirror seeded by rsync or
-    a lost state would otherwise cost the whole mirror once more. Anything else is downloaded."""
+def _adoption(job: Job, local: os.stat_result, otherwise: Decision, row: Row | None) -> Decision:
+    """A copy on disk that no row describes (none, or one of another size or mtime) is hashed in the worker
+    rather than fetched again, when the manifest pins a digest to hold it to: reading a file costs a fraction
+    of downloading it, and a mirror seeded by rsync, a lost state, a touched file or a kill -9 between
+    install and record would otherwise cost a download each. Without such a digest: ``otherwise``.
+
+    The row's validators and digests go along: if the bytes turn out to be the very ones recorded, the
+    server's ETag still describes them."""
     if not job.digests or job.size not in (None, local.st_size):
-        return _UNRECORDED
-    return Decision(ADOPT, _ADOPT_REASON, Condition(None, None, local.st_size, (), local.st_mtime_ns, adopt=True))
+        return otherwise
+    etag, modified, recorded = (row.etag, row.last_modified, row.digests) if row else (None, None, ())
+    condition = Condition(etag, modified, local.st_size, recorded, local.st_mtime_ns, adopt=True)
+    return Decision(ADOPT, otherwise.reason + _IF_MATCHING, condition)
 
 
 def _remote(job: Job, row: Row, revalidate: bool) -> Decision:

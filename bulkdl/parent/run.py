@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..values import ADOPTED, Budget, FileResult, Job, Status
 from ..worker import limits, parts
 from . import executor, log, upstream
-from .decide import DOWNLOAD, ON_DISK, SKIP, Decision, decide
+from .decide import CAUSES, DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .report.jsonreport import status
 from .report.page import counted
@@ -136,7 +136,7 @@ def download(
     view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
     sent = {job.index: job for job, _ in tasks}
     # what happened to each copy in dest since the last run, when that is why it is fetched again
-    on_disk = {j.index: d.reason for j, d in zip(loaded.jobs, decisions, strict=True) if d.reason in ON_DISK}
+    on_disk = {j.index: CAUSES[d.reason] for j, d in zip(loaded.jobs, decisions, strict=True) if d.reason in CAUSES}
 
     def finished(result: FileResult) -> None:
         job = sent[result.index]
@@ -169,7 +169,7 @@ def download(
 
 
 def _with_cause(result: FileResult, cause: str | None) -> FileResult:
-    """A file downloaded because its copy in dest was removed or changed says so first (decide.ON_DISK)."""
+    """A file downloaded because its copy in dest was removed or changed says so first (decide.CAUSES)."""
     if cause is None or result.status != Status.DOWNLOADED:
         return result
     return replace(result, notes=(cause, *result.notes))

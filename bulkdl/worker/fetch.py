@@ -229,29 +229,25 @@ class _Download:
         return current.ranged and (current.size or 0) > self.job.settings.min_segment_size
 
     def _adopted(self) -> _Outcome | None:
-        """The unrecorded copy on disk, if its bytes match every digest the manifest pins and it did not change
-        while it was read; else None, with a note saying why it is fetched."""
-        path, wanted = self.job.path, self.job.digests
-        try:
-            before = os.lstat(path)  # a symlink is never adopted: the mirror's file would be its target
-            if not stat.S_ISREG(before.st_mode):
-                self.notes.append("on disk but not recorded, and not a regular file: downloaded")
-                return None
-            found = hash_file(path, dict.fromkeys([*(a for a, _ in wanted), "sha256"]))
-            after = os.lstat(path)
-        except OSError as exc:
-            self.notes.append(f"on disk but not recorded, and unreadable ({exc.strerror}): downloaded")
+        """The copy on disk, if its bytes match every digest the manifest pins; else None, with a note saying
+        why it is fetched. A copy with the very digests the state recorded keeps the server's validators."""
+        c, wanted = self.condition, self.job.digests
+        assert c is not None
+        read = _hashed(self.job.path, [*(a for a, _ in wanted), *(a for a, _ in c.digests), "sha256"])
+        if isinstance(read, str):
+            self.notes.append(f"the copy on disk {read}: downloaded")
             return None
-        if (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
-            self.notes.append("on disk but not recorded, and it changed while it was hashed: downloaded")
-            return None
+        found, local = read
         unlike = [a for a, expected in wanted if found[a] != expected]
-        if unlike or self.job.size not in (None, after.st_size):
-            what = f"its {unlike[0]} differs from" if unlike else "its size differs from"
-            self.notes.append(f"on disk but not recorded, and {what} the manifest's: downloaded")
+        if unlike or self.job.size not in (None, local.st_size):
+            self.notes.append(
+                f"the copy on disk has another {unlike[0] if unlike else 'size'} than the manifest's: downloaded"
+            )
             return None
         self.notes.append(ADOPTED)
-        return _Outcome(Status.SKIPPED, after.st_size, tuple(found.items()), None, None, after.st_mtime_ns)
+        recorded = c.digests and all(found[a] == v for a, v in c.digests)
+        etag, modified = (c.etag, c.last_modified) if recorded else (None, None)
+        return _Outcome(Status.SKIPPED, local.st_size, tuple(found.items()), etag, modified, local.st_mtime_ns)
 
     def _not_modified(self, head: net.Head) -> _Outcome:
         """The server says the copy on disk is current. A digest the manifest names but no run recorded
@@ -275,6 +271,22 @@ class _Download:
                     )
         etag, modified = head.etag or c.etag, head.last_modified or c.last_modified
         return _Outcome(Status.SKIPPED, c.size, tuple(digests.items()), etag, modified, c.mtime_ns)
+
+
+def _hashed(path: Path, algorithms: list[str]) -> tuple[dict[str, str], os.stat_result] | str:
+    """The digests of the regular file at ``path`` and its stat, or what keeps it from being adopted: a
+    symlink never is (the mirror's file would be its target), nor a file that changes while it is read."""
+    try:
+        before = os.lstat(path)
+        if not stat.S_ISREG(before.st_mode):
+            return "is not a regular file"
+        found = hash_file(path, dict.fromkeys(algorithms))
+        after = os.lstat(path)
+    except OSError as exc:
+        return f"is unreadable ({exc.strerror})"
+    if (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
+        return "changed while it was hashed"
+    return found, after
 
 
 def _teller(job: Job) -> Tell:

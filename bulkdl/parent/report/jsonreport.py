@@ -34,7 +34,7 @@ STATUSES = (
     ("updated", "downloaded with other bytes than the copy an earlier run had installed"),
     ("re-fetched", "downloaded again with the very bytes recorded before (--force, or changed or removed on disk)"),
     ("repaired", "verify --repair downloaded it again"),
-    ("adopted", "on disk but not recorded by an earlier run; kept, its bytes matching the manifest's digests"),
+    ("adopted", "on disk unrecorded or changed since the last run; kept, its bytes matching the manifest's"),
     ("unchanged", "the state proved the copy on disk current without asking the server"),
     ("not modified", "the server answered 304: the copy on disk is current"),
     ("failed", "not in place, or not the right bytes; see error and code"),

@@ -37,8 +37,8 @@ _STYLES = {
 # status, but that a downloaded file is "new", "updated" (its path had a row in the state before the run)
 # or "repaired" (by verify --repair), or "re-fetched" (downloaded again with the very bytes the state recorded:
 # --force, a file touched or removed locally; calling it updated would tell the reader upstream changed), and a
-# skipped one "unchanged", or "adopted" (found on disk with no row, kept because its bytes match the
-# manifest's digests). Listed file by file, but see _COLLAPSED.
+# skipped one "unchanged", or "adopted" (found on disk unlike its row or with none, kept because its bytes
+# match the manifest's digests). Listed file by file, but see _COLLAPSED.
 _SECTIONS = (
     ("failed", ("failed", "corrupt", "missing"), "bold red"),
     ("interrupted", ("interrupted",), "bold yellow"),
@@ -56,7 +56,7 @@ _SECTIONS = (
 _LABELS = tuple(label for _, labels, _ in _SECTIONS for label in labels)
 # Without --summary full, these are one count line each instead of a section.
 _COLLAPSED = {
-    "adopted": "adopted (on disk but not recorded by an earlier run; their bytes match the manifest's digests)",
+    "adopted": "adopted (on disk unrecorded or changed since the last run; their bytes match the manifest's)",
     "unchanged": "unchanged (skipped or not modified)",
     "re-fetched": "re-fetched with the same bytes as before (--force, --revalidate, or changed or removed on disk)",
     "verified": "verified (digests match)",
