@@ -103,6 +103,8 @@ def test_connections_asked_beyond_the_host_cap_are_said_to_go_unused(server: Fau
     assert done.code == 0 and "bulkdl: at most 8 connections at once, not 20: 1 host" in done.stderr, done.stderr
     again = run_cli("run", manifest, "--connections", "20", "--max-connections-per-host", "20", "--force", cwd=tmp_path)
     assert again.code == 0 and "connections at once" not in again.stderr, again.stderr
+    quiet = run_cli("run", manifest, "--connections", "20", "--quiet", cwd=tmp_path)
+    assert quiet.code == 0 and quiet.stderr == "" and len(quiet.stdout.splitlines()) == 1, "cron's one line"
 
 
 def test_the_run_total_caps_connections_over_all_hosts(server: FaultServer, tmp_path: Path) -> None:

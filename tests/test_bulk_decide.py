@@ -33,7 +33,7 @@ SHA = hashlib.sha256(DATA).hexdigest()
 def _reference(loaded: Manifest, rows: dict[str, Row], force: bool) -> list[Decision]:
     def stat(path: Path) -> os.stat_result | None:
         try:
-            return path.stat()
+            return path.lstat()
         except (FileNotFoundError, NotADirectoryError):
             return None
 
@@ -144,7 +144,7 @@ def test_the_tree_is_looked_at_in_order_each_big_directory_listed_once_and_only_
     loaded = _load(tmp_path, small + gone + big)  # against the order of the tree
     listed: list[str] = []
     looked_up: list[str] = []
-    real_listdir, real_stat = os.listdir, os.stat
+    real_listdir, real_stat, real_lstat = os.listdir, os.stat, os.lstat
 
     def listdir(fd: int) -> list[str]:
         listed.append(os.readlink(f"/proc/self/fd/{fd}"))
@@ -154,9 +154,14 @@ def test_the_tree_is_looked_at_in_order_each_big_directory_listed_once_and_only_
         looked_up.append(path if dir_fd is None else f"{os.readlink(f'/proc/self/fd/{dir_fd}')}/{path}")
         return real_stat(path, dir_fd=dir_fd)
 
+    def lstat(path: str, *, dir_fd: int | None = None) -> os.stat_result:
+        looked_up.append(path if dir_fd is None else f"{os.readlink(f'/proc/self/fd/{dir_fd}')}/{path}")
+        return real_lstat(path, dir_fd=dir_fd)
+
     rows = _rows(loaded)
     monkeypatch.setattr(os, "listdir", listdir)
     monkeypatch.setattr(os, "stat", stat)
+    monkeypatch.setattr(os, "lstat", lstat)
     decided = [d.action for d in run.decide_all(loaded, rows, False)]
     monkeypatch.undo()
     assert decided == [SKIP] * len(small) + [DOWNLOAD] * len(gone) + [SKIP, DOWNLOAD] * LISTED

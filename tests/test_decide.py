@@ -18,9 +18,9 @@ JOB = Job(0, URL, URL, (), "f.bin", (), Path("/d/f.bin"), None, (("sha256", SHA)
 ROW = Row("f.bin", URL, 100, '"e"', "Tue, 14 Nov 2023 22:13:20 GMT", SHA, (("sha256", SHA),), 100, 5_000, 0.0)
 
 
-def _stat(size: int = 100, mtime_ns: int = 5_000) -> os.stat_result:
+def _stat(size: int = 100, mtime_ns: int = 5_000, mode: int = 0o100644) -> os.stat_result:
     # (mode, ino, dev, nlink, uid, gid, size, three int times, three float times, atime_ns, mtime_ns, ctime_ns)
-    return os.stat_result((0o100644, 0, 0, 1, 0, 0, size, 0, 0, 0, 0.0, 0.0, 0.0, 0, mtime_ns, 0))
+    return os.stat_result((mode, 0, 0, 1, 0, 0, size, 0, 0, 0, 0.0, 0.0, 0.0, 0, mtime_ns, 0))
 
 
 CASES = [
@@ -47,8 +47,10 @@ CASES = [
         False,
         False,
         DOWNLOAD,
-        "on disk, but no earlier run recorded it",
+        "on disk, but no earlier run recorded it, and its size is not the manifest's",
     ),
+    ("a symlink in its place", JOB, ROW, _stat(mode=0o120777), False, False, DOWNLOAD, "on disk, but not a regular"),
+    ("a directory in its place", JOB, None, _stat(mode=0o040755), False, False, DOWNLOAD, "on disk, but not a regular"),
     (
         "unknown local file, no digest",
         replace(JOB, digests=()),

@@ -238,7 +238,7 @@ def test_verify_reports_a_file_it_cannot_read(builtin: FaultServer, tmp_path: Pa
     result = run_cli("verify", manifest, cwd=tmp_path)
     assert result.code == 1
     row = next(line for line in result.stdout.splitlines() if "odd.bin" in line)
-    assert "corrupt" in row and "cannot read: Is a directory" in row
+    assert "corrupt" in row and "not a regular file: a directory" in row
 
 
 def test_verify_and_dry_run_read_the_rows_a_killed_run_left_in_the_wal(builtin: FaultServer, tmp_path: Path) -> None:
@@ -382,6 +382,7 @@ def test_files_no_run_recorded_are_hashed_and_kept_when_their_digests_match(
     b_notes = again.file("b.bin")["notes"]
     assert "the copy on disk has another sha256 than the manifest's: downloaded" in b_notes
     assert "not a regular file" in " ".join(again.file("c.bin")["notes"])
+    assert again.file("plain.bin")["notes"][0] == "on disk, but no earlier run recorded it", "no digest: fetched"
     assert not (mirror / "c.bin").is_symlink() and (mirror / "a.bin.copy").read_bytes() == data["c"]
     assert all((mirror / f"{name}.bin").read_bytes() == data[name] for name in data)
     assert "1 adopted (on disk unrecorded or changed since the last run" in again.stdout
@@ -405,9 +406,10 @@ def test_a_touched_file_with_the_manifests_digest_is_kept_and_keeps_its_validato
     os.utime(mirror / "same.bin", ns=(0, 1_000_000_000))
     (mirror / "edited.bin").write_bytes(content("mine", 3000))
     mark = watermark(builtin)
-    again = run_cli("run", manifest, cwd=tmp_path)
+    again = run_cli("run", manifest, "--changes", tmp_path / "changes.txt", cwd=tmp_path)
     assert again.code == 0, again.stdout
     assert [r.path for r in builtin.requests() if r.conn > mark] == ["/edited.bin"]
+    assert (tmp_path / "changes.txt").read_text() == "", "the bytes the state recorded, in both: no change"
     assert again.file("same.bin")["status"] == "adopted"
     edited = again.file("edited.bin")
     assert (
@@ -434,10 +436,37 @@ def test_a_new_version_a_killed_run_installed_is_adopted_without_the_old_validat
     manifest = write_manifest(tmp_path, [{"url": url, "sha256": hashlib.sha256(new).hexdigest()}])
     (tmp_path / "mirror/v.bin").write_bytes(new)  # installed by a run killed before it recorded the row
     mark = watermark(builtin)
-    again = run_cli("run", manifest, cwd=tmp_path)
+    again = run_cli("run", manifest, "--changes", tmp_path / "changes.txt", cwd=tmp_path)
     assert again.code == 0 and again.file("v.bin")["status"] == "adopted", again.stdout
+    assert (tmp_path / "changes.txt").read_text() == "M v.bin\n", "other bytes than the row's: an update"
     assert [r for r in builtin.requests() if r.conn > mark] == []
     row = read_rows(tmp_path / "mirror")["v.bin"]
     assert (row.sha256, row.etag, row.last_modified) == (hashlib.sha256(new).hexdigest(), None, None), (
         "the old version's validators describe other bytes"
     )
+
+
+def test_a_recorded_file_replaced_by_a_symlink_is_fetched_again_and_verify_says_so(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    """Found by a trial: the link's target had the recorded size and mtime, so the run skipped it every night
+    and verify called it verified, while the mirror held no copy of its own."""
+    data = content("linked", 3000)
+    manifest = write_manifest(
+        tmp_path, [{"url": builtin.add("l.bin", data), "sha256": hashlib.sha256(data).hexdigest()}]
+    )
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    final, elsewhere = tmp_path / "mirror/l.bin", tmp_path / "elsewhere.bin"
+    os.rename(final, elsewhere)
+    final.symlink_to(elsewhere)
+    again = run_cli("run", manifest, cwd=tmp_path)
+    assert again.code == 0 and again.file("l.bin")["status"] == "re-fetched", again.stdout
+    assert again.file("l.bin")["notes"][0] == "on disk, but not a regular file (a symlink or a directory)"
+    assert "  l.bin " in again.stdout, "named: someone replaced a file of the mirror"
+    assert not final.is_symlink() and final.read_bytes() == data and elsewhere.read_bytes() == data
+    final.unlink()
+    final.symlink_to(elsewhere)
+    verified = run_cli("verify", manifest, "--report", tmp_path / "v.json", cwd=tmp_path)
+    [found] = json.loads((tmp_path / "v.json").read_text())["files"]
+    assert verified.code == 1 and found["status"] == "corrupt", verified.stdout
+    assert found["error"] == "not a regular file: a symlink"

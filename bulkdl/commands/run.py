@@ -19,7 +19,7 @@ from ..parent.pool import OUT_OF_TIME
 from ..parent.report.page import print_page
 from ..parent.report.plan import plan_page
 from ..parent.report.summary import Left
-from ..parent.run import decide_all, download
+from ..parent.run import decide_all, download, say_if_the_host_cap_binds
 from ..parent.state import Row, State
 from ..values import FileResult
 from .finish import FULL, earlier, finish, make_about, title
@@ -66,6 +66,8 @@ def run_command(args: argparse.Namespace) -> int:
     # A log on the terminal's stderr would be torn by the redraws of live progress: the log wins.
     show_progress = sys.stdout.isatty() and not (args.quiet or args.no_progress or log.on_terminal())
     about = make_about("bulkdl", loaded, args, began)
+    if not args.quiet:  # cron mails whatever a --quiet run prints: a good night must print one line
+        say_if_the_host_cap_binds(loaded)
     with stoppable(), destination(loaded.dest) as state, _recording(loaded, args.changes, began) as outcome:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)

@@ -3,9 +3,11 @@
 In the spirit of bandersnatch's diff-file: a downstream ``rsync --files-from`` or a CDN purge reads what
 changed tonight instead of walking the mirror. Each line is a mark, a space and the path relative to dest:
 ``+`` new, ``M`` updated (other bytes under a path an earlier run had installed), ``-`` removed (pruned).
-A file downloaded again with the very bytes the state recorded is no change and is left out; an adopted one
-(on disk with no row, its digests matching) is ``+``: the run that installed it may have been killed before
-it could tell anyone, and a downstream fetching a file it has costs less than one missing it. Lines follow
+A file downloaded again with the very bytes the state recorded is no change and is left out. An adopted one
+(found on disk unlike its row, its digests matching) is no change either if the row recorded those bytes,
+``M`` if it recorded others (a new version a killed run installed), and ``+`` if there was no row: a lost
+state or a mirror seeded by rsync, where a downstream fetching a file it has costs less than one missing
+it. Lines follow
 the manifest's order. A path holding a backslash, a newline or a carriage return is written with
 coreutils' rule (as ``sha256sum`` writes it): the line starts with a backslash, and in the path ``\\\\``,
 ``\\n`` and ``\\r`` stand for them, so no name can forge a line. Every run that holds the destination rewrites
@@ -21,7 +23,7 @@ from .. import durable
 from ..values import FileResult
 from .report.summary import Earlier, label
 
-_MARKS = {"new": "+", "adopted": "+", "updated": "M", "removed": "-"}
+_MARKS = {"new": "+", "updated": "M", "removed": "-"}
 _ESCAPES = str.maketrans({"\\": "\\\\", "\n": "\\n", "\r": "\\r"})
 
 
@@ -31,8 +33,18 @@ def line(mark: str, name: str) -> str:
 
 
 def lines(results: Sequence[FileResult], earlier: Mapping[str, Earlier]) -> list[str]:
-    marked = ((_MARKS.get(label(r, earlier)), r.name) for r in sorted(results, key=lambda r: r.index))
+    marked = ((_mark(r, earlier), r.name) for r in sorted(results, key=lambda r: r.index))
     return [line(mark, name) for mark, name in marked if mark is not None]
+
+
+def _mark(r: FileResult, earlier: Mapping[str, Earlier]) -> str | None:
+    said = label(r, earlier)
+    if said != "adopted":
+        return _MARKS.get(said)
+    was = earlier.get(r.name)
+    if was is None:
+        return "+"
+    return None if was == (r.sha256, r.size) else "M"
 
 
 def write(path: Path, results: Sequence[FileResult], earlier: Mapping[str, Earlier]) -> None:

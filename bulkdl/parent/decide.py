@@ -14,6 +14,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from dataclasses import dataclass
 
 from ..values import Condition, Job
@@ -38,16 +39,25 @@ _NEW = Decision(DOWNLOAD, "not on disk")
 _DELETED = Decision(DOWNLOAD, "deleted from disk since the last run")
 _UNRECORDED = Decision(DOWNLOAD, "on disk, but no earlier run recorded it")
 _CHANGED_LOCALLY = Decision(DOWNLOAD, "changed on disk since the last run (size or mtime)")
+_NOT_A_FILE = Decision(DOWNLOAD, "on disk, but not a regular file (a symlink or a directory)")
 _IF_MATCHING = ": kept if its bytes match the manifest's digests"
+_WRONG_SIZE = ", and its size is not the manifest's"
 # What happened to the copy in dest, not upstream, by the reason of the decision it led to: a downloaded
 # file carries it as its first note, and the summary names each such file (someone removed or edited files
 # of the mirror) instead of counting it.
 CAUSES = {
-    _DELETED.reason: _DELETED.reason,
-    _CHANGED_LOCALLY.reason: _CHANGED_LOCALLY.reason,
-    _CHANGED_LOCALLY.reason + _IF_MATCHING: _CHANGED_LOCALLY.reason,
+    reason: reason
+    for reason in (_DELETED.reason, _CHANGED_LOCALLY.reason, _CHANGED_LOCALLY.reason + _WRONG_SIZE, _NOT_A_FILE.reason)
 }
+CAUSES[_CHANGED_LOCALLY.reason + _IF_MATCHING] = _CHANGED_LOCALLY.reason
 ON_DISK = frozenset(CAUSES.values())
+# A file no row described, downloaded: why, for the summary's "new" section (after a mirror seeded by rsync,
+# which of them were on disk, and which of those did not fit the manifest).
+CAUSES |= {
+    _UNRECORDED.reason: _UNRECORDED.reason,
+    _UNRECORDED.reason + _WRONG_SIZE: _UNRECORDED.reason + _WRONG_SIZE,
+    _UNRECORDED.reason + _IF_MATCHING: _UNRECORDED.reason,
+}
 _NEW_DIGEST = Decision(DOWNLOAD, "the manifest's digest differs from the one recorded")
 _NEW_SIZE = Decision(DOWNLOAD, "the manifest's size differs from the one recorded")
 _PROVEN = Decision(SKIP, "size, mtime and digest match the last run")
@@ -70,6 +80,8 @@ def decide(
         return _FORCED
     if local is None:
         return _NEW if row is None else _DELETED
+    if not stat.S_ISREG(local.st_mode):  # a symlink or a directory in its place: never the mirror's file
+        return _NOT_A_FILE
     if row is None:
         return _adoption(job, local, _UNRECORDED, None)
     if local.st_size != row.local_size or local.st_mtime_ns != row.local_mtime_ns:
@@ -85,8 +97,10 @@ def _adoption(job: Job, local: os.stat_result, otherwise: Decision, row: Row | N
 
     The row's validators and digests go along: if the bytes turn out to be the very ones recorded, the
     server's ETag still describes them."""
-    if not job.digests or job.size not in (None, local.st_size):
+    if not job.digests:
         return otherwise
+    if job.size != local.st_size and job.size is not None:
+        return Decision(DOWNLOAD, otherwise.reason + _WRONG_SIZE)
     etag, modified, recorded = (row.etag, row.last_modified, row.digests) if row else (None, None, ())
     condition = Condition(etag, modified, local.st_size, recorded, local.st_mtime_ns, adopt=True)
     return Decision(ADOPT, otherwise.reason + _IF_MATCHING, condition)

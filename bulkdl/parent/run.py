@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import cast
 from urllib.parse import urlsplit
 
-from ..values import ADOPTED, Budget, FileResult, Job, Status
+from ..values import ADOPTED, FileResult, Job, Status
 from ..worker import limits, parts
 from . import executor, log, upstream
 from .decide import CAUSES, DOWNLOAD, SKIP, Decision, decide
@@ -92,8 +92,10 @@ def _listed(directory: str, wanted: list[tuple[int, str]]) -> Iterator[_Look]:
 
 
 def _stat(path: str, directory: int | None = None) -> os.stat_result | None:
+    # The file itself, not what a symlink in its place points to: a recorded file replaced by a link to a
+    # copy elsewhere had the copy's size and mtime, and was skipped every night (decide refuses the link).
     try:
-        return os.stat(path, dir_fd=directory)
+        return os.lstat(path, dir_fd=directory)
     except (FileNotFoundError, NotADirectoryError):
         return None
 
@@ -155,7 +157,6 @@ def download(
         log.flush()
 
     budget = replace(loaded.budget, hosts=_origins(job for job, _ in tasks))
-    _say_if_the_host_cap_binds(loaded, budget)
     on_events = log.received if logging else None
     batch = executor.start(min(loaded.workers, len(tasks)), budget, loaded.scheduler, loaded.dest, on_events)
     try:
@@ -175,9 +176,10 @@ def _with_cause(result: FileResult, cause: str | None) -> FileResult:
     return replace(result, notes=(cause, *result.notes))
 
 
-def _say_if_the_host_cap_binds(loaded: Manifest, budget: Budget) -> None:
-    """Connections asked for beyond what the per-host cap lets the run's hosts take would go unused unsaid
-    (``--connections 32`` over one host opened 8)."""
+def say_if_the_host_cap_binds(loaded: Manifest) -> None:
+    """Connections asked for beyond what the per-host cap lets the manifest's hosts take would go unused
+    unsaid (``--connections 32`` over one host opened 8)."""
+    budget = replace(loaded.budget, hosts=_origins(loaded.jobs))
     reachable = budget.per_host * len(budget.hosts)
     if loaded.connections_set and budget.hosts and budget.connections > reachable:
         print(

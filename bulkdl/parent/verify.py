@@ -5,6 +5,8 @@ Hashing runs on threads: hashlib releases the GIL for large buffers, so files ha
 
 from __future__ import annotations
 
+import os
+import stat
 import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
@@ -26,7 +28,10 @@ def _verify_one(job: Job, row: Row | None) -> FileResult:
     started = time.monotonic()
     result = FileResult(job.index, job.name, job.shown_url, MISSING, None, 0, None, 0.0)
     try:
-        size = job.path.stat().st_size
+        found = os.lstat(job.path)
+        if not stat.S_ISREG(found.st_mode):  # a symlink's target may hold the bytes, but the mirror does not
+            return replace(result, status=CORRUPT, error=f"not a regular file: {_kind(found)}", code=errors.LOCAL_IO)
+        size = found.st_size
         recorded = dict(row.digests) if row else {}
         digests = hash_file(job.path, {"sha256", *dict(job.digests), *recorded})
     except FileNotFoundError:
@@ -42,6 +47,12 @@ def _verify_one(job: Job, row: Row | None) -> FileResult:
     return replace(
         result, status=status, size=size, sha256=digests["sha256"], elapsed=elapsed, error=error, notes=notes, code=code
     )
+
+
+def _kind(found: os.stat_result) -> str:
+    if stat.S_ISLNK(found.st_mode):
+        return "a symlink"
+    return "a directory" if stat.S_ISDIR(found.st_mode) else "a special file"
 
 
 def _mismatches(job: Job, row: Row | None, size: int, digests: dict[str, str]) -> list[tuple[str, str]]:
