@@ -470,3 +470,32 @@ def test_a_recorded_file_replaced_by_a_symlink_is_fetched_again_and_verify_says_
     [found] = json.loads((tmp_path / "v.json").read_text())["files"]
     assert verified.code == 1 and found["status"] == "corrupt", verified.stdout
     assert found["error"] == "not a regular file: a symlink"
+
+
+def test_a_change_a_killed_run_recorded_is_listed_by_the_next_changes_file(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    """Found by a trial: a run killed after installing a file and recording it wrote no changes file, and the
+    next one found the file unchanged, so no downstream sync ever heard of it."""
+    quick = content("quick", 3000)
+    urls = [builtin.add("quick.bin", quick), builtin.add("hang.bin", content("hang", 4 * MiB), stall_after=MiB)]
+    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"timeout": 60})
+    db, listed = tmp_path / "mirror/.bulkdl/state.db", tmp_path / "changes.txt"
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--changes", str(listed)]
+    with subprocess.Popen(
+        argv, cwd=tmp_path, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=cli_env(), start_new_session=True
+    ) as first:
+        try:
+            deadline = time.monotonic() + 30
+            while "quick.bin" not in read_rows(tmp_path / "mirror") if db.exists() else True:
+                assert time.monotonic() < deadline and first.poll() is None
+                time.sleep(0.05)
+        finally:
+            os.killpg(first.pid, signal.SIGKILL)
+    assert not listed.exists(), "killed before it could list anything"
+    builtin.change("hang.bin", stall_after=None)
+    again = run_cli("run", manifest, "--changes", listed, cwd=tmp_path)
+    assert again.code == 0 and again.file("quick.bin")["status"] in ("unchanged", "not modified"), again.stdout
+    assert listed.read_text().splitlines() == ["+ hang.bin", "+ quick.bin"], "this run's, then the killed run's"
+    assert run_cli("run", manifest, "--changes", listed, cwd=tmp_path).code == 0
+    assert listed.read_text() == "", "listed once: then forgotten"

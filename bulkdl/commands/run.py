@@ -71,7 +71,7 @@ def run_command(args: argparse.Namespace) -> int:
     with stoppable(), destination(loaded.dest) as state, _recording(loaded, args.changes, began) as outcome:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)
-        results, stopped = download(loaded, decisions, rows, state, show_progress)
+        results, stopped = download(loaded, decisions, rows, state, show_progress, noting=args.changes is not None)
         pruned = _prune(loaded, rows, (results, stopped), state)
         state.commit()  # renames durable before the checksums file names them; what was not recorded is said now
         say_what_was_not_recorded(state)
@@ -82,7 +82,7 @@ def run_command(args: argparse.Namespace) -> int:
         unwritten: list[str] = []
         for what, path, problem in (
             ("the checksums file", loaded.checksums_file, checksums.write(loaded, results, rows)),
-            ("the changes file", args.changes, records.write_changes(args.changes, outcome)),
+            ("the changes file", args.changes, records.write_changes(args.changes, outcome, state)),
         ):
             if problem is not None:
                 print(f"bulkdl: {problem}", file=sys.stderr)

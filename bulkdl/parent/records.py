@@ -17,6 +17,7 @@ from ..values import FileResult
 from . import changes, lastrun, trace
 from .manifest import Manifest
 from .report.summary import Earlier, Totals
+from .state import State
 
 
 @dataclass
@@ -29,15 +30,18 @@ class Outcome:
     changes_written: bool = False  # by write_changes, at the end of a run that did not raise
 
 
-def write_changes(path: Path | None, outcome: Outcome) -> str | None:
-    """Write the ``--changes`` file of a run that ended normally; why it could not be, if it could not."""
+def write_changes(path: Path | None, outcome: Outcome, state: State) -> str | None:
+    """Write the ``--changes`` file of a run that ended normally, with what killed runs never listed, and then
+    forget those; why it could not be written, if it could not."""
     if path is None:
         return None
     outcome.changes_written = True  # tried: the records at the end do not write it again
+    unreported = state.unreported()
     try:
-        changes.write(path, outcome.results, outcome.earlier)
+        changes.write(path, outcome.results, outcome.earlier, unreported)
     except OSError as exc:
         return f"could not write the changes file {path}: {exc.strerror or exc}"
+    state.reported(unreported)
     return None
 
 

@@ -20,12 +20,13 @@ from urllib.parse import urlsplit
 
 from ..values import ADOPTED, FileResult, Job, Status
 from ..worker import limits, parts
-from . import executor, log, upstream
+from . import changes, executor, log, upstream
 from .decide import CAUSES, DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .report.jsonreport import status
 from .report.page import counted
 from .report.progress import ProgressView
+from .report.summary import Earlier
 from .state import Row, State
 
 # A file's sidecar is named by parts.py alone; the suffix it adds lets a directory's listing answer for it.
@@ -115,9 +116,11 @@ def download(
     state: State,
     show_progress: bool,
     repairing: bool = False,
+    noting: bool = False,
 ) -> tuple[list[FileResult], bool]:
     """Every file's result, and whether a stop (Ctrl-C, SIGTERM) was asked for, even one too late to interrupt
-    any file. ``repairing``: for verify --repair, whose downloads the log calls repaired, as its report does."""
+    any file. ``repairing``: for verify --repair, whose downloads the log calls repaired, as its report does;
+    ``noting``: --changes is asked for, so each change is kept with its row until a changes file lists it."""
     results: dict[int, FileResult] = {}
     tasks, skipped = [], []
     revalidating: set[int] = set()  # empty without --revalidate
@@ -146,10 +149,8 @@ def download(
         result = _with_cause(result, on_disk.get(result.index))
         results[result.index] = result
         view.finished(result)
-        record(state, result)
+        was = _recorded(state, result, rows.get(result.name), noting)
         if logging:
-            row = rows.get(result.name)
-            was = {} if row is None else {row.path: (row.sha256, row.size)}
             log.result(result, status(result, was, repairing))
 
     def poll() -> None:
@@ -245,6 +246,15 @@ def _unchanged(job: Job, row: Row, decision: Decision) -> FileResult:
 @functools.cache
 def _unchanged_notes(reason: str) -> tuple[str]:
     return (f"unchanged: {reason}",)  # one tuple for every file skipped for the same reason
+
+
+def _recorded(state: State, result: FileResult, row: Row | None, noting: bool) -> dict[str, Earlier]:
+    """Record ``result``, and with ``noting`` its --changes mark; what the state held of it before the run."""
+    record(state, result)
+    was = {} if row is None else {row.path: (row.sha256, row.size)}
+    if noting and (mark := changes.mark(result, was)) is not None:
+        state.note_change(result.name, mark)
+    return was
 
 
 def record(state: State, result: FileResult) -> None:

@@ -35,6 +35,10 @@ CREATE TABLE IF NOT EXISTS files (
     checked_at REAL NOT NULL      -- unix time of the last download or successful check
 )
 """
+# The --changes lines of files whose rows were committed but that no changes file has listed yet: a run
+# killed before it wrote its file told no downstream of what it installed (changes.py).
+_UNREPORTED = "CREATE TABLE IF NOT EXISTS unreported (path TEXT PRIMARY KEY, mark TEXT NOT NULL)"
+_NOTE_CHANGE = "INSERT OR REPLACE INTO unreported VALUES (?, ?)"
 _COMMIT_SECONDS = 0.5
 _INT64 = range(-(2**63), 2**63)  # what an SQLite INTEGER holds
 
@@ -153,6 +157,7 @@ class State:
         self._dest = dest
         self._renamed_in: set[Path] = set()  # directories of rows not yet committed
         self._pending: list[tuple[str, list[tuple[Any, ...]]]] = []  # (statement, its values), in order
+        self._changes: list[tuple[str, str]] = []  # (path, --changes mark) for the next commit, after the rows
         self.problem: str | None = None  # why the state stopped being recorded, if it did
         self.unrecorded: list[str] = []  # "path (why)" for each row that could not be stored; the others were
 
@@ -186,6 +191,24 @@ class State:
             [(row.path, row.sha256, row.local_size, row.local_mtime_ns)],
         )
 
+    def note_change(self, path: str, mark: str) -> None:
+        """Keep ``path``'s --changes line until a changes file has listed it (``reported``); it is committed
+        with the rows queued before it, so a kill -9 cannot leave a recorded change unlisted."""
+        self._changes.append((path, mark))
+
+    def unreported(self) -> dict[str, str]:
+        """The --changes lines committed and not yet listed, by path: this run's, and a killed run's."""
+        try:
+            return dict(self._db.execute("SELECT path, mark FROM unreported"))
+        except sqlite3.Error as exc:
+            self.problem = self.problem or str(exc)
+            return {}
+
+    def reported(self, paths: Iterable[str]) -> None:
+        """A changes file listing ``paths`` is in place: they are forgotten, at once."""
+        self._queue("DELETE FROM unreported WHERE path = ?", [(path,) for path in paths])
+        self.commit()
+
     def checked(self, paths: Iterable[str]) -> None:
         """The rows of ``paths`` were proven current now."""
         now = time.time()
@@ -215,6 +238,9 @@ class State:
             except OSError as exc:  # a failing disk, or a directory removed under us: record nothing more
                 self.problem = self.problem or f"could not sync {directory}: {exc.strerror or exc}"
             self._renamed_in.discard(directory)
+        if self._changes:  # kept apart until now so that the rows' statements stay in runs of their own
+            self._queue(_NOTE_CHANGE, self._changes)
+            self._changes = []
         while self._pending:  # each leaves only once written: an interrupt leaves it for the next commit
             self._write(*self._pending[0])
             del self._pending[0]
@@ -264,6 +290,7 @@ def _open(path: Path) -> sqlite3.Connection:
         if found != ["ok"]:
             raise sqlite3.DatabaseError(" ".join(found[0].split()))  # one line: it spans several
         db.execute(_SCHEMA)
+        db.execute(_UNREPORTED)
         db.commit()
     except BaseException:
         db.close()
