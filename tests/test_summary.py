@@ -248,6 +248,21 @@ def test_the_plan_lists_what_it_would_fetch_and_counts_the_checks_and_skips() ->
     assert len(lines) == 2 + len(plan)
 
 
+def test_the_plan_bounds_what_it_would_fetch_only_as_far_as_it_knows() -> None:
+    plan = [("a", "download", "not on disk"), ("b", "check", "conditional GET"), ("c", "adopt", "on disk")]
+    out = io.StringIO()
+    print_page(plan_page(plan, "title", sizes=[1024, 5, 2048]), out)
+    last = "dry run: 3 files (1 download, 1 adopt, 1 check), up to 3.00 KiB to fetch besides what the checks find"
+    assert out.getvalue().splitlines()[-1] == f"{last} changed; nothing was done"
+    out = io.StringIO()
+    print_page(plan_page(plan[1:2], "title", sizes=[5]), out)
+    assert (
+        out.getvalue()
+        .splitlines()[-1]
+        .endswith("(1 check), nothing to fetch besides what the checks find changed; nothing was done")
+    )
+
+
 # Through the real CLI, stdout a pipe unless said otherwise.
 
 

@@ -62,18 +62,22 @@ def plan_page(
 
 
 def _to_fetch(plan: Sequence[tuple[str, str, str]], sizes: Sequence[int | None]) -> str:
-    """How much the run would download at most: a resume fetches less, a check nothing if not modified."""
+    """How much the run would download at most: a resume fetches less; a check nothing if not modified, and
+    if modified a new version of a size no one knows yet (a trial read "up to 178 MiB" and got 234 MiB)."""
     if not sizes:
         return ""
     # An adopted file is fetched only if its bytes turn out not to match: "at most" counts it.
     fetched = [size for (_, action, _), size in zip(plan, sizes, strict=True) if action in (DOWNLOAD, RESUME, ADOPT)]
+    checks = " besides what the checks find changed" if any(action == CHECK for _, action, _ in plan) else ""
     if not fetched:
-        return ""
+        return f", nothing to fetch{checks}" if checks else ""
     unknown = fetched.count(None)
     known = format_size(sum(size or 0 for size in fetched))
     if unknown == len(fetched):
-        return ", size to fetch unknown"
-    return f", up to {known} to fetch" + (f" and {counted(unknown, 'file')} of unknown size" if unknown else "")
+        return f", size to fetch unknown{checks}"
+    return (
+        f", up to {known} to fetch" + (f" and {counted(unknown, 'file')} of unknown size" if unknown else "") + checks
+    )
 
 
 def _prune_lines(prune: Prune, files: Sequence[tuple[str, str, str]]) -> list[Line | Row]:
