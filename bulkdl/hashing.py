@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,10 +30,20 @@ def constructor(algorithm: str) -> Callable[[], _Hash]:
 
 def hash_file(path: Path, algorithms: Iterable[str] = ("sha256",)) -> dict[str, str]:
     """Hex digests of the file at ``path``, one pass for all algorithms."""
-    hashes = [constructor(a)() for a in algorithms]
-    buffer = bytearray(BUFFER)
     with open(path, "rb") as f:
-        while n := f.readinto(buffer):
-            for h in hashes:
-                h.update(memoryview(buffer)[:n])
-    return {h.name: h.hexdigest() for h in hashes}
+        return hash_open(f, algorithms)
+
+
+def hash_open(
+    f: io.BufferedReader, algorithms: Iterable[str], between: Callable[[], None] = lambda: None
+) -> dict[str, str]:
+    """Hex digests of what is left to read of ``f``, keyed by the names asked for (not hashlib's own, which
+    may spell one otherwise); ``between`` runs after each buffer, and may raise to stop."""
+    wanted = list(dict.fromkeys(algorithms))
+    hashes = [constructor(a)() for a in wanted]
+    buffer = bytearray(BUFFER)
+    while n := f.readinto(buffer):
+        for h in hashes:
+            h.update(memoryview(buffer)[:n])
+        between()
+    return {a: h.hexdigest() for a, h in zip(wanted, hashes, strict=True)}

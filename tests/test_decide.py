@@ -213,7 +213,30 @@ def test_revalidate_asks_about_a_file_its_digest_proves(
 def test_revalidate_changes_only_what_would_be_skipped(
     job: Job, row: Row | None, local: os.stat_result | None, sidecar: bool, force: bool, action: str
 ) -> None:
-    if action != SKIP:
-        assert decide(job, row, local, sidecar, force, revalidate=True) == decide(job, row, local, sidecar, force)
+    revalidated = decide(job, row, local, sidecar, force, revalidate=True)
+    if action == SKIP:
+        assert revalidated.action == CHECK
+    elif action == ADOPT:  # the server is asked: a plain GET whose bytes are held to the digest
+        assert (revalidated.action, revalidated.condition) == (DOWNLOAD, None)
+        assert (
+            revalidated.reason + ": kept if its bytes match the manifest's digests"
+            == decide(job, row, local, sidecar, force).reason
+        )
     else:
-        assert decide(job, row, local, sidecar, force, revalidate=True).action == CHECK
+        assert revalidated == decide(job, row, local, sidecar, force)
+
+
+def test_an_adopted_copy_carries_no_validators_of_another_url() -> None:
+    # Found by a review: _remote drops a moved URL's validators (_MOVED); an adoption must too: the row is
+    # recorded with the new URL, and a --revalidate night would send the old server's ETag to the new one.
+    moved = replace(ROW, url="http://old.test/f.bin")
+    decision = decide(JOB, moved, _stat(mtime_ns=6_000), False, False)
+    assert decision.action == ADOPT and decision.condition is not None
+    assert (decision.condition.etag, decision.condition.last_modified, decision.condition.digests) == (None, None, ())
+
+
+@pytest.mark.parametrize("row", [None, ROW], ids=["unrecorded", "touched"])
+def test_revalidate_asks_the_server_instead_of_adopting(row: Row | None) -> None:
+    # Found by a review: --revalidate promises a request for every file; an adoption sends none.
+    decision = decide(JOB, row, _stat(mtime_ns=6_000), False, False, revalidate=True)
+    assert decision.action == DOWNLOAD and decision.condition is None

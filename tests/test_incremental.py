@@ -380,7 +380,7 @@ def test_files_no_run_recorded_are_hashed_and_kept_when_their_digests_match(
     assert again.file("a.bin")["status"] == "adopted" and again.file("a.bin")["transferred"] == 0
     assert again.file("a.bin")["sha256"] == hashlib.sha256(data["a"]).hexdigest()
     b_notes = again.file("b.bin")["notes"]
-    assert "the copy on disk has another sha256 than the manifest's: downloaded" in b_notes
+    assert "the copy on disk has another sha256 than the manifest's: not adopted" in b_notes
     assert "not a regular file" in " ".join(again.file("c.bin")["notes"])
     assert again.file("plain.bin")["notes"][0] == "on disk, but no earlier run recorded it", "no digest: fetched"
     assert not (mirror / "c.bin").is_symlink() and (mirror / "a.bin.copy").read_bytes() == data["c"]

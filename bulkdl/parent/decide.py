@@ -83,25 +83,31 @@ def decide(
     if not stat.S_ISREG(local.st_mode):  # a symlink or a directory in its place: never the mirror's file
         return _NOT_A_FILE
     if row is None:
-        return _adoption(job, local, _UNRECORDED, None)
+        return _adoption(job, local, _UNRECORDED, None, revalidate)
     if local.st_size != row.local_size or local.st_mtime_ns != row.local_mtime_ns:
-        return _adoption(job, local, _CHANGED_LOCALLY, row)
+        return _adoption(job, local, _CHANGED_LOCALLY, row, revalidate)
     return _remote(job, row, revalidate)
 
 
-def _adoption(job: Job, local: os.stat_result, otherwise: Decision, row: Row | None) -> Decision:
+def _adoption(job: Job, local: os.stat_result, otherwise: Decision, row: Row | None, revalidate: bool) -> Decision:
     """A copy on disk that no row describes (none, or one of another size or mtime) is hashed in the worker
     rather than fetched again, when the manifest pins a digest to hold it to: reading a file costs a fraction
     of downloading it, and a mirror seeded by rsync, a lost state, a touched file or a kill -9 between
-    install and record would otherwise cost a download each. Without such a digest: ``otherwise``.
+    install and record would otherwise cost a download each. Without such a digest, or with --revalidate
+    (which asks the server about every file: adopting would ask nothing), ``otherwise``.
 
-    The row's validators and digests go along: if the bytes turn out to be the very ones recorded, the
-    server's ETag still describes them."""
+    The row's validators and digests go along when the row is this URL's: if the bytes turn out to be the
+    very ones recorded, the server's ETag still describes them."""
     if not job.digests:
         return otherwise
     if job.size != local.st_size and job.size is not None:
         return Decision(DOWNLOAD, otherwise.reason + _WRONG_SIZE)
-    etag, modified, recorded = (row.etag, row.last_modified, row.digests) if row else (None, None, ())
+    if revalidate:
+        return otherwise
+    etag, modified = None, None
+    recorded: tuple[tuple[str, str], ...] = ()
+    if row is not None and row.url == job.shown_url:  # another URL's validators say nothing of this one
+        etag, modified, recorded = row.etag, row.last_modified, row.digests
     condition = Condition(etag, modified, local.st_size, recorded, local.st_mtime_ns, adopt=True)
     return Decision(ADOPT, otherwise.reason + _IF_MATCHING, condition)
 

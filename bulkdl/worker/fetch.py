@@ -7,11 +7,13 @@ anything about it cannot be trusted (parts.Parts.adopt). Otherwise the probe (pr
 
 from __future__ import annotations
 
+import errno
 import os
 import stat
 import sys
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -31,7 +33,7 @@ from ..errors import (
     VerifyError,
     local_code,
 )
-from ..hashing import hash_file
+from ..hashing import hash_file, hash_open
 from ..sizes import format_size
 from ..values import ADOPTED, NOT_MODIFIED, Condition, FileResult, Job, Status
 from . import events, heads, net, probe, room
@@ -116,6 +118,7 @@ class _Download:
         self.parts = Parts(job.path)
         self.fell_back = False  # to one stream, which keeps no part of an earlier run
         self.tell = _teller(job)
+        self.stop = stop
         self.transfer = Transfer(job.url, job.settings, stop, meter, self.parts, self.tell)
 
     def run(self) -> _Outcome:
@@ -233,21 +236,26 @@ class _Download:
         why it is fetched. A copy with the very digests the state recorded keeps the server's validators."""
         c, wanted = self.condition, self.job.digests
         assert c is not None
-        read = _hashed(self.job.path, [*(a for a, _ in wanted), *(a for a, _ in c.digests), "sha256"])
+        read = _hashed(self.job.path, [*(a for a, _ in wanted), *(a for a, _ in c.digests), "sha256"], self._halt)
         if isinstance(read, str):
-            self.notes.append(f"the copy on disk {read}: downloaded")
+            self.notes.append(f"the copy on disk {read}: not adopted")
             return None
         found, local = read
         unlike = [a for a, expected in wanted if found[a] != expected]
         if unlike or self.job.size not in (None, local.st_size):
             self.notes.append(
-                f"the copy on disk has another {unlike[0] if unlike else 'size'} than the manifest's: downloaded"
+                f"the copy on disk has another {unlike[0] if unlike else 'size'} than the manifest's: not adopted"
             )
             return None
         self.notes.append(ADOPTED)
         recorded = c.digests and all(found[a] == v for a, v in c.digests)
         etag, modified = (c.etag, c.last_modified) if recorded else (None, None)
         return _Outcome(Status.SKIPPED, local.st_size, tuple(found.items()), etag, modified, local.st_mtime_ns)
+
+    def _halt(self) -> None:
+        """Between two buffers of a hash: a run asked to stop does not wait for a big file's last byte."""
+        if self.stop.is_set():
+            raise Cancelled
 
     def _not_modified(self, head: net.Head) -> _Outcome:
         """The server says the copy on disk is current. A digest the manifest names but no run recorded
@@ -273,20 +281,32 @@ class _Download:
         return _Outcome(Status.SKIPPED, c.size, tuple(digests.items()), etag, modified, c.mtime_ns)
 
 
-def _hashed(path: Path, algorithms: list[str]) -> tuple[dict[str, str], os.stat_result] | str:
+def _hashed(path: Path, algorithms: list[str], halt: Callable[[], None]) -> tuple[dict[str, str], os.stat_result] | str:
     """The digests of the regular file at ``path`` and its stat, or what keeps it from being adopted: a
-    symlink never is (the mirror's file would be its target), nor a file that changes while it is read."""
+    symlink never is (the mirror's file would be its target), nor a file written while it is read.
+
+    The file is opened without following a link and hashed from that descriptor; its stat before and after
+    includes the change time, which every write moves and no ``touch -r`` or ``rsync -t`` can set back."""
     try:
-        before = os.lstat(path)
-        if not stat.S_ISREG(before.st_mode):
-            return "is not a regular file"
-        found = hash_file(path, dict.fromkeys(algorithms))
-        after = os.lstat(path)
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO in the way must not block
     except OSError as exc:
-        return f"is unreadable ({exc.strerror})"
-    if (before.st_size, before.st_mtime_ns, before.st_ino) != (after.st_size, after.st_mtime_ns, after.st_ino):
+        return "is not a regular file" if exc.errno == errno.ELOOP else f"is unreadable ({exc.strerror})"
+    with os.fdopen(fd, "rb") as f:
+        try:
+            before = os.fstat(fd)
+            if not stat.S_ISREG(before.st_mode):
+                return "is not a regular file"
+            found = hash_open(f, algorithms, halt)
+            after = os.fstat(fd)
+        except OSError as exc:
+            return f"is unreadable ({exc.strerror})"
+    if _identity(before) != _identity(after) or _identity(after) != _identity(os.lstat(path)):
         return "changed while it was hashed"
     return found, after
+
+
+def _identity(st: os.stat_result) -> tuple[int, ...]:
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
 def _teller(job: Job) -> Tell:
