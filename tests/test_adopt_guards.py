@@ -97,3 +97,26 @@ def test_a_stop_ends_the_hash_of_an_adoption(tmp_path: Path) -> None:
     with pytest.raises(Cancelled):
         download.run()
     assert len(looks) == 1, "stopped after the first buffer, not after the file's last"
+
+
+def test_a_path_that_names_another_file_once_hashed_is_not_adopted(tmp_path: Path) -> None:
+    (tmp_path / "d").mkdir()
+    path = _sparse(tmp_path / "d")
+
+    def swap_the_directory() -> None:  # the file read stays untouched (its ctime too); the path moves on
+        if not (tmp_path / "d-old").exists():
+            os.rename(tmp_path / "d", tmp_path / "d-old")
+            (tmp_path / "d").mkdir()
+            (tmp_path / "d/f.bin").write_bytes(b"y" * 10)
+
+    assert _hashed(path, ["sha256"], swap_the_directory) == "changed while it was hashed"
+
+
+def test_a_fifo_in_the_files_place_does_not_block(tmp_path: Path) -> None:
+    path = tmp_path / "f.bin"
+    os.mkfifo(path)
+    said: list[object] = []
+    reader = threading.Thread(target=lambda: said.append(_hashed(path, ["sha256"], lambda: None)), daemon=True)
+    reader.start()
+    reader.join(10)  # an open() that waited for a writer would wait for ever
+    assert said == ["is not a regular file"]

@@ -461,7 +461,7 @@ def test_a_recorded_file_replaced_by_a_symlink_is_fetched_again_and_verify_says_
     final.symlink_to(elsewhere)
     again = run_cli("run", manifest, cwd=tmp_path)
     assert again.code == 0 and again.file("l.bin")["status"] == "re-fetched", again.stdout
-    assert again.file("l.bin")["notes"][0] == "on disk, but not a regular file (a symlink or a directory)"
+    assert again.file("l.bin")["notes"][0] == "on disk, but not a regular file (a symlink, a directory or a FIFO)"
     assert "  l.bin " in again.stdout, "named: someone replaced a file of the mirror"
     assert not final.is_symlink() and final.read_bytes() == data and elsewhere.read_bytes() == data
     final.unlink()
@@ -507,3 +507,66 @@ def test_a_change_a_killed_run_recorded_is_listed_by_the_next_changes_file(
     assert listed.read_text().splitlines() == ["+ hang.bin", "+ quick.bin"], "this run's, then the killed run's"
     assert run_cli("run", manifest, "--changes", listed, cwd=tmp_path).code == 0
     assert listed.read_text() == "", "listed once: then forgotten"
+
+
+def test_a_symlink_in_place_of_a_file_gone_upstream_is_no_copy_kept(builtin: FaultServer, tmp_path: Path) -> None:
+    """Found by a review: the 404 of a recorded file whose copy is a symlink was 'gone, local copy kept', exit
+    0, every night, while verify called it corrupt."""
+    data = content("g", 3000)
+    url = builtin.add("g.bin", data)
+    manifest = write_manifest(tmp_path, [{"url": url, "sha256": hashlib.sha256(data).hexdigest()}])
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0
+    final, elsewhere = tmp_path / "mirror/g.bin", tmp_path / "elsewhere.bin"
+    os.rename(final, elsewhere)
+    final.symlink_to(elsewhere)
+    builtin.change("g.bin", status=404)
+    again = run_cli("run", manifest, "--checksums-file", "SUMS", cwd=tmp_path)
+    assert again.code == 1 and again.file("g.bin")["status"] == "failed", again.stdout
+    assert "g.bin" not in (tmp_path / "SUMS").read_text(), "no checksum for a file the mirror lacks"
+
+
+def _state_has_begun(db: Path, run: subprocess.Popen[bytes]) -> None:
+    """Wait for ``run`` to open the state: its WAL, which the run before checkpointed away, is back."""
+    deadline = time.monotonic() + 30
+    while not db.with_name("state.db-wal").exists():
+        assert time.monotonic() < deadline and run.poll() is None
+        time.sleep(0.02)
+
+
+def test_a_removal_is_listed_by_the_next_changes_file_if_this_one_could_not_be_written(
+    builtin: FaultServer, tmp_path: Path
+) -> None:
+    """Found by a review: prune's removals were not kept with their rows, so a changes file that could not be
+    written lost its '-' lines for good, and a downstream kept the files."""
+    urls = [builtin.add(name, content(name, 3000)) for name in ("a.bin", "b.bin")]
+    assert run_cli("run", write_manifest(tmp_path, urls, prune=True, max_delete=5), cwd=tmp_path).code == 0
+    slow = builtin.add("c.bin", content("c", 3000), delay=2.0)
+    manifest = write_manifest(tmp_path, [urls[0], slow], prune=True, max_delete=5)
+    (tmp_path / "out").mkdir()
+    argv = [sys.executable, "-m", "bulkdl", "run", str(manifest), "--changes", "out/changes"]
+    with subprocess.Popen(argv, cwd=tmp_path, env=cli_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE) as run:
+        _state_has_begun(tmp_path / "mirror/.bulkdl/state.db", run)  # its outputs were checked: now break one
+        (tmp_path / "out").rmdir()
+        (tmp_path / "out").write_bytes(b"")
+        _, stderr = run.communicate(timeout=60)
+    assert "could not write the changes file" in stderr.decode(), stderr.decode()
+    (tmp_path / "out").unlink()
+    (tmp_path / "out").mkdir()
+    builtin.change("c.bin", delay=0.0)
+    assert run_cli("run", manifest, "--changes", "out/changes", cwd=tmp_path).code == 0
+    assert (tmp_path / "out/changes").read_text().splitlines() == ["- b.bin", "+ c.bin"], "the failed run's, by path"
+
+
+def test_a_file_pruned_without_changes_is_not_listed_later_as_new(builtin: FaultServer, tmp_path: Path) -> None:
+    """Found by a review: a change kept from a killed run, for a file a run without --changes pruned since,
+    was listed as '+' by the next changes file: a file that no longer exists."""
+    urls = [builtin.add(name, content(name, 3000)) for name in ("a.bin", "b.bin")]
+    assert run_cli("run", write_manifest(tmp_path, urls), cwd=tmp_path).code == 0
+    from bulkdl.parent.state import State
+
+    with State(tmp_path / "mirror") as state:  # what a run killed after installing b.bin leaves
+        state.note_change("b.bin", "+")
+    manifest = write_manifest(tmp_path, urls[:1], prune=True, max_delete=5)
+    assert run_cli("run", manifest, cwd=tmp_path).code == 0 and not (tmp_path / "mirror/b.bin").exists()
+    assert run_cli("run", manifest, "--changes", "changes.txt", cwd=tmp_path).code == 0
+    assert (tmp_path / "changes.txt").read_text() == ""

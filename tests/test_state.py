@@ -237,3 +237,18 @@ def test_only_a_file_renamed_into_place_gets_its_directory_synced(
         state.commit()
         assert calls == [tmp_path / name for name in synced]
     assert "d/f.bin" in read_rows(tmp_path), "the row is recorded either way"
+
+
+def test_a_change_kept_for_the_next_changes_file_stays_new_until_listed(tmp_path: Path) -> None:
+    with State(tmp_path) as state:
+        state.note_change("x.bin", "+")  # installed by a run that was killed
+        state.commit()
+        state.note_change("x.bin", "M")  # updated by another killed run: still new to any downstream
+        state.note_change("y.bin", "M")
+        state.commit()
+        assert state.unreported() == {"x.bin": "+", "y.bin": "M"}
+        state.note_change("x.bin", "-")
+        state.commit()
+        assert state.unreported() == {"x.bin": "-", "y.bin": "M"}
+        state.reported(["x.bin"])
+        assert state.unreported() == {"y.bin": "M"}

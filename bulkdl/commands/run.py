@@ -72,7 +72,7 @@ def run_command(args: argparse.Namespace) -> int:
         rows = state.rows()
         decisions = decide_all(loaded, rows, args.force)
         results, stopped = download(loaded, decisions, rows, state, show_progress, noting=args.changes is not None)
-        pruned = _prune(loaded, rows, (results, stopped), state)
+        pruned = _prune(loaded, rows, (results, stopped), state, args.changes is not None)
         state.commit()  # renames durable before the checksums file names them; what was not recorded is said now
         say_what_was_not_recorded(state)
         results += pruned.results
@@ -96,11 +96,13 @@ def run_command(args: argparse.Namespace) -> int:
     return outcome.code
 
 
-def _prune(loaded: Manifest, rows: dict[str, Row], done: tuple[list[FileResult], bool], state: State) -> prune.Pruned:
+def _prune(
+    loaded: Manifest, rows: dict[str, Row], done: tuple[list[FileResult], bool], state: State, noting: bool
+) -> prune.Pruned:
     """Prune if asked to, still holding the destination; each thing to tell goes to stderr at once."""
     if loaded.prune is None:
         return prune.Pruned()
-    pruned = prune.after_run(loaded.dest, loaded.prune, loaded.jobs, rows, done, state)
+    pruned = prune.after_run(loaded.dest, loaded.prune, loaded.jobs, rows, done, state, noting)
     for line in pruned.said:
         print(f"bulkdl: {line}", file=sys.stderr)
     return pruned

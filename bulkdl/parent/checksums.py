@@ -11,6 +11,7 @@ still there as the state recorded it. Paths are relative to dest, sorted, in GNU
 from __future__ import annotations
 
 import os
+import stat
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -45,7 +46,7 @@ def in_place(dest: Path, results: Iterable[FileResult], earlier: Mapping[str, Ro
 
 def _unchanged(path: Path, row: Row) -> bool:
     try:
-        found = os.stat(path)
+        found = os.lstat(path)  # the file itself: a symlink to a copy elsewhere is not the mirror's
     except OSError:
         return False
-    return found.st_size == row.local_size and found.st_mtime_ns == row.local_mtime_ns
+    return stat.S_ISREG(found.st_mode) and (found.st_size, found.st_mtime_ns) == (row.local_size, row.local_mtime_ns)

@@ -39,7 +39,7 @@ _NEW = Decision(DOWNLOAD, "not on disk")
 _DELETED = Decision(DOWNLOAD, "deleted from disk since the last run")
 _UNRECORDED = Decision(DOWNLOAD, "on disk, but no earlier run recorded it")
 _CHANGED_LOCALLY = Decision(DOWNLOAD, "changed on disk since the last run (size or mtime)")
-_NOT_A_FILE = Decision(DOWNLOAD, "on disk, but not a regular file (a symlink or a directory)")
+_NOT_A_FILE = Decision(DOWNLOAD, "on disk, but not a regular file (a symlink, a directory or a FIFO)")
 _IF_MATCHING = ": kept if its bytes match the manifest's digests"
 _WRONG_SIZE = ", and its size is not the manifest's"
 # What happened to the copy in dest, not upstream, by the reason of the decision it led to: a downloaded

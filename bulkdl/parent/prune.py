@@ -124,8 +124,10 @@ def after_run(
     rows: Mapping[str, Row],
     done: tuple[Sequence[FileResult], bool],
     state: State,
+    noting: bool = False,
 ) -> Pruned:
-    """Prune after a run whose results and stop are ``done``; ``rows``: the state from before the run."""
+    """Prune after a run whose results and stop are ``done``; ``rows``: the state from before the run;
+    ``noting``: --changes is asked for, so each removal is kept with its row's deletion until it is listed."""
     why = blocked(*done, state.problem)
     if why is not None:
         return Pruned(said=(f"prune skipped: {why}; nothing was removed",))
@@ -137,6 +139,11 @@ def after_run(
     for outcome in outcomes:
         if outcome.kind != removal.FAILED:  # a file left is no longer the one the row describes
             state.forget(outcome.row)
+        if outcome.kind in (removal.REMOVED, removal.ALREADY_GONE):
+            if noting:
+                state.note_change(outcome.row.path, "-")
+            else:
+                state.drop_change(outcome.row.path)
     state.commit()
     shown = [o for o in outcomes if o.kind != removal.LEFT]
     left = tuple(f"prune left {o.row.path}: {o.detail}" for o in outcomes if o.kind == removal.LEFT)

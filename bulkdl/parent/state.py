@@ -38,7 +38,9 @@ CREATE TABLE IF NOT EXISTS files (
 # The --changes lines of files whose rows were committed but that no changes file has listed yet: a run
 # killed before it wrote its file told no downstream of what it installed (changes.py).
 _UNREPORTED = "CREATE TABLE IF NOT EXISTS unreported (path TEXT PRIMARY KEY, mark TEXT NOT NULL)"
-_NOTE_CHANGE = "INSERT OR REPLACE INTO unreported VALUES (?, ?)"
+# A file a killed run added and a later killed run updated is still new to a downstream that heard of neither.
+_NOTE_CHANGE = """INSERT INTO unreported VALUES (?, ?) ON CONFLICT (path) DO UPDATE SET mark =
+    CASE WHEN unreported.mark = '+' AND excluded.mark = 'M' THEN '+' ELSE excluded.mark END"""
 _COMMIT_SECONDS = 0.5
 _INT64 = range(-(2**63), 2**63)  # what an SQLite INTEGER holds
 
@@ -195,6 +197,11 @@ class State:
         """Keep ``path``'s --changes line until a changes file has listed it (``reported``); it is committed
         with the rows queued before it, so a kill -9 cannot leave a recorded change unlisted."""
         self._changes.append((path, mark))
+
+    def drop_change(self, path: str) -> None:
+        """``path`` is gone from the mirror in a run that lists no changes: a mark kept for it would list as new
+        a file that no longer exists."""
+        self._queue("DELETE FROM unreported WHERE path = ?", [(path,)])
 
     def unreported(self) -> dict[str, str]:
         """The --changes lines committed and not yet listed, by path: this run's, and a killed run's."""

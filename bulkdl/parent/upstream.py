@@ -32,7 +32,7 @@ def settle(result: FileResult, job: Job, row: Row | None, dest: Path, revalidati
 
 def _gone(result: FileResult, job: Job, row: Row, dest: Path) -> FileResult:
     try:
-        local = os.stat(dest.joinpath(*result.name.split("/")))
+        local = os.lstat(dest.joinpath(*result.name.split("/")))  # a symlink in its place is no copy kept
     except OSError:  # deleted from disk since: nothing is kept, so the file failed
         return result
     if not stat.S_ISREG(local.st_mode):

@@ -291,16 +291,18 @@ def _hashed(path: Path, algorithms: list[str], halt: Callable[[], None]) -> tupl
         fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK)  # a FIFO in the way must not block
     except OSError as exc:
         return "is not a regular file" if exc.errno == errno.ELOOP else f"is unreadable ({exc.strerror})"
-    with os.fdopen(fd, "rb") as f:
-        try:
-            before = os.fstat(fd)
-            if not stat.S_ISREG(before.st_mode):
-                return "is not a regular file"
+    try:
+        before = os.fstat(fd)
+        if not stat.S_ISREG(before.st_mode):
+            return "is not a regular file"
+        with os.fdopen(fd, "rb", closefd=False) as f:
             found = hash_open(f, algorithms, halt)
-            after = os.fstat(fd)
-        except OSError as exc:
-            return f"is unreadable ({exc.strerror})"
-    if _identity(before) != _identity(after) or _identity(after) != _identity(os.lstat(path)):
+        after, there = os.fstat(fd), os.lstat(path)  # there: what the path names now (a rename over it?)
+    except OSError as exc:
+        return f"is unreadable ({exc.strerror})"
+    finally:
+        os.close(fd)
+    if not _identity(before) == _identity(after) == _identity(there):
         return "changed while it was hashed"
     return found, after
 
