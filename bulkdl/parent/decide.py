@@ -29,6 +29,14 @@ class Decision:
     reason: str
     condition: Condition | None = None
     revalidating: bool = False  # --revalidate asks about a file the state already proves current
+    # What became of the copy in dest, when that is why the file is fetched: a download of it says so first
+    # (run._with_cause), so that the summary can name each file someone removed or edited (ON_DISK).
+    cause: str | None = None
+
+
+def _because(reason: str) -> Decision:
+    """A download whose reason is what became of the copy in dest."""
+    return Decision(DOWNLOAD, reason, cause=reason)
 
 
 # The decisions that need nothing of the file's own are made once: a run of 100,000 skips holds one, not
@@ -36,28 +44,17 @@ class Decision:
 _RESUMING = Decision(RESUME, "a partial download is on disk")
 _FORCED = Decision(DOWNLOAD, "--force")
 _NEW = Decision(DOWNLOAD, "not on disk")
-_DELETED = Decision(DOWNLOAD, "deleted from disk since the last run")
-_UNRECORDED = Decision(DOWNLOAD, "on disk, but no earlier run recorded it")
-_CHANGED_LOCALLY = Decision(DOWNLOAD, "changed on disk since the last run (size or mtime)")
-_NOT_A_FILE = Decision(DOWNLOAD, "on disk, but not a regular file (a symlink, a directory or a FIFO)")
+_DELETED = _because("deleted from disk since the last run")
+_UNRECORDED = _because("on disk, but no earlier run recorded it")
+_CHANGED_LOCALLY = _because("changed on disk since the last run (size or mtime)")
+_NOT_A_FILE = _because("on disk, but not a regular file (a symlink, a directory or a FIFO)")
 _IF_MATCHING = ": kept if its bytes match the manifest's digests"
 _WRONG_SIZE = ", and its size is not the manifest's"
-# What happened to the copy in dest, not upstream, by the reason of the decision it led to: a downloaded
-# file carries it as its first note, and the summary names each such file (someone removed or edited files
-# of the mirror) instead of counting it.
-CAUSES = {
-    reason: reason
-    for reason in (_DELETED.reason, _CHANGED_LOCALLY.reason, _CHANGED_LOCALLY.reason + _WRONG_SIZE, _NOT_A_FILE.reason)
-}
-CAUSES[_CHANGED_LOCALLY.reason + _IF_MATCHING] = _CHANGED_LOCALLY.reason
-ON_DISK = frozenset(CAUSES.values())
-# A file no row described, downloaded: why, for the summary's "new" section (after a mirror seeded by rsync,
-# which of them were on disk, and which of those did not fit the manifest).
-CAUSES |= {
-    _UNRECORDED.reason: _UNRECORDED.reason,
-    _UNRECORDED.reason + _WRONG_SIZE: _UNRECORDED.reason + _WRONG_SIZE,
-    _UNRECORDED.reason + _IF_MATCHING: _UNRECORDED.reason,
-}
+# The causes of a copy someone removed or edited in the mirror (not one no row described: a seeded mirror's
+# files are new to the state, and the summary lists them as new anyway).
+ON_DISK = frozenset(
+    {_DELETED.reason, _CHANGED_LOCALLY.reason, _CHANGED_LOCALLY.reason + _WRONG_SIZE, _NOT_A_FILE.reason}
+)
 _NEW_DIGEST = Decision(DOWNLOAD, "the manifest's digest differs from the one recorded")
 _NEW_SIZE = Decision(DOWNLOAD, "the manifest's size differs from the one recorded")
 _PROVEN = Decision(SKIP, "size, mtime and digest match the last run")
@@ -101,7 +98,7 @@ def _adoption(job: Job, local: os.stat_result, otherwise: Decision, row: Row | N
     if not job.digests:
         return otherwise
     if job.size != local.st_size and job.size is not None:
-        return Decision(DOWNLOAD, otherwise.reason + _WRONG_SIZE)
+        return _because(otherwise.reason + _WRONG_SIZE)
     if revalidate:
         return otherwise
     etag, modified = None, None
@@ -109,7 +106,7 @@ def _adoption(job: Job, local: os.stat_result, otherwise: Decision, row: Row | N
     if row is not None and row.url == job.shown_url:  # another URL's validators say nothing of this one
         etag, modified, recorded = row.etag, row.last_modified, row.digests
     condition = Condition(etag, modified, local.st_size, recorded, local.st_mtime_ns, adopt=True)
-    return Decision(ADOPT, otherwise.reason + _IF_MATCHING, condition)
+    return Decision(ADOPT, otherwise.reason + _IF_MATCHING, condition, cause=otherwise.cause)
 
 
 def _remote(job: Job, row: Row, revalidate: bool) -> Decision:

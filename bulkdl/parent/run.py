@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..values import ADOPTED, FileResult, Job, Status
 from ..worker import limits, parts
 from . import changes, executor, log, upstream
-from .decide import CAUSES, DOWNLOAD, SKIP, Decision, decide
+from .decide import DOWNLOAD, SKIP, Decision, decide
 from .manifest import Manifest
 from .report.jsonreport import status
 from .report.page import counted
@@ -141,7 +141,7 @@ def download(
     view = ProgressView(show_progress, {j.index: j.name for j, _ in tasks}, {j.index: j.size for j, _ in tasks})
     sent = {job.index: job for job, _ in tasks}
     # what happened to each copy in dest since the last run, when that is why it is fetched again
-    on_disk = {j.index: CAUSES[d.reason] for j, d in zip(loaded.jobs, decisions, strict=True) if d.reason in CAUSES}
+    on_disk = {j.index: d.cause for j, d in zip(loaded.jobs, decisions, strict=True) if d.cause is not None}
 
     def finished(result: FileResult) -> None:
         job = sent[result.index]
@@ -171,7 +171,7 @@ def download(
 
 
 def _with_cause(result: FileResult, cause: str | None) -> FileResult:
-    """A file downloaded because its copy in dest was removed or changed says so first (decide.CAUSES)."""
+    """A file downloaded because of what became of its copy in dest says so first (Decision.cause)."""
     if cause is None or result.status != Status.DOWNLOADED:
         return result
     return replace(result, notes=(cause, *result.notes))
@@ -180,9 +180,11 @@ def _with_cause(result: FileResult, cause: str | None) -> FileResult:
 def say_if_the_host_cap_binds(loaded: Manifest) -> None:
     """Connections asked for beyond what the per-host cap lets the manifest's hosts take would go unused
     unsaid (``--connections 32`` over one host opened 8)."""
+    if not loaded.connections_set:  # the default asks for nothing: no pass over every URL for it
+        return
     budget = replace(loaded.budget, hosts=_origins(loaded.jobs))
     reachable = budget.per_host * len(budget.hosts)
-    if loaded.connections_set and budget.hosts and budget.connections > reachable:
+    if budget.hosts and budget.connections > reachable:
         print(
             f"bulkdl: at most {reachable} connections at once, not {budget.connections}: "
             f"{counted(len(budget.hosts), 'host')} to fetch from, each capped at {budget.per_host} "

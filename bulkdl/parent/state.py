@@ -41,6 +41,7 @@ _UNREPORTED = "CREATE TABLE IF NOT EXISTS unreported (path TEXT PRIMARY KEY, mar
 # A file a killed run added and a later killed run updated is still new to a downstream that heard of neither.
 _NOTE_CHANGE = """INSERT INTO unreported VALUES (?, ?) ON CONFLICT (path) DO UPDATE SET mark =
     CASE WHEN unreported.mark = '+' AND excluded.mark = 'M' THEN '+' ELSE excluded.mark END"""
+_FORGET_CHANGE = "DELETE FROM unreported WHERE path = ?"
 _COMMIT_SECONDS = 0.5
 _INT64 = range(-(2**63), 2**63)  # what an SQLite INTEGER holds
 
@@ -201,7 +202,7 @@ class State:
     def drop_change(self, path: str) -> None:
         """``path`` is gone from the mirror in a run that lists no changes: a mark kept for it would list as new
         a file that no longer exists."""
-        self._queue("DELETE FROM unreported WHERE path = ?", [(path,)])
+        self._queue(_FORGET_CHANGE, [(path,)])
 
     def unreported(self) -> dict[str, str]:
         """The --changes lines committed and not yet listed, by path: this run's, and a killed run's."""
@@ -213,7 +214,7 @@ class State:
 
     def reported(self, paths: Iterable[str]) -> None:
         """A changes file listing ``paths`` is in place: they are forgotten, at once."""
-        self._queue("DELETE FROM unreported WHERE path = ?", [(path,) for path in paths])
+        self._queue(_FORGET_CHANGE, [(path,) for path in paths])
         self.commit()
 
     def checked(self, paths: Iterable[str]) -> None:
