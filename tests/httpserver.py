@@ -66,6 +66,7 @@ class Resource:
     delay: float = 0.0  # seconds to wait before answering each request
     rate: int | None = None  # bytes per second per response
     rated: int = 1_000_000  # how many requests the rate applies to (counts down)
+    link: int | None = None  # bytes per second shared by all answers of this resource at once: one link's worth
     stall_after: int | None = None  # send this many body bytes, then hang (a server that promised more)
     stalls: int = 1_000_000  # how many requests the stall applies to (counts down)
     honour_ranges: int | None = None  # answer this many requests' Range, then send 200 and the whole body
@@ -108,6 +109,7 @@ class _Turn:
     stall_after: int | None
     rate: int | None
     ranges: bool
+    link: _Link | None = None
 
     def starting_at(self, offset: int) -> _Turn:
         return replace(self, rate=self.resource.slow_rate) if offset == self.resource.slow_at else self
@@ -279,7 +281,9 @@ class _Handler(BaseHTTPRequestHandler):
         limit = len(body) if turn is None or turn.drop_after is None else min(turn.drop_after, len(body))
         stall = turn.stall_after if turn else None
         rate = turn.rate if turn else None
-        piece_size = _CHUNK if not rate else max(1024, min(_CHUNK, rate // 8))  # a trickle, not bursts
+        link = turn.link if turn else None
+        pace = rate or (turn.resource.link if turn else None)
+        piece_size = _CHUNK if not pace else max(1024, min(_CHUNK, pace // 8))  # a trickle, not bursts
         sent = 0
         view = memoryview(body)
         started = time.monotonic()
@@ -293,6 +297,8 @@ class _Handler(BaseHTTPRequestHandler):
                 piece = view[sent : sent + n]
                 self.wfile.write(b"%x\r\n%s\r\n" % (n, piece) if framing == "chunked" else piece)
                 sent += n
+                if link is not None:
+                    link.carry(n)
                 if rate and sent < limit:  # not after the last piece: the answer is over, as a log must say
                     time.sleep(max(0.0, sent / rate - (time.monotonic() - started)))
             if framing == "chunked" and sent == len(body):
@@ -337,6 +343,22 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, headers or {}, b"", 0)
 
 
+class _Link:
+    """A link's bytes per second, shared by every answer that goes through it: more connections, no more speed."""
+
+    def __init__(self, rate: int) -> None:
+        self._rate = rate
+        self._lock = threading.Lock()
+        self._free = 0.0  # when the link has carried every byte given to it so far
+
+    def carry(self, n: int) -> None:
+        """Return once the link has carried ``n`` more bytes after everything before them."""
+        with self._lock:
+            self._free = max(self._free, time.monotonic()) + n / self._rate  # an idle link saves up no burst
+            due = self._free
+        time.sleep(max(0.0, due - time.monotonic()))
+
+
 class _Server(ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
@@ -351,6 +373,7 @@ class _Server(ThreadingHTTPServer):
         self.errors: list[BaseException] = []
         self.in_flight: dict[str, int] = {}  # GETs being answered now, per path
         self.peaks: dict[str, int] = {}  # the most ever answered at once, per path
+        self.links: dict[str, _Link] = {}
         # Bumped by each reset: a request a previous test's client still had in flight (a throttled body whose
         # client was killed) finishes after the reset and must not land in the next test's log.
         self.epoch = 0
@@ -388,7 +411,8 @@ class _Server(ThreadingHTTPServer):
                 resource.switch_after -= 1
                 if resource.switch_after < 0:
                     resource.data, resource.next_data, resource.etag = resource.next_data, None, None
-            return _Turn(replace(resource), fail, drop, stall, rate, ranges)
+            link = self.links.setdefault(path, _Link(resource.link)) if resource.link else None
+            return _Turn(replace(resource), fail, drop, stall, rate, ranges, link)
 
     def record(self, handler: _Handler, path: str, status: int, sent: int) -> None:
         entry = Request(
@@ -464,6 +488,7 @@ class FaultServer:
             self._server.log.clear()
             self._server.errors.clear()
             self._server.peaks.clear()
+            self._server.links.clear()
             self._server.epoch += 1
 
     def close(self) -> None:

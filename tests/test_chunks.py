@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import hashlib
+import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -64,31 +66,41 @@ def test_the_board_hands_out_segments_in_file_order_once_each() -> None:
     assert table.pending() == 0 and table.received() == 4
 
 
-def _climb(limit: int, rate_of: dict[int, float]) -> list[int]:
+def _widths(limit: int, rate_of: dict[int, float]) -> list[int]:
     """The widths a ramp goes through when ``rate_of[width]`` bytes/s is what that many connections get."""
     steps = Ramp(limit)
-    now, received, widths = 0.0, 0.0, [steps.width]
-    now += ramp.SETTLE
-    received += rate_of[steps.width] * ramp.SETTLE
-    while steps.step(now, int(received)):
-        widths.append(steps.width)
+    now, received, widths = ramp.SETTLE, 0.0, [steps.width]
+    while True:
+        steps.begin(now, int(received))
         now += ramp.WINDOW
         received += rate_of[steps.width] * ramp.WINDOW
-    widths.append(steps.width)
-    return widths
+        going_on = steps.step(now, int(received))
+        widths.append(steps.width)
+        if not going_on:
+            return widths
 
 
-def test_the_ramp_climbs_while_each_doubling_pays() -> None:
-    capped = {w: w * 20.0 * MiB for w in (2, 4, 8, 16)}  # 20 MiB/s per connection, as the capped bench
-    assert _climb(16, capped)[-1] == 16
+def test_a_capped_server_keeps_every_connection_from_the_first_byte() -> None:
+    capped = {w: w * 20.0 * MiB for w in (1, 2, 3, 4, 6, 8, 16)}  # 20 MiB/s per connection, as the capped bench
+    assert _widths(16, capped) == [16, 8, 16], "one halving halves the rate: undone at once"
+    assert _widths(6, capped) == [6, 3, 6]
 
 
-def test_the_ramp_stays_low_when_more_connections_do_not_help() -> None:
+def test_the_ramp_narrows_while_fewer_connections_keep_the_rate() -> None:
     cpu_bound = {1: 300.0 * MiB, 2: 400.0 * MiB, 4: 410.0 * MiB, 8: 380.0 * MiB, 16: 350.0 * MiB}
-    assert _climb(16, cpu_bound) == [2, 2, 4, 2]
+    assert _widths(16, cpu_bound) == [16, 8, 4, 2, 1, 2]
     halfway = {2: 100.0 * MiB, 4: 200.0 * MiB, 8: 220.0 * MiB, 16: 230.0 * MiB}  # the link fills at 4
-    assert _climb(16, halfway)[-1] == 4
-    assert _climb(1, cpu_bound) == [1, 1, 1], "one allowed connection is one"
+    assert _widths(16, halfway) == [16, 8, 4, 2, 4]
+    one = {w: 500.0 * MiB for w in (1, 2, 3, 4, 8, 16)}  # one connection fills the link
+    assert _widths(16, one) == [16, 8, 4, 2, 1, 1]
+    assert _widths(3, one) == [3, 1, 1]
+    assert _widths(1, cpu_bound) == [1, 1], "one allowed connection is one"
+
+
+def test_a_slow_decline_is_held_against_the_best_rate_not_the_last() -> None:
+    # Each halving loses 15%: alone none is worth undoing, together they would lose half the rate.
+    declining = {16: 400.0 * MiB, 8: 340.0 * MiB, 4: 289.0 * MiB, 2: 246.0 * MiB, 1: 209.0 * MiB}
+    assert _widths(16, declining) == [16, 8, 4, 8]
 
 
 def _sha(data: bytes) -> str:
@@ -119,19 +131,38 @@ def test_chunked_files_get_the_digests_of_their_bytes(builtin: FaultServer, tmp_
     assert not list((tmp_path / "mirror").glob("*.part*")) and not list((tmp_path / "mirror").glob("?*.bulkdl"))
 
 
-def test_connections_for_one_big_file_never_exceed_segments(builtin: FaultServer, tmp_path: Path) -> None:
-    data = content("many-chunks", 48 * MiB)
-    # 8 MiB/s per connection: each doubling of the connections doubles the rate, so the ramp climbs to the end.
-    url = builtin.add("wide.bin", data, rate=8 * MiB)
-    defaults = {"segments": 4, "min_segment_size": "1MiB", "chunk_size": "1MiB"}
-    result = run_cli(
-        "run", write_manifest(tmp_path, [{"url": url, "size": len(data)}], defaults=defaults), cwd=tmp_path
-    )
+def _ramp_run(builtin: FaultServer, tmp_path: Path, url: str, size: int, defaults: dict[str, object]) -> list[int]:
+    """Run one big file; the connections its ramp went to, in order, from the run's log."""
+    log = tmp_path / "run.log"
+    manifest = write_manifest(tmp_path, [{"url": url, "size": size}], defaults=defaults)
+    result = run_cli("run", manifest, "--log-file", log, cwd=tmp_path)
     assert result.code == 0, result.stdout
+    return [e["connections"] for e in map(json.loads, log.read_text().splitlines()) if e["event"] == "ramp"]
+
+
+def test_a_per_connection_cap_keeps_every_connection(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("many-chunks", 48 * MiB)
+    # 4 MiB/s per connection: halving the connections halves the rate, so the one halving tried is undone.
+    # A chunk takes 1.5 s, longer than the ramp's window: measured before the two threads above the halved
+    # width let go of theirs, the halving would look free.
+    url = builtin.add("wide.bin", data, rate=4 * MiB)
+    widths = _ramp_run(builtin, tmp_path, url, len(data), {"segments": 4, "chunk_size": "6MiB"})
     assert (tmp_path / "mirror/wide.bin").read_bytes() == data
-    assert len(builtin.requests("wide.bin")) == 48, "one request per chunk"
-    assert builtin.peak("wide.bin") <= 4, f"{builtin.peak('wide.bin')} requests at once for segments: 4"
-    assert builtin.peak("wide.bin") > ramp.START, "the ramp never added a connection although each one paid"
+    assert len(builtin.requests("wide.bin")) == 8, "one request per chunk"
+    assert builtin.peak("wide.bin") == 4, f"{builtin.peak('wide.bin')} requests at once for segments: 4"
+    assert widths == [2, 4], "the ramp should try two connections, lose half the rate, and go back to four"
+
+
+def test_one_link_for_every_connection_narrows_to_one_or_two(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("one-link", 48 * MiB)
+    # 16 MiB/s for all the file's answers together: with chunks of 2 MiB, the test server's few milliseconds
+    # before each answer leave two connections as fast as four, and one at least 0.85 as fast.
+    url = builtin.add("link.bin", data, link=16 * MiB)
+    chunks = {"segments": 4, "min_segment_size": "2MiB", "chunk_size": "2MiB"}
+    widths = _ramp_run(builtin, tmp_path, url, len(data), chunks)
+    assert (tmp_path / "mirror/link.bin").read_bytes() == data
+    assert builtin.peak("link.bin") == 4, "a chunked file starts on all its connections"
+    assert widths[0] == 2 and widths[-1] <= 2, widths
 
 
 def test_a_slow_chunk_is_stolen_once_no_chunk_is_left(builtin: FaultServer, tmp_path: Path) -> None:
@@ -189,3 +220,44 @@ def test_a_one_part_file_is_hashed_from_the_bytes_written_not_read_back(
     assert (size, digests) == (len(data), {"sha256": _sha(data), "md5": hashlib.md5(data).hexdigest()})
     assert reads == [], "the part was read back"
     assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def _entering(lanes: ramp.Lanes, n: int) -> tuple[threading.Thread, list[bool]]:
+    said: list[bool] = []
+    thread = threading.Thread(target=lambda: said.append(lanes.enter(n)), daemon=True)
+    thread.start()
+    return thread, said
+
+
+def test_a_thread_above_the_width_waits_for_it_to_grow_or_end() -> None:
+    lanes = ramp.Lanes(4)
+    assert lanes.enter(2) and lanes.enter(1), "below the width: in at once"
+    lanes.resize(2)
+    assert not lanes.narrowed(0.01), "thread 2 still holds its chunk, and only threads 0 and 1 may"
+    lanes.leave(2)
+    assert lanes.narrowed(0.01), "thread 1 is below the width"
+    lanes.leave(1)
+    waiting, said = _entering(lanes, 3)
+    at_width, said_too = _entering(lanes, 2)
+    for thread in (waiting, at_width):
+        thread.join(0.2)
+        assert thread.is_alive() and not said and not said_too, "a thread took a chunk above the width"
+    lanes.resize(4)  # the halving was undone
+    waiting.join(5)
+    at_width.join(5)
+    assert said == said_too == [True]
+    lanes.leave(3)
+    lanes.leave(2)
+    lanes.end(2)
+    assert not lanes.enter(2) and lanes.enter(1), "above the final width a thread stops; below it goes on"
+
+
+def test_the_end_of_the_ramp_lets_a_waiting_thread_stop() -> None:
+    lanes = ramp.Lanes(4)
+    lanes.resize(1)
+    waiting, said = _entering(lanes, 2)
+    waiting.join(0.2)
+    assert waiting.is_alive()
+    lanes.end(1)
+    waiting.join(5)
+    assert said == [False]

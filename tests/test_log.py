@@ -28,7 +28,7 @@ from .test_terminal import _run_in_pty
 KiB, MiB = 1024, 1024**2
 _RFC3339_MS = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 _KEYS = {kind: {"ts", "event", *(k.split(" ")[0] for k in keys.split(", "))} for kind, keys, _ in log.EVENTS}
-_PER_FILE = {"file_start", "retry", "resume", "skip", "fallback", "steal", "file_end", "failure"}
+_PER_FILE = {"file_start", "retry", "resume", "skip", "fallback", "steal", "ramp", "file_end", "failure"}
 
 
 def _lines(text: str) -> list[dict[str, Any]]:

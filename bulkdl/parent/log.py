@@ -3,7 +3,7 @@
 One JSON object a line, for jq and cron logs: ``ts`` (RFC 3339, UTC, milliseconds), ``event``, the file's
 ``path`` where there is one, then the event's own keys (EVENTS, which --help and the README list). The
 parent's events (run_start, skip, file_end, failure, run_end) are made here; a worker's (file_start, retry,
-resume, fallback, steal) come up in its reporter's messages (worker/events.py) and are written as they
+resume, fallback, steal, ramp) come up in its reporter's messages (worker/events.py) and are written as they
 arrive. ``ts`` is when the event happened in its process, but never earlier than the line above it: a
 worker's message arrives up to 50 ms after its first event, and a log stays ordered for whoever reads it by time.
 
@@ -40,6 +40,7 @@ EVENTS = (
     ("skip", "reason", "no request needed: the state proves the copy current"),
     ("fallback", "why", "the file comes as one stream instead of segments"),
     ("steal", "segment, start, end, victim", "a slow segment's range was split: the new one is [start, end)"),
+    ("ramp", "connections, measured (bytes/s)", "a big file now uses this many connections, after measuring that rate"),
     ("file_end", "status, bytes, transferred, sha256, elapsed", "the file is done; status as in the report"),
     ("failure", "code, message", "the file failed (code as in the report)"),
     ("run_end", "exit_code, files, transferred, elapsed", "the command ends; files counts each status"),

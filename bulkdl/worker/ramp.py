@@ -1,44 +1,99 @@
-"""How many connections one big file uses: as few as fill the link, found by measuring.
+"""How many connections one big file uses: as few as keep its rate, found by measuring.
 
-A chunked file (plan.layout) starts on START connections. Its total rate is measured over windows of WINDOW
-seconds, the first one beginning only after SETTLE seconds: a server's or TCP's first burst says nothing about
-the steady rate. After each window the count doubles, up to the file's ``segments``, while the last doubling
-raised the rate by at least GAIN; the first doubling that did not is undone (the threads above the count
-finish their chunk and take no other) and the count stays. On a loopback where two cores, not the link, are
-the limit, two connections win; behind a per-connection cap each doubling nearly doubles the rate, so the
-count climbs to ``segments`` in three windows.
+A chunked file (plan.layout) starts on all the connections it may use (its ``segments``), as aria2c's ``-x``
+and rclone's multi-thread streams do: a server that caps each connection then gets every one of them from the
+first byte, and any measuring that starts lower costs that server the capacity left unused while it measures
+(a doubling ramp from 2 to 16 made a 1 GiB file behind a 20 MiB/s cap 0.65 times as fast as the link).
 
-A Ramp is pure arithmetic on (time, bytes received) samples; transfer.py takes them and starts the threads.
+Then it narrows. The total rate is measured over a window of WINDOW seconds beginning SETTLE seconds in: a
+server's or TCP's first burst says nothing about the steady rate. After each window the width halves, while
+the halved width keeps at least 1/GAIN of the best rate seen; the first halving that loses more is undone and
+the width stays. A halving is measured only once it has taken effect (the threads above the width finish the
+chunk they hold, then wait), so a window never credits the narrower width with the wider one's bytes. Where
+one connection fills the link, or two cores are the limit (loopback), the file ends on one or two
+connections; behind a per-connection cap the first halving halves the rate and the width goes back to all.
+
+A misjudged window errs towards more connections, never fewer: a rate measured low after a halving (a new
+burst, a connection still growing its window) undoes that halving.
+
+A Ramp is pure arithmetic on (time, bytes received) samples; Lanes holds the threads above the width;
+transfer.py takes the samples and starts the threads.
 """
 
 from __future__ import annotations
 
-START = 2  # connections a chunked file begins with
+import threading
+
 SETTLE = 0.5  # seconds before the first window: the initial burst is not the rate
-WINDOW = 0.5  # seconds each rate is measured over
-GAIN = 1.25  # a doubling is kept only when the rate grew by at least this factor
+WINDOW = 0.3  # seconds each rate is measured over
+GAIN = 1.25  # a halving is kept while the rate stays above the best seen divided by this
 
 
 class Ramp:
     def __init__(self, limit: int) -> None:
-        self.width = min(START, limit)  # threads that may take a new chunk now
-        self._limit = limit
-        self._kept: tuple[int, float] | None = None  # the width before the last doubling, and its rate
+        self.width = limit  # threads that may take a new chunk now
+        self._best: tuple[int, float] | None = None  # the narrowest width that kept the best rate, and that rate
         self._mark: tuple[float, int] | None = None  # when the current window began, and the bytes by then
+        self.rate = 0.0  # bytes a second over the last window
+
+    def begin(self, now: float, received: int) -> None:
+        """Open a window at ``now``, with ``received`` bytes in all so far: the current width has taken effect."""
+        self._mark = (now, received)
 
     def step(self, now: float, received: int) -> bool:
         """Close the window at ``now`` with ``received`` bytes in all; True while the width may still change."""
-        if self._mark is None:  # the settling time is over: the first window starts
-            self._mark = (now, received)
-            return True
+        assert self._mark is not None, "a window is closed only after it was opened"
         began, had = self._mark
-        rate = (received - had) / max(now - began, 1e-6)
-        self._mark = (now, received)
-        if self._kept is not None and rate < self._kept[1] * GAIN:
-            self.width = self._kept[0]  # the last doubling bought nothing: undo it
+        rate = self.rate = (received - had) / max(now - began, 1e-6)
+        self._mark = None
+        if self._best is not None and rate < self._best[1] / GAIN:
+            self.width = self._best[0]  # the last halving lost rate: undo it
             return False
-        if self.width >= self._limit:
+        self._best = (self.width, max(rate, self._best[1] if self._best else 0.0))
+        if self.width == 1:
             return False
-        self._kept = (self.width, rate)
-        self.width = min(self._limit, self.width * 2)
+        self.width //= 2
         return True
+
+
+class Lanes:
+    """The threads of one chunked file and the ramp's width: thread ``n`` takes a chunk only while ``n`` is
+    below the width, and waits above it until the width grows back or the ramp is over."""
+
+    def __init__(self, width: int) -> None:
+        self._changed = threading.Condition()
+        self._width = width
+        self._busy: set[int] = set()  # threads holding a chunk
+        self._over = False  # the width is final: a thread above it stops
+
+    def enter(self, n: int) -> bool:
+        """Before thread ``n`` takes a chunk: True once it may (it holds a lane until ``leave``), False if it is
+        to stop."""
+        with self._changed:
+            self._changed.wait_for(lambda: n < self._width or self._over)
+            if n >= self._width:
+                return False
+            self._busy.add(n)
+            return True
+
+    def leave(self, n: int) -> None:
+        with self._changed:
+            self._busy.discard(n)
+            self._changed.notify_all()
+
+    def narrowed(self, timeout: float) -> bool:
+        """Wait up to ``timeout`` seconds for every thread above the width to have let go of its chunk; True
+        once so."""
+        with self._changed:
+            return self._changed.wait_for(lambda: max(self._busy, default=-1) < self._width, timeout)
+
+    def resize(self, width: int) -> None:
+        with self._changed:
+            self._width = width
+            self._changed.notify_all()
+
+    def end(self, width: int) -> None:
+        """The width is final: threads waiting above it stop."""
+        with self._changed:
+            self._width, self._over = width, True
+            self._changed.notify_all()

@@ -12,6 +12,7 @@ import functools
 import threading
 import time
 from collections.abc import Callable
+from concurrent import futures
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from types import TracebackType
@@ -36,8 +37,10 @@ from .events import Tell, silent
 from .meter import Meter
 from .parts import Parts
 from .plan import Plan, Segment
-from .ramp import Ramp
+from .ramp import Lanes, Ramp
 from .retry import Cancelled, Halt, RetryPolicy, SpeedGuard, StopFlag, retrying
+
+_STEER_POLL = 0.05  # seconds between a ramp's looks at its file: done, stopped, a narrower width in effect
 
 
 class Handoff:
@@ -118,8 +121,8 @@ class Transfer:
     def run(self, current: Plan, probe: Handoff | None, assembly: Assembly) -> Plan:
         """Fetch every segment; the probe's body, if any, serves the first. Return the plan as it ended.
 
-        At most ``segments`` threads take the segments in file order; a chunked file starts on fewer and
-        adds threads while that makes it faster (ramp.py). Threads that find none left steal work from the
+        At most ``segments`` threads take the segments in file order; a chunked file starts on all of them and
+        narrows while fewer keep its rate (ramp.py). Threads that find none left steal work from the
         others when the parts are recorded in a sidecar. The assembly follows the parts while they download,
         or, for a small file, is fed its bytes as they are written.
         """
@@ -133,7 +136,7 @@ class Transfer:
         # A chunk is split only while half of what it has left is a worthwhile request of its own.
         board = Board(current.segments, settings.min_segment_size if chunk is None else chunk // 4, split)
         limit = max(1, min(settings.segments, len(current.segments)))
-        ramp = Ramp(limit) if chunk is not None else None
+        lanes = Lanes(limit) if chunk is not None else None
         first = current.segments[0].index
         errors: list[BaseException] = []
         # A small file is over before a follower thread would have started: its bytes are hashed as written.
@@ -143,20 +146,20 @@ class Transfer:
             assembly.follow(board.segments)
         mine = functools.partial(self._work, current, board, halt, (first, probe), None, 0)
         try:
-            if ramp is None and limit == 1:  # no pool to start and shut down: 2% of a small file's worker CPU
+            if lanes is None and limit == 1:  # no pool to start and shut down: 2% of a small file's worker CPU
                 errors += _caught(mine)
             else:
                 with ThreadPoolExecutor(max_workers=limit) as threads:
 
                     def work(n: int) -> Future[None]:
-                        return threads.submit(self._work, current, board, halt, (first, probe), ramp, n)
+                        return threads.submit(self._work, current, board, halt, (first, probe), lanes, n)
 
-                    if ramp is None:  # the calling thread is one of them
+                    if lanes is None:  # the calling thread is one of them
                         others = [work(n) for n in range(1, limit)]
                         errors += _caught(mine)
                     else:
-                        others = [work(n) for n in range(ramp.width)]
-                        self._widen(ramp, board, halt, others, work)
+                        others = [work(n) for n in range(limit)]
+                        _steer(lanes, limit, (board, halt, self.tell), others)
                     errors += [e for e in (f.exception() for f in others) if e is not None]
         finally:
             assembly.pause()
@@ -165,34 +168,26 @@ class Transfer:
             raise next((e for e in errors if not isinstance(e, Cancelled)), errors[0])
         return replace(current, segments=board.segments())
 
-    def _widen(
-        self, ramp: Ramp, board: Board, halt: Halt, started: list[Future[None]], work: Callable[[int], Future[None]]
-    ) -> None:
-        """Start threads as the ramp allows, while chunks are left to hand out and the file runs."""
-        wait = ramp_timing.SETTLE
-        while not halt.wait(wait) and board.pending() and not all(f.done() for f in started):
-            if not ramp.step(time.monotonic(), board.received()):
-                return
-            started += [work(n) for n in range(len(started), ramp.width)]
-            wait = ramp_timing.WINDOW
-
     def _work(
         self,
         current: Plan,
         board: Board,
         halt: Halt,
         probe: tuple[int, Handoff | None],
-        ramp: Ramp | None,
+        lanes: Lanes | None,
         n: int,
     ) -> None:
         """Thread ``n``: the next segment nobody took, then halves of whatever range has the most left, while
-        worth it; it stops taking work once the ramp's width drops to ``n`` or below."""
+        worth it; each one only while its lane is open (ramp.py)."""
         first, handoff = probe
         try:
-            while (ramp is None or n < ramp.width) and (segment := board.next()) is not None:
-                self._segment(current, board, halt, segment, handoff if segment.index == first else None)
-            while (ramp is None or n < ramp.width) and (stolen := board.steal(halt.wait)) is not None:
-                self._segment(current, board, halt, stolen, None)
+            for take in (board.next, functools.partial(board.steal, halt.wait)):
+                while (segment := _taken(take, lanes, n)) is not None:
+                    try:
+                        self._segment(current, board, halt, segment, handoff if segment.index == first else None)
+                    finally:
+                        if lanes is not None:
+                            lanes.leave(n)
         except BaseException:
             halt.abort()  # whatever it was, the siblings stop instead of waiting on this thread's range
             raise
@@ -345,3 +340,59 @@ def _caught(call: Callable[[], None]) -> list[BaseException]:
     except BaseException as exc:
         return [exc]
     return []
+
+
+def _taken(take: Callable[[], Segment | None], lanes: Lanes | None, n: int) -> Segment | None:
+    """The next segment from ``take`` for thread ``n``, holding a lane while it works on it; None when there
+    is none, or the thread is above the ramp's final width."""
+    if lanes is not None and not lanes.enter(n):
+        return None
+    segment = take()
+    if segment is None and lanes is not None:
+        lanes.leave(n)
+    return segment
+
+
+def _steer(lanes: Lanes, limit: int, file: tuple[Board, Halt, Tell], threads: list[Future[None]]) -> None:
+    """Narrow the lanes as a ramp over ``limit`` connections says, while chunks are left to hand out and the
+    file runs; then the width is final."""
+    ramp = Ramp(limit)
+    try:
+        _narrow(ramp, lanes, file, threads)
+    finally:
+        lanes.end(ramp.width)
+
+
+def _narrow(ramp: Ramp, lanes: Lanes, file: tuple[Board, Halt, Tell], threads: list[Future[None]]) -> None:
+    board, halt, tell = file
+
+    def running() -> bool:
+        return bool(board.pending()) and not halt.is_set() and not all(f.done() for f in threads)
+
+    if not _waited(ramp_timing.SETTLE, running, threads):
+        return
+    while running():
+        if not lanes.narrowed(_STEER_POLL):  # a thread above the width still finishes its chunk
+            continue
+        ramp.begin(time.monotonic(), board.received())
+        if not _waited(ramp_timing.WINDOW, running, threads):
+            return
+        was = ramp.width
+        going_on = ramp.step(time.monotonic(), board.received())
+        if ramp.width != was:
+            lanes.resize(ramp.width)
+            tell("ramp", connections=ramp.width, measured=round(ramp.rate))
+        if not going_on:
+            return
+
+
+def _waited(seconds: float, running: Callable[[], bool], threads: list[Future[None]]) -> bool:
+    """Wait ``seconds`` while ``running()``, and say whether it still is: a file done sooner is not kept
+    waiting for its ramp."""
+    deadline = time.monotonic() + seconds
+    while running():
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return True
+        futures.wait(threads, timeout=min(left, _STEER_POLL))
+    return False
