@@ -20,6 +20,7 @@ import pytest
 
 from bulkdl.parent.lock import DestinationLock, Locked, _no_writers_left
 from bulkdl.parent.state import UnreadableState, read_rows
+from bulkdl.worker import plan
 
 from .conftest import Server, cli_env, run_cli, watermark, write_manifest
 from .httpserver import FaultServer, content
@@ -135,6 +136,13 @@ def test_dry_run_says_what_and_why_and_touches_nothing(builtin: FaultServer, tmp
     partial = tmp_path / "mirror/partial.bin"
     (tmp_path / "mirror/partial.bin.bulkdl").write_text("{}")
     entries += [urls["new"], {"url": builtin.add("partial.bin", b"p" * 100), "path": "partial.bin"}]
+    # Two partials with sidecars as a killed run leaves them: one of this URL, one of a URL since replaced.
+    for name, source in (("resumable", "resumable"), ("moved", "old-name")):
+        url = builtin.add(f"{name}.bin", b"r" * 100)
+        saved = plan.Plan(f"{builtin.base_url}/{source}.bin", url, 100, '"e"', None, True, (plan.Segment(0, 0, 100),))
+        (tmp_path / f"mirror/{name}.bin.bulkdl").write_bytes(plan.encode(saved))
+        (tmp_path / f"mirror/{name}.bin.part0").write_bytes(b"r" * 40)
+        entries.append(url)
     manifest = write_manifest(tmp_path, entries)
     before = sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mirror").rglob("*"))
     mark = watermark(builtin)
@@ -145,7 +153,10 @@ def test_dry_run_says_what_and_why_and_touches_nothing(builtin: FaultServer, tmp
     assert rows["check.bin"] == ["check", "conditional GET (If-None-Match)"]
     assert rows["gone.bin"] == ["download", "deleted from disk since the last run"]
     assert rows["new.bin"] == ["download", "not on disk"]
-    assert rows["partial.bin"] == ["resume", "a partial download is on disk"]
+    started_over = "a partial download is on disk that cannot be continued ({}): from the start"
+    assert rows["partial.bin"] == ["download", started_over.format("its sidecar could not be read")]
+    assert rows["moved.bin"] == ["download", started_over.format("the URL in the manifest changed")]
+    assert rows["resumable.bin"] == ["resume", "a partial download is on disk"]
     assert [r for r in builtin.requests() if r.conn > mark] == []
     assert sorted((p.name, p.stat().st_mtime_ns) for p in (tmp_path / "mirror").rglob("*")) == before
     assert not partial.exists()

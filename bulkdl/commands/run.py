@@ -19,7 +19,7 @@ from ..parent.pool import OUT_OF_TIME
 from ..parent.report.page import print_page
 from ..parent.report.plan import plan_page
 from ..parent.report.summary import Left
-from ..parent.run import decide_all, download, say_if_the_host_cap_binds
+from ..parent.run import decide_all, download, judge_partials, say_if_the_host_cap_binds
 from ..parent.state import Row, State
 from ..values import FileResult
 from .finish import FULL, earlier, finish, make_about, title
@@ -50,7 +50,7 @@ def run_command(args: argparse.Namespace) -> int:
     loaded = _with_deadline(manifest.load(args.manifest, overrides), started)
     if args.dry_run:
         recorded = read_recorded(loaded.dest)
-        decisions = decide_all(loaded, recorded, args.force)
+        decisions = judge_partials(loaded, decide_all(loaded, recorded, args.force))
         plan = [(job.name, d.action, d.reason) for job, d in zip(loaded.jobs, decisions, strict=True)]
         pruning = None if loaded.prune is None else prune.preview(loaded.dest, loaded.prune, loaded.jobs, recorded)
         sizes = [job.size for job in loaded.jobs]

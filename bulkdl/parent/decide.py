@@ -86,6 +86,11 @@ def decide(
     return _remote(job, row, revalidate)
 
 
+def started_over(problem: str) -> Decision:
+    """A partial download on disk that the worker will remove rather than continue (worker/parts.partial)."""
+    return Decision(DOWNLOAD, f"a partial download is on disk that cannot be continued ({problem}): from the start")
+
+
 def _adoption(job: Job, local: os.stat_result, otherwise: Decision, row: Row | None, revalidate: bool) -> Decision:
     """A copy on disk that no row describes (none, or one of another size or mtime) is hashed in the worker
     rather than fetched again, when the manifest pins a digest to hold it to: reading a file costs a fraction

@@ -21,7 +21,7 @@ from urllib.parse import urlsplit
 from ..values import ADOPTED, FileResult, Job, Status
 from ..worker import limits, parts
 from . import changes, executor, log, upstream
-from .decide import DOWNLOAD, SKIP, Decision, decide
+from .decide import DOWNLOAD, RESUME, SKIP, Decision, decide, started_over
 from .manifest import Manifest
 from .report.jsonreport import status
 from .report.page import counted
@@ -44,6 +44,21 @@ def decide_all(loaded: Manifest, rows: dict[str, Row], force: bool) -> list[Deci
         job = loaded.jobs[position]
         decisions[position] = decide(job, rows.get(job.name), local, has_sidecar, force, loaded.revalidate)
     return decisions
+
+
+def judge_partials(loaded: Manifest, decisions: list[Decision]) -> list[Decision]:
+    """--dry-run's decisions: a partial download that the worker would remove rather than continue is said as
+    the download from the first byte that it will be. Only --dry-run reads the sidecars here: in a run the
+    worker, which owns a file's parts, decides."""
+    return [
+        _judged_partial(job, decision) if decision.action == RESUME else decision
+        for job, decision in zip(loaded.jobs, decisions, strict=True)
+    ]
+
+
+def _judged_partial(job: Job, resume: Decision) -> Decision:
+    _, problem = parts.partial(job.path, job.url, job.size)
+    return resume if problem is None else started_over(problem)
 
 
 def _on_disk(jobs: Sequence[Job]) -> Iterator[_Look]:

@@ -66,23 +66,13 @@ class Parts:
 
         Whatever cannot be continued is removed here, before anything new is written.
         """
-        reason = "its sidecar could not be read"
-        try:
-            data = sidecar_path(self.final).read_bytes()
-        except FileNotFoundError:
-            self._no_sidecar = True
-            return None, None
-        except OSError as exc:
-            data, reason = b"", f"{reason} ({exc.strerror})"
-        saved = plan.decode(data)
-        if saved is None:
-            self._remove(None)
-            return None, reason
-        lengths = {s.index: _length(part_path(self.final, s.index)) for s in saved.segments}
-        problem = plan.doubt(saved, source, size, lengths)
+        saved, problem = partial(self.final, source, size)
         if problem is not None:
             self._remove(saved)
             return None, problem
+        if saved is None:
+            self._no_sidecar = True
+            return None, None
         self._open(saved, truncate=False)
         self._recorded = True
         return saved, None
@@ -236,6 +226,24 @@ class Parts:
         for part in parts:
             part.unlink(missing_ok=True)
         self._plan, self._recorded, self._segments = None, False, {}
+
+
+def partial(final: Path, source: str, size: int | None) -> tuple[Plan | None, str | None]:
+    """The partial download beside ``final`` for ``source``: the plan its sidecar holds (None: no sidecar, or
+    none that can be read) and why it may not be continued (None: it may, or there is none). It only reads:
+    Parts.adopt removes what may not be continued, and --dry-run says what a run would do."""
+    reason = "its sidecar could not be read"
+    try:
+        data = sidecar_path(final).read_bytes()
+    except FileNotFoundError:
+        return None, None
+    except OSError as exc:
+        data, reason = b"", f"{reason} ({exc.strerror})"
+    saved = plan.decode(data)
+    if saved is None:
+        return None, reason
+    lengths = {s.index: _length(part_path(final, s.index)) for s in saved.segments}
+    return saved, plan.doubt(saved, source, size, lengths)
 
 
 def _install(path: Path, final: Path, fd: int) -> None:
