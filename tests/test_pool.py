@@ -284,3 +284,38 @@ def test_a_worker_killed_with_nothing_to_do_takes_its_permits_with_it(builtin: F
     assert killed, "the scenario did not happen"
     assert not hung, "c0 waits for ever for a permit the dead worker holds"
     assert sorted((r.name, r.status) for r in results) == [(f"{n}.bin", "downloaded") for n in ("b0", "c0", "t0", "x0")]
+
+
+_STARTED_EARLY = """
+import os, sys
+from pathlib import Path
+from bulkdl.parent import processes
+processes.start_early(sys.argv[1:])
+for entry in Path("/proc").iterdir():
+    try:
+        ppid = int((entry / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        if ppid == os.getpid() and b"multiprocessing.forkserver" in (entry / "cmdline").read_bytes():
+            print("forkserver")
+    except (OSError, ValueError):
+        pass
+"""
+
+
+@pytest.mark.parametrize(
+    ("argv", "started"),
+    [
+        (["run", "m.yaml"], True),
+        (["run", "m.yaml", "--workers", "2"], True),
+        (["run", "m.yaml", "--dry-run"], False),
+        (["run", "--help"], False),
+        (["check", "m.yaml"], False),
+        (["verify", "m.yaml"], False),
+        ([], False),
+    ],
+)
+def test_a_run_that_may_download_starts_its_forkserver_before_anything_else(argv: list[str], started: bool) -> None:
+    done = subprocess.run(
+        [sys.executable, "-c", _STARTED_EARLY, *argv], capture_output=True, text=True, env=cli_env(), timeout=60
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == (["forkserver"] if started else []), done.stdout

@@ -29,15 +29,12 @@ import math
 import multiprocessing
 import multiprocessing.connection
 import signal
-import sys
 import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field, replace
-from multiprocessing import resource_tracker
 from multiprocessing.connection import Connection
-from multiprocessing.context import BaseContext
 from multiprocessing.process import BaseProcess
 from types import FrameType
 from typing import Any
@@ -48,6 +45,7 @@ from ..worker import limits, serve
 from ..worker.events import Event
 from ..worker.meter import Send
 from ..worker.serve import Task, not_started
+from . import processes
 
 GRACE_SECONDS = 1.5
 MAX_WORKER_DEATHS = 2  # a file running in a worker that died this often fails; the others are tried again
@@ -58,34 +56,6 @@ _AHEAD_SECONDS = 0.1  # work to keep sent to each worker, at the pace it reports
 _MAX_AHEAD = 256
 _PACE_RESULTS = 256  # the results a worker's pace is measured over
 OUT_OF_TIME = "the run's time budget (--max-duration) ran out; the next run fetches it, from its parts if any"
-
-
-# A run killed with kill -9 (or by the OOM killer) leaves its semaphores (the budget's locks) to
-# multiprocessing's resource tracker, a process of its own that outlives it to unlink them, and that warns on
-# the terminal it inherited ("resource_tracker: There appear to be 2 leaked semaphore objects to clean up at
-# shutdown"): words about bulkdl's insides that nobody can act on. The tracker takes its warning filters from
-# the command line it is started with, which copies sys.warnoptions: started here with this one added, before
-# anything else can start it, it still cleans up and says nothing.
-_QUIET_TRACKER = "ignore:resource_tracker:UserWarning:multiprocessing.resource_tracker"
-
-
-def _start_tracker() -> None:
-    before = sys.warnoptions[:]
-    sys.warnoptions.append(_QUIET_TRACKER)  # read again only by processes started from now on
-    try:
-        resource_tracker.ensure_running()  # does nothing if it runs already
-    finally:
-        sys.warnoptions[:] = before
-
-
-def _context() -> BaseContext:
-    _start_tracker()
-    # Never fork a parent that may run threads; forkserver starts workers cheaply where it exists.
-    if "forkserver" not in multiprocessing.get_all_start_methods():
-        return multiprocessing.get_context("spawn")
-    context = multiprocessing.get_context("forkserver")
-    context.set_forkserver_preload(["bulkdl.worker.forkserver"])
-    return context
 
 
 @dataclass(eq=False)
@@ -130,7 +100,7 @@ class Batch:
         self, workers: int, budget: Budget | None = None, on_events: Callable[[list[Event]], None] | None = None
     ) -> None:
         """``on_events`` receives the workers' events for the run's log; None: workers gather none."""
-        self._context = _context()
+        self._context = processes.context()
         self._budget = budget or Budget()
         self._stop_flag = limits.SharedFlag(self._context)
         self._count = workers
