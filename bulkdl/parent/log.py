@@ -40,7 +40,7 @@ EVENTS = (
     ("skip", "reason", "no request needed: the state proves the copy current"),
     ("fallback", "why", "the file comes as one stream instead of segments"),
     ("steal", "segment, start, end, victim", "a slow segment's range was split: the new one is [start, end)"),
-    ("ramp", "connections, measured (bytes/s)", "a big file now uses this many connections, after measuring that rate"),
+    ("ramp", "connections, measured (bytes/s)", "a big file now uses this many; measured: its last window"),
     ("file_end", "status, bytes, transferred, sha256, elapsed", "the file is done; status as in the report"),
     ("failure", "code, message", "the file failed (code as in the report)"),
     ("run_end", "exit_code, files, transferred, elapsed", "the command ends; files counts each status"),

@@ -136,7 +136,7 @@ class Transfer:
         # A chunk is split only while half of what it has left is a worthwhile request of its own.
         board = Board(current.segments, settings.min_segment_size if chunk is None else chunk // 4, split)
         limit = max(1, min(settings.segments, len(current.segments)))
-        lanes = Lanes(limit) if chunk is not None else None
+        lanes = Lanes(limit) if chunk is not None and limit > 1 else None  # one connection: nothing to steer
         first = current.segments[0].index
         errors: list[BaseException] = []
         # A small file is over before a follower thread would have started: its bytes are hashed as written.
@@ -359,8 +359,11 @@ def _steer(lanes: Lanes, limit: int, file: tuple[Board, Halt, Tell], threads: li
     ramp = Ramp(limit)
     try:
         _narrow(ramp, lanes, file, threads)
+    except BaseException:
+        file[1].abort()  # the threads stop now, not after fetching the whole file
+        raise
     finally:
-        lanes.end(ramp.width)
+        lanes.end(ramp.kept)
 
 
 def _narrow(ramp: Ramp, lanes: Lanes, file: tuple[Board, Halt, Tell], threads: list[Future[None]]) -> None:
