@@ -7,7 +7,7 @@ forkserver or workers (a ``wait4`` or ``RUSAGE_CHILDREN`` figure can fold in des
 import sys
 
 if __name__ == "__main__":  # worker processes may import the main module: the guard keeps them out
-    from bulkdl.cli import main
+    from bulkdl.__main__ import main  # the entry a user's command takes, its early forkserver included
 
     target, args = sys.argv[1], sys.argv[2:]
     try:
