@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from bulkdl.parent import manifest
-from bulkdl.parent.pool import Batch
+from bulkdl.parent.pool import Batch, _died
 from bulkdl.parent.run import _origins
 from bulkdl.values import FileResult
 
@@ -319,3 +319,16 @@ def test_a_run_that_may_download_starts_its_forkserver_before_anything_else(argv
     )
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == (["forkserver"] if started else []), done.stdout
+
+
+def test_a_file_failed_by_the_pools_bound_does_not_say_it_killed_its_worker(tmp_path: Path) -> None:
+    job = manifest.load(write_manifest(tmp_path, ["http://127.0.0.1:1/a"])).jobs[0]
+    assert _died(job, 2, 3).error == (
+        "the worker process fetching it died 2 times (killed by the system?); its parts are kept"
+    )
+    never = _died(job, 0, 11).error or ""
+    assert never.startswith("not tried again: the run's worker processes died 11 times in all"), never
+    assert "fetching it" not in never, "a file no worker had begun did not kill one"
+    once = _died(job, 1, 11).error or ""
+    assert once.startswith("not tried again: its worker died once while fetching it; the run's"), once
+    assert _died(job, 0, 11).code == _died(job, 2, 3).code == "worker_died"

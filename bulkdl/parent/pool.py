@@ -239,8 +239,7 @@ class Batch:
         for index in reversed(back):
             job = open_[index][0]
             if self._deaths.get(index, 0) >= MAX_WORKER_DEATHS or self._restarts > MAX_POOL_RESTARTS:
-                deaths = max(1, self._deaths.get(index, 0))
-                on_result(_died(job, deaths))
+                on_result(_died(job, self._deaths.get(index, 0), self._restarts))
                 del open_[index]
                 continue
             self._retrying.add(index)
@@ -453,7 +452,15 @@ class Batch:
             self._forget_workers()
 
 
-def _died(job: Job, deaths: int) -> FileResult:
-    # The worker process itself died (the OOM killer, a crash in C code), as often as we allow.
-    reason = f"the worker process fetching it died {deaths} times (killed by the system?); its parts are kept"
+def _died(job: Job, deaths: int, restarts: int) -> FileResult:
+    """A file failed because worker processes died (the OOM killer, a crash in C code) as often as allowed:
+    ``deaths`` while this file ran in them, ``restarts`` of the pool in all."""
+    if deaths >= MAX_WORKER_DEATHS:
+        reason = f"the worker process fetching it died {deaths} times (killed by the system?); its parts are kept"
+    else:  # the pool's bound, reached while the file waited or had just begun: not its own doing
+        own = "its worker died once while fetching it; " if deaths else ""
+        reason = (
+            f"not tried again: {own}the run's worker processes died {restarts} times in all (killed by the "
+            "system?); its parts are kept"
+        )
     return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=WORKER_DIED)
