@@ -332,3 +332,28 @@ def test_a_file_failed_by_the_pools_bound_does_not_say_it_killed_its_worker(tmp_
     once = _died(job, 1, 11).error or ""
     assert once.startswith("not tried again: its worker died once while fetching it; the run's"), once
     assert _died(job, 0, 11).code == _died(job, 2, 3).code == "worker_died"
+
+
+def test_ctrl_c_while_the_forkserver_starts_prints_no_traceback(builtin: FaultServer, tmp_path: Path) -> None:
+    url = builtin.add("slow.bin", content("slow", 4 * MiB), rate=1 * MiB)
+    argv = [sys.executable, "-m", "bulkdl", "run", str(write_manifest(tmp_path, [url]))]
+    with subprocess.Popen(
+        argv,
+        cwd=tmp_path,
+        env=cli_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,
+    ) as process:
+        deadline = time.monotonic() + 30
+        # The forkserver is spawned before bulkdl's imports: both are still importing when Ctrl-C comes.
+        while not any("forkserver" in args for _, args in _processes(process.pid).values()):
+            assert time.monotonic() < deadline and process.poll() is None
+            time.sleep(0.002)
+        time.sleep(0.06)  # into the forkserver's import of the download code, which takes 0.1-0.2 s
+        os.killpg(process.pid, signal.SIGINT)
+        output, _ = process.communicate(timeout=60)
+    assert process.returncode == 130, output
+    assert "Traceback" not in output and "KeyboardInterrupt" not in output, output

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import multiprocessing
 import multiprocessing.forkserver
+import signal
 import sys
 from multiprocessing import resource_tracker
 from multiprocessing.context import BaseContext
@@ -45,8 +46,14 @@ def start_early(argv: list[str]) -> None:
     """Start the tracker and the forkserver now if ``argv`` (bulkdl's arguments) is a run that may download."""
     if argv[:1] != ["run"] or _NO_POOL.intersection(argv):
         return
-    if context().get_start_method() == "forkserver":
-        multiprocessing.forkserver.ensure_running()  # spawns it and returns: its imports run meanwhile
+    # Both ignore SIGINT once running; started with it ignored (an ignored signal survives exec), a Ctrl-C
+    # in their first tenths of a second no longer prints their tracebacks under bulkdl's "interrupted".
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        if context().get_start_method() == "forkserver":
+            multiprocessing.forkserver.ensure_running()  # spawns it and returns: its imports run meanwhile
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 def _start_tracker() -> None:
