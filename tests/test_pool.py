@@ -336,17 +336,7 @@ def test_a_file_failed_by_the_pools_bound_does_not_say_it_killed_its_worker(tmp_
 
 def test_ctrl_c_while_the_forkserver_starts_prints_no_traceback(builtin: FaultServer, tmp_path: Path) -> None:
     url = builtin.add("slow.bin", content("slow", 4 * MiB), rate=1 * MiB)
-    argv = [sys.executable, "-m", "bulkdl", "run", str(write_manifest(tmp_path, [url]))]
-    with subprocess.Popen(
-        argv,
-        cwd=tmp_path,
-        env=cli_env(),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        stdin=subprocess.DEVNULL,
-        start_new_session=True,
-    ) as process:
+    with _bulkdl(tmp_path, write_manifest(tmp_path, [url])) as process:
         deadline = time.monotonic() + 30
         # The forkserver is spawned before bulkdl's imports: both are still importing when Ctrl-C comes.
         while not any("forkserver" in args for _, args in _processes(process.pid).values()):

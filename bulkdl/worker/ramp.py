@@ -57,19 +57,18 @@ class Ramp:
         began, had = self._mark
         rate = self.rate = (received - had) / max(now - began, 1e-6)
         self._mark = None
-        if self._looks < BASELINE:
+        measuring = self._looks < BASELINE
+        if not measuring and self._best is not None and rate < self._best[1] / GAIN:
+            self.width = self._best[0]  # the last halving lost rate: undo it
+            return False
+        self._best = (self.width, max(rate, self._best[1] if self._best else 0.0))
+        if measuring:
             # The first width is what every halving is held against: one stalled window (a cold server, a
             # lost packet) would make half the connections look as good; its best of BASELINE windows is taken,
             # and a window without a byte is no look at all.
             self._looks += rate > 0
-            self._best = (self.width, max(rate, self._best[1] if self._best else 0.0))
             if self._looks < BASELINE:
                 return True
-        elif self._best is not None and rate < self._best[1] / GAIN:
-            self.width = self._best[0]  # the last halving lost rate: undo it
-            return False
-        else:
-            self._best = (self.width, max(rate, self._best[1] if self._best else 0.0))
         if self.width == 1:
             return False
         self.width //= 2
