@@ -242,8 +242,12 @@ def test_an_idle_worker_takes_over_tasks_another_has_not_started(builtin: FaultS
     asked = [r for r in builtin.requests() if r.path.startswith("/s")]
     assert sorted(r.path for r in asked) == [f"/s{i}.bin" for i in range(6)], "each file fetched once"
     served = {r.path: r.conn for r in asked}
-    first = served["/s0.bin"]
-    assert [served[f"/s{i}.bin"] == first for i in (0, 2, 4)].count(True) == 2, served
+    # The idle worker's connection is the one its own fast files came over; the first worker's may have been
+    # closed and opened again between two files (an idle connection given up for a waiting thread). Under
+    # load the first worker can begin its first slow file late enough that the idle one takes both others:
+    # without a recall it takes none.
+    idle = {served[f"/s{i}.bin"] for i in (1, 3, 5)}
+    assert [served[f"/s{i}.bin"] in idle for i in (0, 2, 4)].count(True) in (1, 2), served
 
 
 def test_a_worker_killed_with_nothing_to_do_takes_its_permits_with_it(builtin: FaultServer, tmp_path: Path) -> None:
