@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import itertools
 import json
+import os
 import threading
+import time
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -264,6 +267,43 @@ def test_a_one_part_file_is_hashed_from_the_bytes_written_not_read_back(
     assert (tmp_path / "f.bin").read_bytes() == data
 
 
+def test_the_copy_into_the_temp_goes_on_while_the_hash_is_held(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The hash is the slower of the two: a copy that waited behind it finished 0.7 s after a 1 GiB file's
+    # last byte, one core idle. Here the hash is held inside its first read of part 0.
+    data = content("held", 3 * 65536)
+    current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.split(len(data), 3, 65536))
+    parts = Parts(tmp_path / "f.bin")
+    parts.start(current, record=False)
+    entered, release = threading.Event(), threading.Event()
+    real = assemble.os.preadv
+
+    def held(fd: int, buffers: list[memoryview], offset: int) -> int:
+        entered.set()
+        release.wait(10)
+        return real(fd, buffers, offset)
+
+    monkeypatch.setattr(assemble.os, "preadv", held)
+    with Assembly(parts, []) as assembly:
+        assembly.follow(lambda: current.segments)
+        parts.append(0, 0, data[:65536])
+        assert entered.wait(5), "the hash never began"
+        for s in current.segments[1:]:
+            parts.append(s.index, s.start, data[s.start : s.end])
+        temp = parts.temp()
+        copied = threading.Event()
+        for _ in range(250):
+            if os.pread(temp, len(data), 0) == data:
+                copied.set()
+                break
+            time.sleep(0.02)
+        release.set()
+        assert copied.is_set(), "nothing was copied while the hash was held"
+        size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (size, digests["sha256"]) == (len(data), _sha(data))
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
 def _entering(lanes: ramp.Lanes, n: int) -> tuple[threading.Thread, list[bool]]:
     said: list[bool] = []
     thread = threading.Thread(target=lambda: said.append(lanes.enter(n)), daemon=True)
@@ -303,3 +343,24 @@ def test_the_end_of_the_ramp_lets_a_waiting_thread_stop() -> None:
     lanes.end(1)
     waiting.join(5)
     assert said == [False]
+
+
+def test_a_copy_that_fails_at_the_end_is_reported_as_itself(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The last copy runs on a thread of its own beside the hash; a full disk there is the error finish
+    # raises, not a size mismatch, and nothing is installed.
+    data = content("full", 3 * 65536)
+    current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.split(len(data), 3, 65536))
+    parts = Parts(tmp_path / "f.bin")
+    parts.start(current, record=False)
+    for s in current.segments:
+        parts.append(s.index, s.start, data[s.start : s.end])
+
+    def full(*args: int) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(assemble, "_copy_range", full)
+    with Assembly(parts, []) as assembly, pytest.raises(OSError) as raised:
+        assembly.finish(current, len(data), ())
+    parts.close()
+    assert raised.value.errno == errno.ENOSPC
+    assert not (tmp_path / "f.bin").exists()
