@@ -9,6 +9,7 @@ import json
 import os
 import threading
 import time
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -254,7 +255,7 @@ def test_a_one_part_file_is_hashed_from_the_bytes_written_not_read_back(
     parts = Parts(tmp_path / "f.bin")
     parts.start(current, record=False)
     reads: list[int] = []
-    monkeypatch.setattr(assemble.os, "preadv", lambda *args: reads.append(1) or 0)
+    monkeypatch.setattr(assemble, "_hash_range", lambda *args: reads.append(1) or 0)
     with Assembly(parts, ["md5"]) as assembly:
         for offset in range(0, len(data), 65536):
             view = memoryview(data[offset : offset + 65536])
@@ -275,14 +276,14 @@ def test_the_copy_into_the_temp_goes_on_while_the_hash_is_held(tmp_path: Path, m
     parts = Parts(tmp_path / "f.bin")
     parts.start(current, record=False)
     entered, release = threading.Event(), threading.Event()
-    real = assemble.os.preadv
+    real = assemble._hash_range
 
-    def held(fd: int, buffers: list[memoryview], offset: int) -> int:
+    def held(hashes: Iterable[Any], fd: int, offset: int, length: int) -> int:
         entered.set()
         release.wait(10)
-        return real(fd, buffers, offset)
+        return real(hashes, fd, offset, length)
 
-    monkeypatch.setattr(assemble.os, "preadv", held)
+    monkeypatch.setattr(assemble, "_hash_range", held)
     with Assembly(parts, []) as assembly:
         assembly.follow(lambda: current.segments)
         parts.append(0, 0, data[:65536])
@@ -364,3 +365,75 @@ def test_a_copy_that_fails_at_the_end_is_reported_as_itself(tmp_path: Path, monk
     parts.close()
     assert raised.value.errno == errno.ENOSPC
     assert not (tmp_path / "f.bin").exists()
+
+
+def _three_parts(tmp_path: Path, data: bytes) -> tuple[Parts, plan.Plan]:
+    current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.split(len(data), 3, 1))
+    parts = Parts(tmp_path / "f.bin")
+    parts.start(current, record=False)
+    for s in current.segments:
+        parts.append(s.index, s.start, data[s.start : s.end])
+    return parts, current
+
+
+def test_the_hash_maps_the_parts_in_windows_at_any_offset(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Parts that start off a page boundary, windows smaller than a part: every byte hashed once, in order,
+    # straight from the mapping (no read into a buffer).
+    data = content("windows", 3 * 40_001)
+    parts, current = _three_parts(tmp_path, data)
+    assert [s.start % 4096 for s in current.segments[1:]] != [0, 0]
+    monkeypatch.setattr(assemble, "_WINDOW", 10_000)
+    reads: list[int] = []
+    real = assemble.os.preadv
+    monkeypatch.setattr(assemble.os, "preadv", lambda *args: reads.append(1) or real(*args))
+    with Assembly(parts, ["md5"]) as assembly:
+        size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (size, digests["md5"]) == (len(data), hashlib.md5(data).hexdigest())
+    assert reads == [], "the parts were read into a buffer, not mapped"
+
+
+def test_a_file_system_that_cannot_map_is_read_instead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = content("unmapped", 3 * 40_001)
+    parts, current = _three_parts(tmp_path, data)
+
+    def refuse(*args: Any, **kwargs: Any) -> Any:
+        raise OSError(errno.ENODEV, "No such device")
+
+    monkeypatch.setattr(assemble.mmap, "mmap", refuse)
+    with Assembly(parts, []) as assembly:
+        size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (size, digests["sha256"]) == (len(data), _sha(data))
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_a_part_is_emptied_only_while_nobody_hashes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Truncating a part under the hash's mapping of it would kill the worker with SIGBUS: the emptying waits.
+    data = content("emptied", 3 * 40_001)
+    parts, current = _three_parts(tmp_path, data)
+    entered, release = threading.Event(), threading.Event()
+    real = assemble._hash_range
+
+    def held(hashes: Iterable[Any], fd: int, offset: int, length: int) -> int:
+        if not entered.is_set():
+            entered.set()
+            release.wait(10)
+        return real(hashes, fd, offset, length)
+
+    monkeypatch.setattr(assemble, "_hash_range", held)
+    with Assembly(parts, []) as assembly:
+        assembly.follow(lambda: current.segments)
+        assert entered.wait(5), "the hash never began"
+        emptier = threading.Thread(target=parts.empty, args=(0,), daemon=True)
+        emptier.start()
+        emptier.join(0.3)
+        still_whole = parts.length(0) == 40_001
+        release.set()
+        emptier.join(5)
+        assert still_whole, "part 0 was emptied while it was being hashed"
+        assert parts.length(0) == 0
+        parts.append(0, 0, data[:40_001])  # the stream that restarted from zero
+        size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (size, digests["sha256"]) == (len(data), _sha(data)), "the hash kept what was read before"

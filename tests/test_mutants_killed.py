@@ -7,6 +7,7 @@ and the arithmetic of the segment table, the backoff and the speed guard.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import time
@@ -185,10 +186,17 @@ def test_a_short_write_is_continued(final: Path, monkeypatch: pytest.MonkeyPatch
 
 
 def test_emptying_a_part_tells_its_listeners_which_segment(started: Parts) -> None:
-    emptied: list[Segment] = []
-    started.on_empty(emptied.append)
+    emptied: list[tuple[Segment, int]] = []
+
+    @contextlib.contextmanager
+    def listener(segment: Segment) -> Iterator[None]:
+        yield
+        emptied.append((segment, started.length(1)))
+
+    assert started.length(1) > 0
+    started.on_empty(listener)
     started.empty(1)
-    assert emptied == [Segment(1, 50, 100)] and started.length(1) == 0
+    assert emptied == [(Segment(1, 50, 100), 0)] and started.length(1) == 0
 
 
 @pytest.mark.usefixtures("umask_022")

@@ -19,10 +19,12 @@ if it had passed the part's start.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import mmap
 import os
 import threading
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from types import TracebackType
 
 from ..errors import DigestMismatch, VerifyError
@@ -32,6 +34,7 @@ from .parts import Parts
 from .plan import Plan, Segment
 
 _POLL = 0.02  # seconds the follower sleeps when the parts have not grown
+_WINDOW = 8 * 1024**2  # bytes the hash maps at a time: while mapped they count in the process's memory
 _WRITEBACK_EVERY = 64 * 1024**2  # start the disk writes of this much new data at a time, not all at the fsync
 
 
@@ -51,7 +54,7 @@ class Assembly:
         self._hashes: dict[str, hashlib._Hash] = {}
         self._position = 0  # bytes of the in-order prefix hashed so far
         self._reset_hash()
-        parts.on_empty(self.forget)
+        parts.on_empty(self.forgetting)
 
     def __enter__(self) -> Assembly:
         return self
@@ -84,9 +87,12 @@ class Assembly:
                     h.update(data)
                 self._position += len(data)
 
-    def forget(self, segment: Segment) -> None:
-        """Segment's part was just emptied: what was taken from it no longer holds."""
+    @contextlib.contextmanager
+    def forgetting(self, segment: Segment) -> Iterator[None]:
+        """Around the emptying of segment's part: neither thread reads it meanwhile (a part cut short under
+        the hash's mapping of it would be a SIGBUS), and what was taken from it no longer holds."""
         with self._copy_lock, self._hash_lock:
+            yield
             self._copied[segment.index] = 0
             if self._position > segment.start:
                 self._reset_hash()
@@ -180,15 +186,13 @@ class Assembly:
 
     def _hash_locked(self, segments: Sequence[Segment]) -> int:
         moved = 0
-        view = buffer.get()
         while segment := _at(segments, self._position):
             offset = self._position - segment.start
-            want = min(BUFFER, self._parts.length(segment.index) - offset)
-            n = os.preadv(self._parts.fd(segment.index), [view[:want]], offset) if want > 0 else 0
+            n = _hash_range(
+                self._hashes.values(), self._parts.fd(segment.index), offset, self._parts.length(segment.index)
+            )
             if n <= 0:
                 break
-            for h in self._hashes.values():
-                h.update(view[:n])
             self._position += n
             moved += n
         if len(segments) == 1 and moved:  # one part is the file: its hashed prefix may go to disk
@@ -217,6 +221,33 @@ def _at(segments: Sequence[Segment], position: int) -> Segment | None:
         if segment.start <= position and (segment.end is None or position < segment.end):
             return segment
     return None
+
+
+def _hash_range(hashes: Iterable[hashlib._Hash], fd: int, offset: int, length: int) -> int:
+    """Feed ``hashes`` the bytes of ``fd`` from ``offset`` on, up to ``length`` and at most _WINDOW of them;
+    the bytes hashed.
+
+    Straight from the page cache through a mapping, not read into a buffer first: one copy of every byte
+    fewer, and one GIL acquisition per window instead of two per MiB. Behind 16 receiving threads a thread
+    that asked for the GIL waited out the switch interval (5 ms) nearly every time, and a hash reading 1 MiB
+    at a time advanced at 128 MiB/s. A file system that cannot map a file is read through the buffer.
+    """
+    count = min(_WINDOW, length - offset)
+    if count <= 0:
+        return 0
+    base = offset - offset % mmap.ALLOCATIONGRANULARITY
+    try:
+        mapped = mmap.mmap(fd, offset + count - base, access=mmap.ACCESS_READ, offset=base)
+    except OSError:
+        view = buffer.get()
+        n = os.preadv(fd, [view[: min(count, BUFFER)]], offset)
+        for h in hashes:
+            h.update(view[:n])
+        return n
+    with mapped, memoryview(mapped) as whole, whole[offset - base :] as window:
+        for h in hashes:
+            h.update(window)
+    return count
 
 
 def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> int:

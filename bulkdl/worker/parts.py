@@ -19,11 +19,13 @@ and restart:
 
 from __future__ import annotations
 
+import contextlib
 import glob
 import os
 import re
 import threading
 from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import replace
 from pathlib import Path
 
@@ -59,7 +61,7 @@ class Parts:
         self._fds: dict[int, int] = {}
         self._lengths: dict[int, int] = {}
         self._temp: int | None = None
-        self._on_empty: list[Callable[[Segment], None]] = []
+        self._on_empty: list[Callable[[Segment], AbstractContextManager[None]]] = []
 
     def adopt(self, source: str, size: int | None) -> tuple[Plan | None, str | None]:
         """The partial download an earlier run left, if it may be continued; else None and why not.
@@ -99,8 +101,9 @@ class Parts:
     def recorded(self) -> bool:
         return self._recorded
 
-    def on_empty(self, listener: Callable[[Segment], None]) -> None:
-        """Call ``listener`` whenever a part is emptied (what was read of it no longer holds)."""
+    def on_empty(self, listener: Callable[[Segment], AbstractContextManager[None]]) -> None:
+        """Enter ``listener(segment)`` around every emptying of a part: it may hold off its readers, and learns
+        that what was read of it no longer holds."""
         self._on_empty.append(listener)
 
     def length(self, index: int) -> int:
@@ -128,10 +131,11 @@ class Parts:
 
     def empty(self, index: int) -> None:
         """Part ``index`` starts over (an answer that restarts the file from its first byte)."""
-        os.ftruncate(self._fds[index], 0)
-        self._lengths[index] = 0
-        for listener in self._on_empty:
-            listener(self._segments[index])
+        with contextlib.ExitStack() as listening:
+            for listener in self._on_empty:
+                listening.enter_context(listener(self._segments[index]))
+            os.ftruncate(self._fds[index], 0)
+            self._lengths[index] = 0
 
     def split(self, thief: Segment, table: tuple[Segment, ...]) -> None:
         """A steal: part ``thief`` is created empty and the sidecar records ``table``, before either is used.
