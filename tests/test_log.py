@@ -19,7 +19,7 @@ import pytest
 
 from bulkdl import cli
 from bulkdl.parent import log, pool
-from bulkdl.worker import serve
+from bulkdl.worker import crossing
 
 from .conftest import REPO, cli_env, run_cli, write_manifest
 from .httpserver import FaultServer, content
@@ -103,7 +103,7 @@ def test_the_log_of_a_run_with_a_retry_a_resume_a_fallback_a_steal_a_skip_and_a_
 def test_a_run_without_a_log_writes_none_and_its_workers_gather_nothing(
     builtin: FaultServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
-    configs: list[serve.Config] = []
+    configs: list[crossing.Config] = []
     made = pool.Batch.__init__
 
     def spy(self: pool.Batch, *args: Any, **kwargs: Any) -> None:

@@ -74,6 +74,9 @@ def test_pip_install_of_the_wheel_into_a_new_venv_runs(wheel: Path, builtin: Fau
     _run(sys.executable, "-m", "venv", venv, cwd=tmp_path)
     _run(venv / "bin/python", "-m", "pip", "install", "--quiet", wheel, cwd=tmp_path)
     assert _run(venv / "bin/bulkdl", "--version", cwd=tmp_path).strip() == f"bulkdl {bulkdl.__version__}"
+    # pyproject reads the version from bulkdl/__init__.py: the distribution's metadata says the same.
+    said = _run(venv / "bin/python", "-c", "import importlib.metadata as m; print(m.version('bulkdl'))", cwd=tmp_path)
+    assert said.strip() == bulkdl.__version__
     where = _run(venv / "bin/python", "-c", "import bulkdl; print(bulkdl.__file__)", cwd=tmp_path)
     assert Path(where.strip()).is_relative_to(venv), "the source tree, not the installed wheel, was imported"
     files = {name: content(name, 300_000) for name in ("one.bin", "two.bin")}
@@ -89,3 +92,12 @@ def test_pipx_install_of_the_wheel_runs(wheel: Path, tmp_path: Path) -> None:
     _run(sys.executable, "-m", "pipx", "install", "--quiet", wheel, cwd=tmp_path, env=env)
     assert _run(tmp_path / "bin/bulkdl", "--version", cwd=tmp_path, env=env).strip() == f"bulkdl {bulkdl.__version__}"
     assert os.path.realpath(tmp_path / "bin/bulkdl").startswith(str(tmp_path / "pipx"))
+
+
+def test_the_command_line_starts_without_the_download_code() -> None:
+    """The parent's imports come before a run's first request, while the forkserver imports the download code
+    on the other core (parent/processes.py): urllib3, http.client and the distribution's metadata cost it some
+    100 ms when the parent imported them too."""
+    heavy = ("urllib3", "http.client", "importlib.metadata", "bulkdl.worker.serve", "bulkdl.worker.fetch")
+    probe = f"import sys, bulkdl.cli, bulkdl.commands.run; print([m for m in {heavy!r} if m in sys.modules])"
+    assert _run(sys.executable, "-c", probe, cwd=REPO, env=cli_env()).strip() == "[]"

@@ -56,9 +56,9 @@ from ..errors import (
 from ..parent import lock
 from ..values import Budget, FileResult, Job, Status
 from ..worker import limits
+from ..worker.crossing import Task, not_started
 from ..worker.events import Event as Told
 from ..worker.meter import Send
-from ..worker.serve import Task, not_started
 from . import claim, task
 from .done import run_dir
 from .task import Config

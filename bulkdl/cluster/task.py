@@ -48,10 +48,10 @@ from distributed import Event, Semaphore, Variable, get_client, get_worker
 from ..errors import INTERNAL, WORKER_BUSY, local_code
 from ..values import Budget, FileResult, Job, Status
 from ..worker import events, limits, net
+from ..worker.crossing import Task, not_started
 from ..worker.fetch import fetch_file
 from ..worker.meter import Send
 from ..worker.retry import Cancelled, StopFlag
-from ..worker.serve import Task, not_started
 from . import claim
 from .done import Done
 
@@ -74,7 +74,7 @@ class Config:
     max_idle_per_host: int
     client_lost_after: float  # seconds the client's heartbeat may stand still before its files stop here
     busy_wait: float  # seconds a task waits for a worker process serving another run before failing its files
-    events: bool  # gather the files' events for the run's log (-v, --log-file), as serve.Config's
+    events: bool  # gather the files' events for the run's log (-v, --log-file), as crossing.Config's
     done: str  # the run's directory of what its tasks finished (done.py)
     writers: str  # dest's writers lock (parent/lock.py), held shared while this process may write into dest
     locks: str  # the directory of the files' claims (claim.py)

@@ -14,9 +14,9 @@ from typing import Protocol
 
 from ..errors import UsageError
 from ..values import Budget, FileResult
+from ..worker.crossing import Task
 from ..worker.events import Event
 from ..worker.meter import Send
-from ..worker.serve import Task
 from .pool import Batch
 
 NEEDS_DASK = "--scheduler needs Dask: pip install 'bulkdl[dask]'"

@@ -41,10 +41,10 @@ from typing import Any
 
 from ..errors import WORKER_DIED
 from ..values import Budget, FileResult, Job, Status
-from ..worker import limits, serve
+from ..worker import crossing, limits
+from ..worker.crossing import Task, not_started
 from ..worker.events import Event
 from ..worker.meter import Send
-from ..worker.serve import Task, not_started
 from . import processes
 
 GRACE_SECONDS = 1.5
@@ -110,7 +110,7 @@ class Batch:
             self._budget.connections, self._budget.per_host * len(self._budget.hosts) or self._budget.connections
         )
         files = max(1, math.ceil(useful / workers))
-        self._config = serve.Config(
+        self._config = crossing.Config(
             files=files, max_idle_per_host=min(self._budget.per_host, files * 2), events=on_events is not None
         )
         self._on_events = on_events
@@ -212,7 +212,7 @@ class Batch:
             task_r, task_w = self._context.Pipe(duplex=False)
             result_r, result_w = self._context.Pipe(duplex=False)
             process = self._context.Process(  # type: ignore[attr-defined]  # every concrete context has it
-                target=serve.main,
+                target=crossing.main,
                 args=(self._config, task_r, result_w, self._stop_flag, shared),
                 name="bulkdl-worker",
                 daemon=True,

@@ -26,12 +26,13 @@ import threading
 import time
 import traceback
 from collections import deque
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from multiprocessing.connection import Connection
 
 from ..errors import INTERNAL, local_code
-from ..values import Budget, Condition, FileResult, Job, Settings, Status
+from ..values import Budget, FileResult, Job, Settings, Status
 from . import events, headlines, limits, net
+from .crossing import Config, Report, Task, not_started
 from .fetch import fetch_file
 from .retry import StopFlag
 
@@ -39,20 +40,6 @@ _FLUSH = 0.05  # seconds between two messages to the parent, at most
 _SOONEST = 0.005  # seconds between two messages, at least
 _JANITOR = 0.05  # seconds between two looks for idle connections another thread waits for
 _M_ARENA_MAX = -8  # glibc's mallopt parameter
-
-Task = tuple[Job, Condition | None]
-
-# What a worker sends up, one message at a time: files started, progress ticks, results, the events for the
-# run's log (events.py; always empty when the run keeps no log), and its answers to the parent's recalls (the
-# job indexes of the tasks it gave back, one list per recall).
-Report = tuple[list[int], list[tuple[int, int, int | None]], list[FileResult], list[events.Event], list[list[int]]]
-
-
-@dataclass(frozen=True, slots=True)
-class Config:
-    files: int  # files this worker has in flight at most (threads)
-    max_idle_per_host: int  # idle connections its pools keep per host
-    events: bool = False  # gather events for the run's log (-v, --log-file); off: events.emit does nothing
 
 
 def main(config: Config, tasks: Connection, results: Connection, stop: StopFlag, shared: limits.Shared) -> None:
@@ -178,10 +165,6 @@ def _within(settings: Settings, cap: int) -> Settings:
 
 def _failed(job: Job, reason: str, code: str) -> FileResult:
     return FileResult(job.index, job.name, job.shown_url, Status.FAILED, None, 0, None, 0.0, reason, code=code)
-
-
-def not_started(job: Job, reason: str = "not started") -> FileResult:
-    return FileResult(job.index, job.name, job.shown_url, Status.INTERRUPTED, None, 0, None, 0.0, reason)
 
 
 def _janitor(shared: limits.Shared, stop: StopFlag) -> None:
