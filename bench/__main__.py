@@ -9,6 +9,7 @@ scenarios (BIG, MANY, MIXED, RERUN), WAN (MANY and MIXED from the server that de
 from __future__ import annotations
 
 import argparse
+import compileall
 import hashlib
 import math
 import os
@@ -111,6 +112,11 @@ def main() -> int:
         print(f"bench: not installed, left out: {', '.join(missing)} (apt-get install nginx-light aria2 curl wget2)")
     if not budgeted() and by_block[doc.WAN_MARKER]:
         print("bench: this bulkdl has no connection budget yet: WAN runs it with workers: 32, segments: 1")
+    # A wheel's install byte-compiles bulkdl; an editable one under PYTHONDONTWRITEBYTECODE (this sandbox)
+    # never does, and every run compiled each module edited since from source: 0.1 s of the parent's start in
+    # a cProfile, and as much in the forkserver's.
+    if not compileall.compile_dir(REPO / "bulkdl", quiet=1):
+        print("bench: bulkdl could not be byte-compiled: its runs include compiling it")
     measure.become_subreaper()
     blocks: dict[str, list[str]] = {}
     with tempfile.TemporaryDirectory(prefix="bulkdl-bench-") as tmp:
