@@ -16,7 +16,9 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python -m tests.demo --port $(DEMO_PORT) -- $(BIN)/bulkdl run manifests/demo.yaml --report .demo/report.json
 
+# Every CLI test starts bulkdl afresh: without its .pyc (PYTHONDONTWRITEBYTECODE) each start compiled it.
 test: $(STAMP)
+	$(BIN)/python -m compileall -q bulkdl
 	$(BIN)/pytest -n 3  # most tests wait on servers and subprocesses: three at a time on two cores
 
 lint: $(STAMP)
