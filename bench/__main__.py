@@ -79,6 +79,10 @@ def _once(tool: str, scenario: Scenario, data: DataSet, nginx: NginxServer, work
     if scenario.rerun:  # a finished mirror first, by the same tool, unmeasured
         measure.run(command(tool, data, base, out, False, scenario.digests, budget), work, env)
         _verify(data, out, tool)
+    # Every run starts with nothing of another's left to write: a tool that does not fsync leaves its bytes
+    # to the kernel's writeback, which then ran during the next tool's run and slowed the fsyncs of that one
+    # (bulkdl's MIXED capped: 7.9-8.1 s in the bench, 7.1-7.3 s in runs each after a sync, curl 7.6 s in both).
+    os.sync()
     nginx.clear_log()
     argv = command(tool, data, base, out, scenario.rerun, scenario.digests, budget)
     own = tool == "bulkdl"  # its parent records its own VmHWM; every other process of it is sampled
