@@ -6,6 +6,7 @@ import errno
 import hashlib
 import itertools
 import json
+import mmap
 import os
 import threading
 import time
@@ -16,7 +17,8 @@ from typing import Any
 
 import pytest
 
-from bulkdl.worker import assemble, plan, ramp
+from bulkdl import durable
+from bulkdl.worker import assemble, mountinfo, plan, ramp
 from bulkdl.worker.assemble import Assembly
 from bulkdl.worker.board import Board
 from bulkdl.worker.parts import Parts
@@ -386,19 +388,31 @@ def test_the_hash_maps_the_parts_in_windows_at_any_offset(tmp_path: Path, monkey
     reads: list[int] = []
     real = assemble.os.preadv
     monkeypatch.setattr(assemble.os, "preadv", lambda *args: reads.append(1) or real(*args))
+    lengths: list[int] = []
+    real_mmap = assemble.mmap.mmap
+    monkeypatch.setattr(assemble.mmap, "mmap", lambda fd, n, **kw: lengths.append(n) or real_mmap(fd, n, **kw))
     with Assembly(parts, ["md5"]) as assembly:
         size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
     parts.close()
     assert (size, digests["md5"]) == (len(data), hashlib.md5(data).hexdigest())
     assert reads == [], "the parts were read into a buffer, not mapped"
+    # While mapped, a window's pages count in the worker's memory: never much more than _WINDOW at a time.
+    assert lengths and max(lengths) < 10_000 + mmap.ALLOCATIONGRANULARITY
 
 
-def test_a_file_system_that_cannot_map_is_read_instead(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("refusal", [OSError(errno.ENODEV, "No such device"), ValueError("mmap length")])
+def test_a_file_system_that_cannot_map_is_read_instead(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, refusal: Exception
+) -> None:
     data = content("unmapped", 3 * 40_001)
     parts, current = _three_parts(tmp_path, data)
+    monkeypatch.setattr(mountinfo, "_known", {})
+    monkeypatch.setattr(assemble, "_WINDOW", 10_000)
+    tried: list[int] = []
 
     def refuse(*args: Any, **kwargs: Any) -> Any:
-        raise OSError(errno.ENODEV, "No such device")
+        tried.append(1)
+        raise refusal
 
     monkeypatch.setattr(assemble.mmap, "mmap", refuse)
     with Assembly(parts, []) as assembly:
@@ -406,6 +420,36 @@ def test_a_file_system_that_cannot_map_is_read_instead(tmp_path: Path, monkeypat
     parts.close()
     assert (size, digests["sha256"]) == (len(data), _sha(data))
     assert (tmp_path / "f.bin").read_bytes() == data
+    assert tried == [1], "a refusal is remembered, not met again at every window"
+
+
+def test_a_network_file_system_is_never_mapped(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # A read error through a mapping is a SIGBUS, the worker's death: on NFS, SMB or FUSE the parts are read.
+    data = content("nfs", 3 * 40_001)
+    parts, current = _three_parts(tmp_path, data)
+    monkeypatch.setattr(mountinfo, "_known", {})
+    monkeypatch.setattr(mountinfo, "_fstype", lambda device: "nfs4")
+    mapped: list[int] = []
+    monkeypatch.setattr(assemble.mmap, "mmap", lambda *args, **kw: mapped.append(1))
+    with Assembly(parts, []) as assembly:
+        size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (size, digests["sha256"]) == (len(data), _sha(data)) and mapped == []
+
+
+def test_the_file_system_type_is_read_from_mountinfo(tmp_path: Path) -> None:
+    lines = [
+        "22 27 0:21 / /proc rw,relatime - proc proc rw",
+        "27 1 254:0 / / rw,relatime shared:1 master:2 - ext4 /dev/vda rw,discard",  # optional fields before " - "
+        "40 27 0:45 / /srv/pool rw,relatime - nfs4 server:/pool rw,vers=4.2",
+    ]
+    assert mountinfo.fstype_of(lines, os.makedev(254, 0)) == "ext4"
+    assert mountinfo.fstype_of(lines, os.makedev(0, 45)) == "nfs4"
+    assert mountinfo.fstype_of(lines, os.makedev(8, 1)) is None
+    with open(tmp_path / "probe", "wb") as probe:  # where the tests' parts live: this machine's file system
+        assert mountinfo.mappable(probe.fileno()) == (
+            mountinfo._fstype(os.fstat(probe.fileno()).st_dev) in mountinfo._LOCAL
+        )
 
 
 def test_a_part_is_emptied_only_while_nobody_hashes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -437,3 +481,87 @@ def test_a_part_is_emptied_only_while_nobody_hashes_it(tmp_path: Path, monkeypat
         size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
     parts.close()
     assert (size, digests["sha256"]) == (len(data), _sha(data)), "the hash kept what was read before"
+
+
+def test_a_part_is_emptied_only_while_nobody_copies_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    data = content("copy-held", 3 * 40_001)
+    current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.split(len(data), 3, 1))
+    parts = Parts(tmp_path / "f.bin")
+    parts.start(current, record=False)
+    entered, release = threading.Event(), threading.Event()
+    real = assemble._copy_range
+
+    def held(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> int:
+        if dst_offset == 0 and not entered.is_set():
+            entered.set()
+            release.wait(10)
+        return real(src, dst, count, src_offset, dst_offset)
+
+    monkeypatch.setattr(assemble, "_copy_range", held)
+    with Assembly(parts, []) as assembly:
+        assembly.follow(lambda: current.segments)
+        for s in current.segments:
+            parts.append(s.index, s.start, data[s.start : s.end])
+        assert entered.wait(5), "the copy never began"
+        emptier = threading.Thread(target=parts.empty, args=(0,), daemon=True)
+        emptier.start()
+        emptier.join(0.3)
+        still_whole = parts.length(0) == 40_001
+        release.set()
+        emptier.join(5)
+        assert still_whole, "part 0 was emptied while it was being copied"
+        parts.append(0, 0, data[:40_001])
+        assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_a_part_refilled_with_other_bytes_is_copied_and_hashed_again(tmp_path: Path) -> None:
+    # What the hash saw is what is installed: a part emptied after both threads passed it and refilled with
+    # other bytes (a server whose file changed) is copied and hashed again.
+    old, new = content("old", 3 * 40_001), content("new", 40_001)
+    current = plan.Plan("u", "u", len(old), '"v"', None, True, plan.split(len(old), 3, 1))
+    parts = Parts(tmp_path / "f.bin")
+    parts.start(current, record=False)
+    with Assembly(parts, []) as assembly:
+        assembly.follow(lambda: current.segments)
+        for s in current.segments:
+            parts.append(s.index, s.start, old[s.start : s.end])
+        temp = parts.temp()
+        for _ in range(250):
+            if os.pread(temp, len(old), 0) == old and assembly._position == len(old):
+                break
+            time.sleep(0.02)
+        parts.empty(0)
+        parts.append(0, 0, new)
+        _, digests = assembly.finish(current, len(old), ())
+    parts.close()
+    assert digests["sha256"] == _sha(new + old[40_001:])
+    assert (tmp_path / "f.bin").read_bytes() == new + old[40_001:], "the file is not the bytes that were hashed"
+
+
+def test_pausing_leaves_no_follower_running(tmp_path: Path) -> None:
+    data = content("paused", 3 * 40_001)
+    parts, current = _three_parts(tmp_path, data)
+    with Assembly(parts, []) as assembly:
+        assembly.follow(lambda: current.segments)
+        assembly.pause()
+        assert not [t for t in threading.enumerate() if t.name.startswith("assembly")], "a follower outlived pause"
+        assembly.finish(current, len(data), ())
+    parts.close()
+
+
+def test_a_followed_file_in_one_part_is_never_copied(tmp_path: Path) -> None:
+    # One part is the file, renamed into place: a copy would be its size again on disk, and its I/O.
+    data = content("single", 200_000)
+    current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.single(len(data)))
+    parts = Parts(tmp_path / "f.bin")
+    parts.start(current, record=False)
+    with Assembly(parts, []) as assembly:
+        assembly.follow(lambda: current.segments)
+        parts.append(0, 0, data)
+        time.sleep(0.1)  # a few rounds of both followers
+        assert not durable.temp_path(tmp_path / "f.bin").exists()
+        assembly.finish(current, len(data), (("sha256", _sha(data)),))
+    parts.close()
+    assert (tmp_path / "f.bin").read_bytes() == data

@@ -1,7 +1,7 @@
 """Turning parts into the final file while they download, then checking it, or refusing to.
 
 An Assembly follows one file from its first byte with two threads: one hashes the in-order prefix of the
-parts (every requested algorithm fed the same buffer), the other copies each part's new bytes into the
+parts (every requested algorithm fed the same bytes), the other copies each part's new bytes into the
 assembly temp file at their offsets (``os.copy_file_range``: the kernel copies, no byte passes through
 Python) and starts their writeback to disk. Two, because the hash is the slower and CPU-bound: behind one
 thread that hashed and then copied, a 1 GiB file's copy waited for the hash to reach the end, 0.7 s after
@@ -14,7 +14,9 @@ into place; it needs no copy. The directory's fsync is left to the run, which ba
 
 The hash reads the parts, not the temp file; the copy is the kernel's, checked by its length. A part emptied
 under the followers (a stream that restarts from zero) is forgotten: its copy starts again and the hash too,
-if it had passed the part's start.
+if it had passed the part's start. The hash maps the parts only on a local file system (mountinfo.py); there
+a part cut short by another process while mapped would still kill the worker (SIGBUS), but under the
+destination lock (parent/lock.py) nothing but this run writes them.
 """
 
 from __future__ import annotations
@@ -29,7 +31,7 @@ from types import TracebackType
 
 from ..errors import DigestMismatch, VerifyError
 from ..hashing import BUFFER, constructor
-from . import buffer
+from . import buffer, mountinfo
 from .parts import Parts
 from .plan import Plan, Segment
 
@@ -230,24 +232,28 @@ def _hash_range(hashes: Iterable[hashlib._Hash], fd: int, offset: int, length: i
     Straight from the page cache through a mapping, not read into a buffer first: one copy of every byte
     fewer, and one GIL acquisition per window instead of two per MiB. Behind 16 receiving threads a thread
     that asked for the GIL waited out the switch interval (5 ms) nearly every time, and a hash reading 1 MiB
-    at a time advanced at 128 MiB/s. A file system that cannot map a file is read through the buffer.
+    at a time advanced at 128 MiB/s. Where a mapping is not safe (mountinfo.py) or is refused, the bytes are
+    read through the thread's buffer.
     """
     count = min(_WINDOW, length - offset)
     if count <= 0:
         return 0
-    base = offset - offset % mmap.ALLOCATIONGRANULARITY
-    try:
-        mapped = mmap.mmap(fd, offset + count - base, access=mmap.ACCESS_READ, offset=base)
-    except OSError:
-        view = buffer.get()
-        n = os.preadv(fd, [view[: min(count, BUFFER)]], offset)
-        for h in hashes:
-            h.update(view[:n])
-        return n
-    with mapped, memoryview(mapped) as whole, whole[offset - base :] as window:
-        for h in hashes:
-            h.update(window)
-    return count
+    if mountinfo.mappable(fd):
+        base = offset - offset % mmap.ALLOCATIONGRANULARITY
+        try:
+            mapped = mmap.mmap(fd, offset + count - base, access=mmap.ACCESS_READ, offset=base)
+        except (OSError, ValueError):  # ValueError: the file is shorter than the mapping (cut by someone else)
+            mountinfo.refused(fd)
+        else:
+            with mapped, memoryview(mapped) as whole, whole[offset - base :] as window:
+                for h in hashes:
+                    h.update(window)
+            return count
+    view = buffer.get()
+    n = os.preadv(fd, [view[: min(count, BUFFER)]], offset)
+    for h in hashes:
+        h.update(view[:n])
+    return n
 
 
 def _copy_range(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> int:
