@@ -10,7 +10,6 @@ import mmap
 import os
 import threading
 import time
-from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -277,15 +276,7 @@ def test_the_copy_into_the_temp_goes_on_while_the_hash_is_held(tmp_path: Path, m
     current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.split(len(data), 3, 65536))
     parts = Parts(tmp_path / "f.bin")
     parts.start(current, record=False)
-    entered, release = threading.Event(), threading.Event()
-    real = assemble._hash_range
-
-    def held(hashes: Iterable[Any], fd: int, offset: int, length: int) -> int:
-        entered.set()
-        release.wait(10)
-        return real(hashes, fd, offset, length)
-
-    monkeypatch.setattr(assemble, "_hash_range", held)
+    entered, release = _held(monkeypatch, "_hash_range")
     with Assembly(parts, []) as assembly:
         assembly.follow(lambda: current.segments)
         parts.append(0, 0, data[:65536])
@@ -452,67 +443,45 @@ def test_the_file_system_type_is_read_from_mountinfo(tmp_path: Path) -> None:
         )
 
 
-def test_a_part_is_emptied_only_while_nobody_hashes_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    # Truncating a part under the hash's mapping of it would kill the worker with SIGBUS: the emptying waits.
-    data = content("emptied", 3 * 40_001)
-    parts, current = _three_parts(tmp_path, data)
+def _held(monkeypatch: pytest.MonkeyPatch, step: str) -> tuple[threading.Event, threading.Event]:
+    """Make ``assemble.<step>`` wait inside its first call until released: (entered, release)."""
     entered, release = threading.Event(), threading.Event()
-    real = assemble._hash_range
+    real = getattr(assemble, step)
 
-    def held(hashes: Iterable[Any], fd: int, offset: int, length: int) -> int:
+    def held(*args: Any) -> Any:
         if not entered.is_set():
             entered.set()
             release.wait(10)
-        return real(hashes, fd, offset, length)
+        return real(*args)
 
-    monkeypatch.setattr(assemble, "_hash_range", held)
+    monkeypatch.setattr(assemble, step, held)
+    return entered, release
+
+
+@pytest.mark.parametrize(("step", "doing"), [("_hash_range", "hashed"), ("_copy_range", "copied")])
+def test_a_part_is_emptied_only_while_no_follower_reads_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, step: str, doing: str
+) -> None:
+    # Truncating a part under the hash's mapping of it would kill the worker with SIGBUS: the emptying waits
+    # for both followers. Each one's first step (on part 0) is held.
+    data = content(f"emptied-{doing}", 3 * 40_001)
+    parts, current = _three_parts(tmp_path, data)
+    entered, release = _held(monkeypatch, step)
     with Assembly(parts, []) as assembly:
         assembly.follow(lambda: current.segments)
-        assert entered.wait(5), "the hash never began"
+        assert entered.wait(5), f"part 0 was never {doing}"
         emptier = threading.Thread(target=parts.empty, args=(0,), daemon=True)
         emptier.start()
         emptier.join(0.3)
         still_whole = parts.length(0) == 40_001
         release.set()
         emptier.join(5)
-        assert still_whole, "part 0 was emptied while it was being hashed"
+        assert still_whole, f"part 0 was emptied while it was being {doing}"
         assert parts.length(0) == 0
         parts.append(0, 0, data[:40_001])  # the stream that restarted from zero
         size, digests = assembly.finish(current, len(data), (("sha256", _sha(data)),))
     parts.close()
-    assert (size, digests["sha256"]) == (len(data), _sha(data)), "the hash kept what was read before"
-
-
-def test_a_part_is_emptied_only_while_nobody_copies_it(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    data = content("copy-held", 3 * 40_001)
-    current = plan.Plan("u", "u", len(data), '"v"', None, True, plan.split(len(data), 3, 1))
-    parts = Parts(tmp_path / "f.bin")
-    parts.start(current, record=False)
-    entered, release = threading.Event(), threading.Event()
-    real = assemble._copy_range
-
-    def held(src: int, dst: int, count: int, src_offset: int, dst_offset: int) -> int:
-        if dst_offset == 0 and not entered.is_set():
-            entered.set()
-            release.wait(10)
-        return real(src, dst, count, src_offset, dst_offset)
-
-    monkeypatch.setattr(assemble, "_copy_range", held)
-    with Assembly(parts, []) as assembly:
-        assembly.follow(lambda: current.segments)
-        for s in current.segments:
-            parts.append(s.index, s.start, data[s.start : s.end])
-        assert entered.wait(5), "the copy never began"
-        emptier = threading.Thread(target=parts.empty, args=(0,), daemon=True)
-        emptier.start()
-        emptier.join(0.3)
-        still_whole = parts.length(0) == 40_001
-        release.set()
-        emptier.join(5)
-        assert still_whole, "part 0 was emptied while it was being copied"
-        parts.append(0, 0, data[:40_001])
-        assembly.finish(current, len(data), (("sha256", _sha(data)),))
-    parts.close()
+    assert (size, digests["sha256"]) == (len(data), _sha(data))
     assert (tmp_path / "f.bin").read_bytes() == data
 
 
