@@ -12,6 +12,7 @@ import time
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -87,17 +88,19 @@ def test_a_killed_worker_costs_only_a_retry(builtin: FaultServer, tmp_path: Path
     assert "Traceback" not in output
 
 
-def test_a_file_whose_worker_keeps_dying_fails_alone_and_clearly(builtin: FaultServer, tmp_path: Path) -> None:
-    urls = [builtin.add(f"d{i}.bin", content(f"d{i}", 8 * MiB), rate=2 * MiB) for i in range(2)]
+def _killing_every_worker(tmp_path: Path, urls: list[str], every: float, **top: Any) -> tuple[int, str]:
+    """Run bulkdl over ``urls`` while every worker is killed, again and again, as a machine out of memory
+    might (one look each ``every`` seconds); its exit code and output."""
     stop = threading.Event()
-    with _bulkdl(tmp_path, write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1})) as process:
+    manifest = write_manifest(tmp_path, urls, workers=2, defaults={"segments": 1}, **top)
+    with _bulkdl(tmp_path, manifest) as process:
 
-        def keep_killing() -> None:  # every worker, again and again, as a machine out of memory might
+        def keep_killing() -> None:
             while not stop.is_set() and process.poll() is None:
                 for pid in _workers(process.pid):
                     with contextlib.suppress(ProcessLookupError):
                         os.kill(pid, signal.SIGKILL)
-                time.sleep(0.3)
+                time.sleep(every)
 
         killer = threading.Thread(target=keep_killing)
         killer.start()
@@ -106,8 +109,26 @@ def test_a_file_whose_worker_keeps_dying_fails_alone_and_clearly(builtin: FaultS
         finally:
             stop.set()
             killer.join()
-    assert process.returncode == 1, output
+    return process.returncode, output
+
+
+def test_a_file_whose_worker_keeps_dying_fails_alone_and_clearly(builtin: FaultServer, tmp_path: Path) -> None:
+    urls = [builtin.add(f"d{i}.bin", content(f"d{i}", 8 * MiB), rate=2 * MiB) for i in range(2)]
+    code, output = _killing_every_worker(tmp_path, urls, 0.3)
+    assert code == 1, output
     assert "worker process fetching it died" in output and "Traceback" not in output
+
+
+def test_workers_that_keep_dying_end_the_run_at_the_pools_bound(builtin: FaultServer, tmp_path: Path) -> None:
+    # Two files in flight at a time and 60 to go: each death counts against the two files begun (two deaths
+    # fail a file), and after MAX_POOL_RESTARTS restarts, about 20 files in, the pool's bound fails the rest
+    # at once, none hanging.
+    urls = [builtin.add(f"b{i}.bin", content(f"b{i}", 4 * MiB), rate=1 * MiB) for i in range(60)]
+    code, output = _killing_every_worker(tmp_path, urls, 0.005, connections=2)
+    assert code == 1, output
+    assert "the run's worker processes died" in output, output
+    assert "Traceback" not in output
+    assert not list((tmp_path / "mirror").glob("b*.bin")), "a file was installed while every worker died"
 
 
 def test_workers_end_when_bulkdl_alone_is_killed(builtin: FaultServer, tmp_path: Path) -> None:
