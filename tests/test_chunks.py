@@ -534,3 +534,31 @@ def test_a_followed_file_in_one_part_is_never_copied(tmp_path: Path) -> None:
         assembly.finish(current, len(data), (("sha256", _sha(data)),))
     parts.close()
     assert (tmp_path / "f.bin").read_bytes() == data
+
+
+def test_a_follower_that_meets_a_full_disk_stops_quietly_and_finish_reports_it(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The copy fails while following: the thread ends without an unhandled exception (a traceback on the
+    # worker's stderr), and the error is the one finish raises when it meets it again.
+    data = content("full-following", 3 * 40_001)
+    parts, current = _three_parts(tmp_path, data)
+    unhandled: list[threading.ExceptHookArgs] = []
+    monkeypatch.setattr(threading, "excepthook", unhandled.append)
+    tried = threading.Event()
+
+    def full(*args: int) -> int:
+        tried.set()
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(assemble, "_copy_range", full)
+    with Assembly(parts, []) as assembly:
+        assembly.follow(lambda: current.segments)
+        assert tried.wait(5), "the copy never began"
+        assembly.pause()
+        with pytest.raises(OSError) as raised:
+            assembly.finish(current, len(data), ())
+    parts.close()
+    assert raised.value.errno == errno.ENOSPC
+    assert unhandled == [], "a follower died of its error"
+    assert not (tmp_path / "f.bin").exists()

@@ -137,11 +137,8 @@ class Assembly:
             return  # a full disk, say: ``finish`` meets it again and reports it
 
     def _drain(self, segments: Sequence[Segment]) -> None:
-        """Copy and hash whatever the followers left, the copy on a thread of its own as while following."""
-        if len(segments) == 1:  # nothing to copy; and no thread started for each of many small files
-            while self._hash(segments):
-                pass
-            return
+        """Copy and hash whatever the followers left, the copy on a thread of its own as while following (none
+        for a file in one part: nothing to copy, and no thread started for each of many small files)."""
         failed: list[OSError] = []
 
         def copy() -> None:
@@ -151,13 +148,15 @@ class Assembly:
             except OSError as exc:
                 failed.append(exc)
 
-        copier = threading.Thread(target=copy, name="assembly-copy", daemon=True)
-        copier.start()
+        copier = threading.Thread(target=copy, name="assembly-copy", daemon=True) if len(segments) != 1 else None
+        if copier is not None:
+            copier.start()
         try:
             while self._hash(segments):
                 pass
         finally:
-            copier.join()
+            if copier is not None:
+                copier.join()
         if failed:
             raise failed[0]
 
